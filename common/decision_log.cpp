@@ -1,1 +1,107 @@
-// placeholder: filled in by its module's change
+// Decision line formatting (text and JSON) with escaping of everything that came from the request.
+#include "decision_log.hpp"
+
+#include <cstdio>
+
+#include "config.hpp"
+
+namespace rg {
+
+namespace {
+
+void append_hex(std::string& out, unsigned char c, const char* prefix) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%s%02x", prefix, c);
+  out += buf;
+}
+
+std::string json_string(std::string_view s, std::size_t max = 512) {
+  std::string out = "\"";
+  const bool cut = s.size() > max;
+  if (cut) s = s.substr(0, max);
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c >= 0x7f) {
+      append_hex(out, c, "\\u00");  // bytes >= 0x80 as Latin-1: always valid JSON, never lossy for ASCII
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (cut) out += "...";
+  out += '"';
+  return out;
+}
+
+std::string_view action_word(const verdict& v) {
+  if (v.store_failed) return "store-error";
+  if (!v.dry_run) return to_string(v.act);
+  switch (v.act) {
+    case action::warn: return "would-warn";
+    case action::hold: return "would-hold";
+    case action::defer: return "would-defer";
+    case action::reject: return "would-reject";
+    case action::none: break;
+  }
+  return "none";
+}
+
+}  // namespace
+
+std::string escape_log_value(std::string_view s, std::size_t max) {
+  std::string out;
+  const bool cut = s.size() > max;
+  if (cut) s = s.substr(0, max);
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f || c == '\\' || c == '"') append_hex(out, c, "\\x");
+    else out += static_cast<char>(c);
+  }
+  if (cut) out += "...";
+  return out;
+}
+
+std::string format_decision(const verdict& v, const policy_request& r, log_format f) {
+  const std::string& qid = r.get(attr::queue_id);
+  const std::string window = v.hit ? format_duration(std::chrono::seconds(v.hit->limit.seconds)) : std::string();
+  if (f == log_format::json) {
+    std::string o = "{\"queue_id\":" + json_string(qid.empty() ? "NOQUEUE" : qid) +
+                    ",\"action\":" + json_string(action_word(v)) + ",\"reply\":" + json_string(v.reply);
+    if (v.store_failed) o += ",\"error\":" + json_string(v.store_error);
+    if (v.hit) {
+      o += ",\"key_kind\":" + json_string(to_string(v.hit->kind)) + ",\"key\":" + json_string(v.hit->key) +
+           ",\"rule\":" + json_string(v.hit->rule_where) + ",\"window\":" + json_string(window) +
+           ",\"count\":" + std::to_string(v.hit->count) + ",\"limit\":" + std::to_string(v.hit->limit.count) +
+           ",\"unit\":" + json_string(to_string(v.hit->limit.what));
+    }
+    o += ",\"client\":" + json_string(r.get(attr::client_address)) +
+         ",\"sasl_username\":" + json_string(r.get(attr::sasl_username)) +
+         ",\"sender\":" + json_string(r.get(attr::sender)) + ",\"recipient\":" + json_string(r.get(attr::recipient)) +
+         ",\"instance\":" + json_string(r.get(attr::instance)) + "}";
+    return o;
+  }
+  std::string o = qid.empty() ? std::string("NOQUEUE") : escape_log_value(qid, 64);
+  o += ": ";
+  o += action_word(v);
+  o += ":";
+  if (v.store_failed) {
+    o += " error=\"" + escape_log_value(v.store_error) + "\" reply=\"" + v.reply + "\"";
+  }
+  if (v.hit) {
+    o += " key=";
+    o += to_string(v.hit->kind);
+    o += ':' + escape_log_value(v.hit->key);
+    o += " rule=" + escape_log_value(v.hit->rule_where) + " window=" + window +
+         " count=" + std::to_string(v.hit->count) + " limit=" + std::to_string(v.hit->limit.count) +
+         " unit=" + std::string(to_string(v.hit->limit.what));
+  }
+  o += " client=" + escape_log_value(r.get(attr::client_address)) +
+       " sasl_username=" + escape_log_value(r.get(attr::sasl_username)) +
+       " sender=<" + escape_log_value(r.get(attr::sender)) + ">" +
+       " recipient=<" + escape_log_value(r.get(attr::recipient)) + ">" +
+       " instance=" + escape_log_value(r.get(attr::instance), 64);
+  return o;
+}
+
+}  // namespace rg

@@ -1,0 +1,70 @@
+// Daemon settings from /etc/rateguard/rateguard.conf (INI style, Boost.Program_options): one table of
+// options with name, default, unit and bounds; parsing with file:line errors; the postconf -n style dump.
+// The limits file is not read here (see rules.hpp).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rg {
+
+enum class store_kind : std::uint8_t { memory, redis };
+enum class run_mode : std::uint8_t { enforce, dry_run };
+enum class store_error_action : std::uint8_t { dunno, defer };
+
+struct daemon_config {
+  std::string file;  // where it was read from ("" for built-in defaults)
+
+  std::vector<std::string> listen{"inet:127.0.0.1:10033"};
+  std::string unix_socket_mode = "0666";  // Postfix connects as its own user; the directory guards access
+  std::string unix_socket_owner;          // user[:group] for unix sockets; empty: leave as created
+  std::size_t max_connections = 1024;
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(600)};
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(5)};
+
+  std::string limits = "/etc/rateguard/limits.conf";
+  run_mode mode = run_mode::enforce;
+  unsigned ipv6_prefix = 64;
+
+  store_kind store = store_kind::memory;
+  std::string redis = "127.0.0.1:6379";
+  std::string redis_username;
+  std::string redis_password_file;
+  int redis_db = 0;
+  std::chrono::milliseconds redis_timeout{100};
+  std::size_t redis_max_pending = 4096;
+  std::string redis_prefix = "rg:";
+  store_error_action on_store_error = store_error_action::dunno;
+  std::size_t memory_max_keys = 1000000;
+
+  std::string log_target = "stderr";  // stderr | syslog | file:/path
+  std::string log_format = "text";    // text | json
+  std::string log_level = "info";     // debug | info | warning
+  std::string syslog_facility = "mail";
+  std::string syslog_name = "rateguardd";
+};
+
+struct config_error {
+  std::string text;  // "file:line: why" (line omitted when unknown)
+};
+
+struct config_result {
+  std::optional<daemon_config> config;
+  std::vector<config_error> errors;
+};
+
+config_result load_config(const std::string& path);
+// Settings that differ from the defaults, as "name = value" lines (like postconf -n).
+std::vector<std::string> non_default_settings(const daemon_config& c);
+// Every option with its default, for --help.
+std::string config_help();
+
+// "100ms", "10s", "5m", "1h", "2d"; a bare number is seconds (Postfix time convention).
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+std::string format_duration(std::chrono::milliseconds d);
+
+}  // namespace rg

@@ -1,0 +1,23 @@
+// The one place that formats decision lines: Postfix style text (queue ID or NOQUEUE first, so a grep for
+// the queue ID finds Postfix's lines and ours together) or one JSON object per line. Every value from a
+// request is escaped here; nothing else writes request data to the log.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "engine.hpp"
+#include "protocol.hpp"
+
+namespace rg {
+
+enum class log_format { text, json };
+
+// "4F2A1B3C: defer: key=sasl_username:alice rule=limits.conf:3 window=1h count=101 limit=100 unit=messages
+//  client=127.0.0.1 sasl_username=alice sender=<a@b> recipient=<c@d> instance=..."
+std::string format_decision(const verdict& v, const policy_request& r, log_format f);
+
+// Control characters, DEL, '\\' and '"' become \xNN; values longer than `max` bytes are cut and end in "...".
+std::string escape_log_value(std::string_view s, std::size_t max = 512);
+
+}  // namespace rg

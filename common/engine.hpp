@@ -1,0 +1,93 @@
+// The decision engine: request + rules + the connection's current message -> which counters to check,
+// then counts -> the decision (DUNNO, WARN, HOLD, defer, reject). No sockets, no clock, no store of its
+// own: the caller runs the store request in between, so tests drive it synchronously with a fake clock.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "protocol.hpp"
+#include "rules.hpp"
+#include "store.hpp"
+
+namespace rg {
+
+struct engine_settings {
+  run_mode mode = run_mode::enforce;
+  unsigned ipv6_prefix = 64;
+  store_error_action on_store_error = store_error_action::dunno;
+};
+
+// What the daemon decides with: swapped as a whole on SIGHUP; a request finishes on the one it began with.
+struct policy_snapshot {
+  rule_set rules;
+  engine_settings settings;
+};
+
+// The limit that decided a request (copied out of the rules, so it outlives a reload).
+struct limit_hit {
+  action act = action::none;
+  key_kind kind = key_kind::sasl_username;
+  std::string key;          // the value counted, e.g. "alice" or "2001:db8:1:2::/64"
+  std::string rule_where;   // "limits.conf:7"
+  window_limit limit;
+  std::uint64_t count = 0;  // the count including this request (so count > limit.count)
+};
+
+struct verdict {
+  action act = action::none;  // what the rules decided (also in dry-run, where the reply is DUNNO)
+  std::string reply;          // the text after "action=" sent to Postfix
+  std::optional<limit_hit> hit;
+  bool dry_run = false;
+  bool store_failed = false;
+  std::string store_error;
+  bool repeated = false;       // a later RCPT of a message already decided at its first RCPT
+  bool log = false;            // worth a decision log line
+};
+
+// Per-connection memory of the message in progress (Postfix sends one message's requests on one connection,
+// all with the same `instance`; a new instance means the previous message is done).
+class message_tracker {
+ public:
+  // One (rule, limit) pair that applies to the request, and the store counter that counts it.
+  struct candidate {
+    const rule* r;                  // valid while the caller holds the snapshot
+    const window_limit* limit;
+    key_kind kind;
+    std::string key;
+    std::size_t counter;
+  };
+  struct prepared {
+    bool needs_store = false;
+    verdict immediate;  // the answer when no store round trip is needed
+    store_request req;
+    std::vector<candidate> candidates;
+    bool first_rcpt = false;
+  };
+
+  // Phase 1: what must be asked of the store, if anything. `now_ms` is 0 in the daemon (store's clock).
+  prepared prepare(const policy_snapshot& snap, const policy_request& r, std::int64_t now_ms = 0);
+  // Phase 2: the counts (or the store failure) -> the verdict; remembers a message-level decision.
+  verdict finish(const policy_snapshot& snap, const policy_request& r, prepared& p, const store_result& res);
+
+  const std::string& instance() const { return instance_; }
+
+ private:
+  std::string instance_;
+  std::optional<verdict> message_verdict_;  // hold / defer / reject decided at the first RCPT
+  bool rcpt_seen_ = false;                  // the message unit is counted at the first RCPT only
+  bool queue_id_logged_ = false;
+};
+
+// The identity a value is counted under ("u:alice", "ip:192.0.2.1", "s:...", "d:..."): lower case, and
+// hashed beyond 200 bytes so a hostile 10 kB sender cannot make huge keys.
+std::string counter_identity(key_kind k, std::string_view normalized_value);
+std::string to_lower(std::string_view s);
+// The reply text for an action (defer: "450 4.7.1 ...", hold: "HOLD ...", ...).
+std::string reply_for(const limit_hit& h, const std::string& custom_text);
+
+}  // namespace rg

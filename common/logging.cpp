@@ -1,0 +1,80 @@
+// Sink selection and the Postfix style line layout. Syslog and journald add their own time stamp and
+// program name; a log file gets the syslog layout so it reads like mail.log.
+#include "logging.hpp"
+
+#include <syslog.h>
+#include <unistd.h>
+
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+
+namespace rg {
+
+namespace {
+
+// %* -> "warning: ", "error: ", "fatal: " or nothing, like Postfix's msg_warn/msg_error/msg_fatal.
+class severity_flag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& m, const std::tm&, spdlog::memory_buf_t& dest) override {
+    std::string_view p;
+    switch (m.level) {
+      case spdlog::level::warn: p = "warning: "; break;
+      case spdlog::level::err: p = "error: "; break;
+      case spdlog::level::critical: p = "fatal: "; break;
+      case spdlog::level::debug:
+      case spdlog::level::trace: p = "debug: "; break;
+      default: break;
+    }
+    dest.append(p.data(), p.data() + p.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<severity_flag>(); }
+};
+
+int facility(const std::string& name) {
+  static const std::pair<const char*, int> table[] = {
+      {"mail", LOG_MAIL},     {"daemon", LOG_DAEMON}, {"user", LOG_USER},     {"local0", LOG_LOCAL0},
+      {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2}, {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4},
+      {"local5", LOG_LOCAL5}, {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}};
+  for (auto& [n, f] : table)
+    if (name == n) return f;
+  return LOG_MAIL;
+}
+
+std::unique_ptr<spdlog::formatter> formatter(const std::string& pattern) {
+  auto f = std::make_unique<spdlog::pattern_formatter>();
+  f->add_flag<severity_flag>('*').set_pattern(pattern);
+  return f;
+}
+
+}  // namespace
+
+std::shared_ptr<spdlog::logger> setup_logging(const daemon_config& c) {
+  spdlog::sink_ptr sink;
+  std::string pattern = "%*%v";
+  if (c.log_target == "syslog") {
+    sink = std::make_shared<spdlog::sinks::syslog_sink_mt>(c.syslog_name, LOG_PID, facility(c.syslog_facility),
+                                                           /*enable_formatting=*/true);
+  } else if (c.log_target.rfind("file:", 0) == 0) {
+    sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(c.log_target.substr(5));
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    pattern = "%b %d %H:%M:%S " + std::string(host) + " " + c.syslog_name + "[%P]: %*%v";
+  } else {
+    sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    // Under systemd, journald stamps time and unit; elsewhere a time stamp helps.
+    if (!std::getenv("JOURNAL_STREAM")) pattern = "%Y-%m-%d %H:%M:%S.%e " + c.syslog_name + "[%P]: %*%v";
+  }
+  sink->set_formatter(formatter(pattern));
+  auto logger = std::make_shared<spdlog::logger>(c.syslog_name, sink);
+  logger->set_level(c.log_level == "debug" ? spdlog::level::debug
+                    : c.log_level == "warning" ? spdlog::level::warn
+                                               : spdlog::level::info);
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+  return logger;
+}
+
+}  // namespace rg

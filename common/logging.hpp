@@ -1,0 +1,16 @@
+// Log sinks for the daemon and rateguardctl: stderr (journald), syslog (facility mail by default) or a
+// file, Postfix style severity prefixes ("warning: ", "fatal: "). Formatting of decisions is elsewhere.
+#pragma once
+
+#include <memory>
+#include <spdlog/logger.h>
+
+#include "config.hpp"
+
+namespace rg {
+
+// Builds the logger described by the config and makes it spdlog's default. Throws spdlog::spdlog_ex when a
+// log file cannot be opened.
+std::shared_ptr<spdlog::logger> setup_logging(const daemon_config& c);
+
+}  // namespace rg
