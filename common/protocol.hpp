@@ -52,12 +52,15 @@ struct policy_request {
 };
 
 struct parser_limits {
-  // A line longer than this is an attack or a broken client: real Postfix attributes are < 1 kB
-  // (a 10 kB sender still fits, so hostile values reach the key hashing instead of killing the session).
+  // Bytes of one line, not counting its "\n" or "\r\n". A longer line is an attack or a broken client:
+  // real Postfix attributes are < 1 kB (a 10 kB sender still fits, so hostile values reach the key
+  // hashing instead of killing the session). Enforced while the line is still arriving.
   std::size_t max_line = 16 * 1024;
-  // Postfix 3.7 sends 28 attributes, 3.8 sends 30; 256 leaves room for growth and stops attribute floods.
+  // Postfix 3.7 sends 29 attributes (tests/data/postfix-requests); 256 leaves room for growth and stops
+  // attribute floods.
   std::size_t max_attributes = 256;
-  // Total bytes of one request, so many long lines cannot add up to unbounded memory.
+  // Total bytes of one request including line ends and the final empty line, so many long lines cannot
+  // add up to unbounded memory.
   std::size_t max_request = 64 * 1024;
 };
 
@@ -78,6 +81,8 @@ class request_parser {
 
   // Feeds bytes. Stops right after the empty line that ends a request (status complete), so pipelined
   // requests in one read are parsed one at a time: feed the unconsumed rest again after next().
+  // Until next(), further feeds return complete and consume nothing. An error is final: every later
+  // feed returns error, even after next(), because the connection is to be closed.
   parse_result feed(std::string_view data);
 
   const policy_request& request() const { return request_; }
@@ -87,16 +92,23 @@ class request_parser {
   const std::string& error() const { return error_; }
 
  private:
+  // Parses one line without its terminator; false (and failed_) on a malformed line.
+  bool parse_line(std::string_view line);
+  bool line_too_long(std::size_t len, char last) const;
+  bool fail(const char* reason);  // records the reason; always returns false
+
   parser_limits limits_;
   policy_request request_;
-  std::string line_;            // partial line carried between feeds
+  std::string line_;  // partial line carried between feeds; only filled when a line spans two reads
   std::size_t request_bytes_ = 0;
   std::string error_;
   bool failed_ = false;
+  bool complete_ = false;
+  bool saw_request_ = false;  // tells "request=" sent empty from not sent at all
 };
 
 // Reply: exactly one "action=..." line and the empty line. `action` must not contain a newline
-// (the caller builds it from escaped values; a newline is replaced by a space as a last defence).
+// (the caller builds it from escaped values; '\n', '\r' and NUL become spaces as a last defence).
 std::string format_reply(std::string_view action);
 void append_reply(std::string& out, std::string_view action);
 
