@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -277,6 +278,10 @@ config_result load_config(const std::string& path) {
     if (auto why = def->set(c, value); !why.empty()) r.errors.push_back({where + ": " + o.string_key + ": " + why});
   }
   if (c.listen.empty()) r.errors.push_back({path + ": no listen endpoint"});
+  // Relative file names are relative to the configuration file, like Postfix's $config_directory.
+  const auto dir = std::filesystem::path(path).parent_path();
+  for (std::string* f : {&c.limits, &c.redis_password_file})
+    if (!f->empty() && std::filesystem::path(*f).is_relative()) *f = (dir / *f).lexically_normal().string();
   if (r.errors.empty()) r.config = std::move(c);
   return r;
 }

@@ -1,1 +1,194 @@
-int main() { return 0; }
+// rateguardd: command line, configuration and limits loading, store selection, binding, signals, run.
+// Runs in the foreground (systemd style). Exit codes: 0 ok, 78 (EX_CONFIG) bad configuration,
+// 71 (EX_OSERR) cannot bind or start.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/program_options.hpp>
+#include <fstream>
+#include <iostream>
+#include <spdlog/spdlog.h>
+
+#include "config.hpp"
+#include "logging.hpp"
+#include "memory_store.hpp"
+#include "redis_store.hpp"
+#include "rules.hpp"
+#include "server.hpp"
+
+namespace po = boost::program_options;
+using namespace rg;
+
+namespace {
+
+constexpr int ex_config = 78;
+constexpr int ex_oserr = 71;
+
+struct loaded {
+  std::optional<daemon_config> config;
+  std::shared_ptr<const policy_snapshot> snapshot;
+  std::vector<std::string> errors;
+  std::vector<std::string> warnings;
+};
+
+// Reads both files; nothing is applied unless both are valid, so a reload is all or nothing.
+loaded load_all(const std::string& config_path) {
+  loaded out;
+  auto cr = load_config(config_path);
+  for (auto& e : cr.errors) out.errors.push_back(e.text);
+  if (!cr.config) return out;
+  auto lr = parse_limits_file(cr.config->limits);
+  for (auto& e : lr.errors) out.errors.push_back(e.to_string());
+  for (auto& w : lr.warnings) out.warnings.push_back(w.to_string());
+  if (!lr.rules) return out;
+  auto snap = std::make_shared<policy_snapshot>();
+  snap->rules = std::move(*lr.rules);
+  snap->settings = {cr.config->mode, cr.config->ipv6_prefix, cr.config->on_store_error};
+  out.snapshot = std::move(snap);
+  out.config = std::move(cr.config);
+  return out;
+}
+
+std::string read_secret(const std::string& path) {
+  if (path.empty()) return {};
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("redis_password_file " + path + ": cannot open: " + std::strerror(errno));
+  std::string line;
+  std::getline(f, line);
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  return line;
+}
+
+// Settings that a reload cannot change in a running daemon.
+void warn_restart_needed(const daemon_config& running, const daemon_config& fresh) {
+  if (running.listen != fresh.listen || running.store != fresh.store || running.redis != fresh.redis ||
+      running.log_target != fresh.log_target || running.redis_db != fresh.redis_db)
+    spdlog::warn("reload: listen, store, redis or log_target changed: restart rateguardd to apply them");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path = "/etc/rateguard/rateguard.conf";
+  po::options_description cli("Usage: rateguardd [options]\n\nOptions");
+  cli.add_options()
+      ("config,c", po::value(&config_path)->value_name("FILE"), "configuration file (default /etc/rateguard/rateguard.conf)")
+      ("check", "validate the configuration and the limits file, then exit (0, or 78 with file:line messages)")
+      ("non-default,n", "print the settings that differ from their defaults, then exit")
+      ("version", "print the version and exit")
+      ("help,h", "this text, and every setting of rateguard.conf with its default");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, cli), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "rateguardd: fatal: " << e.what() << "\n" << cli;
+    return 64;  // EX_USAGE
+  }
+  if (vm.count("help")) {
+    std::cout << cli << "\nSettings of rateguard.conf (name = default):\n" << config_help();
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "rateguardd 0.1.0\n";
+    return 0;
+  }
+
+  auto first = load_all(config_path);
+  for (auto& w : first.warnings) std::cerr << "rateguardd: warning: " << w << "\n";
+  if (!first.errors.empty()) {
+    for (auto& e : first.errors) std::cerr << "rateguardd: fatal: " << e << "\n";
+    return ex_config;
+  }
+  daemon_config cfg = *first.config;
+  if (vm.count("non-default")) {
+    for (auto& line : non_default_settings(cfg)) std::cout << line << "\n";
+    return 0;
+  }
+  if (vm.count("check")) {
+    std::cout << config_path << ": ok; " << cfg.limits << ": " << first.snapshot->rules.rules().size()
+              << " rules\n";
+    return 0;
+  }
+
+  try {
+    setup_logging(cfg);
+  } catch (const std::exception& e) {
+    std::cerr << "rateguardd: fatal: log_target " << cfg.log_target << ": " << e.what() << "\n";
+    return ex_config;
+  }
+  for (auto& w : first.warnings) spdlog::warn("{}", w);
+
+  boost::asio::io_context io(1);
+  std::unique_ptr<store> st;
+  redis_store* redis = nullptr;
+  try {
+    if (cfg.store == store_kind::redis) {
+      redis_options ro;
+      ro.address = cfg.redis;
+      ro.username = cfg.redis_username;
+      ro.password = read_secret(cfg.redis_password_file);
+      ro.db = cfg.redis_db;
+      ro.timeout = cfg.redis_timeout;
+      ro.max_pending = cfg.redis_max_pending;
+      ro.key_prefix = cfg.redis_prefix;
+      auto r = std::make_unique<redis_store>(io.get_executor(), ro);
+      redis = r.get();
+      st = std::move(r);
+    } else {
+      st = std::make_unique<memory_store>(cfg.memory_max_keys);
+    }
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return ex_config;
+  }
+
+  server srv(io, cfg, first.snapshot, *st);
+  try {
+    srv.bind();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return ex_oserr;
+  }
+  if (redis) redis->start();
+  srv.start();
+  spdlog::info("rateguardd 0.1.0 started: store={} mode={} limits={} ({} rules)", st->name(),
+               cfg.mode == run_mode::enforce ? "enforce" : "dry-run", cfg.limits,
+               first.snapshot->rules.rules().size());
+
+  boost::asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
+  bool stopping = false;
+  std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      auto next = load_all(config_path);
+      if (!next.errors.empty()) {
+        for (auto& e : next.errors) spdlog::error("reload refused: {}", e);
+        spdlog::warn("reload refused: keeping the previous configuration and limits");
+      } else {
+        for (auto& w : next.warnings) spdlog::warn("{}", w);
+        warn_restart_needed(cfg, *next.config);
+        srv.set_snapshot(next.snapshot);
+        spdlog::info("reload: {} ({} rules), mode={}", next.config->limits, next.snapshot->rules.rules().size(),
+                     next.config->mode == run_mode::enforce ? "enforce" : "dry-run");
+      }
+    } else if (!stopping) {
+      stopping = true;
+      spdlog::info("signal {}: finishing requests in flight, then exiting", sig == SIGTERM ? "TERM" : "INT");
+      srv.shutdown([&](std::size_t cut) {
+        if (cut) spdlog::warn("shutdown_timeout reached: closed {} connections with requests in flight", cut);
+        if (redis) redis->stop();
+        signals.cancel();
+        io.stop();
+      });
+    } else {
+      spdlog::warn("second signal: exiting now");
+      io.stop();
+      return;
+    }
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
+  io.run();
+  spdlog::info("stopped");
+  return 0;
+}

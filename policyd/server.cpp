@@ -13,6 +13,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
@@ -65,7 +66,7 @@ void set_socket_owner(const std::string& path, const std::string& owner) {
     uid = pw->pw_uid;
   }
   if (!group.empty()) {
-    const group* gr = getgrnam(group.c_str());
+    const struct group* gr = getgrnam(group.c_str());
     if (!gr) throw std::runtime_error("unix_socket_owner: unknown group " + group);
     gid = gr->gr_gid;
   }

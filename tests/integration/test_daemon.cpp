@@ -1,0 +1,163 @@
+// The real rateguardd over its unix socket: limits at the exact count on both stores, concurrency, two
+// daemons on one Redis, HOLD, reload with SIGHUP (good and bad files), malformed input isolation,
+// --check, graceful SIGTERM.
+#include <catch2/catch.hpp>
+#include <signal.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "daemon_fixture.hpp"
+#include "redis_fixture.hpp"
+
+using namespace rg::test;
+
+namespace {
+
+int count_lines_with(const std::string& log, const std::string& needle) {
+  int n = 0;
+  for (std::size_t p = 0; (p = log.find(needle, p)) != std::string::npos; p += needle.size()) ++n;
+  return n;
+}
+
+std::string redis_settings(const redis_server& r) { return "store = redis\nredis = " + r.socket_path() + "\n"; }
+
+}  // namespace
+
+TEST_CASE("150 messages against 100/1h: exactly 100 pass and 50 are deferred, on both stores", "[daemon]") {
+  redis_server redis;
+  for (const std::string store : {"memory", "redis"}) {
+    DYNAMIC_SECTION("store " << store) {
+      daemon_process d("sasl_username * 100/1h defer\n", store == "redis" ? redis_settings(redis) : "");
+      policy_client c(d.socket_path());
+      int dunno = 0, deferred = 0;
+      for (int i = 0; i < 150; ++i) {
+        auto a = c.ask(rcpt_request("alice", store + "-m" + std::to_string(i)));
+        if (a == "DUNNO") ++dunno;
+        else if (a.rfind("450 4.7.1 ", 0) == 0 && a.find("100 messages per 1h") != std::string::npos) ++deferred;
+        else FAIL("unexpected answer: " << a);
+      }
+      CHECK(dunno == 100);
+      CHECK(deferred == 50);
+      REQUIRE(d.wait_for_log("instance=" + store + "-m149"));
+      auto log = d.log();
+      CHECK(count_lines_with(log, "NOQUEUE: defer: key=sasl_username:alice rule=" + d.dir() + "/limits.conf:1 window=1h") == 50);
+      CHECK(count_lines_with(log, "count=101 limit=100 unit=messages") == 50);
+    }
+  }
+}
+
+TEST_CASE("8 concurrent connections x 50 requests against a limit of 100 admit exactly 100", "[daemon]") {
+  redis_server redis;
+  for (const std::string store : {"memory", "redis"}) {
+    DYNAMIC_SECTION("store " << store) {
+      daemon_process d("sasl_username * 100/1h defer\n", store == "redis" ? redis_settings(redis) : "");
+      std::atomic<int> dunno{0}, deferred{0}, other{0};
+      std::vector<std::thread> threads;
+      for (int t = 0; t < 8; ++t)
+        threads.emplace_back([&, t] {
+          policy_client c(d.socket_path());
+          for (int i = 0; i < 50; ++i) {
+            auto a = c.ask(rcpt_request("bob", store + "-t" + std::to_string(t) + "-" + std::to_string(i)));
+            if (a == "DUNNO") ++dunno;
+            else if (a.rfind("450 ", 0) == 0) ++deferred;
+            else ++other;
+          }
+        });
+      for (auto& th : threads) th.join();
+      CHECK(dunno == 100);
+      CHECK(deferred == 300);
+      CHECK(other == 0);
+    }
+  }
+}
+
+TEST_CASE("two daemons sharing one Redis admit exactly the limit together", "[daemon][redis]") {
+  redis_server redis;
+  daemon_process a("sasl_username * 100/1h defer\n", redis_settings(redis));
+  daemon_process b("sasl_username * 100/1h defer\n", redis_settings(redis));
+  std::atomic<int> dunno{0}, deferred{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      policy_client c(t % 2 ? a.socket_path() : b.socket_path());
+      for (int i = 0; i < 40; ++i) {
+        auto ans = c.ask(rcpt_request("carol", "n" + std::to_string(t) + "-" + std::to_string(i)));
+        if (ans == "DUNNO") ++dunno;
+        else if (ans.rfind("450 ", 0) == 0) ++deferred;
+      }
+    });
+  for (auto& th : threads) th.join();
+  CHECK(dunno == 100);
+  CHECK(deferred == 220);
+}
+
+TEST_CASE("a hold rule parks the message: HOLD for all its RCPTs, logged with the queue ID", "[daemon]") {
+  daemon_process d("sasl_username * 1/1h hold\n");
+  policy_client c(d.socket_path());
+  REQUIRE(c.ask(rcpt_request("dave", "first")) == "DUNNO");
+  auto a1 = c.ask(rcpt_request("dave", "second"));
+  CHECK(a1.rfind("HOLD ", 0) == 0);
+  auto a2 = c.ask(rcpt_request("dave", "second", "4F2A1B3C"));
+  CHECK(a2 == a1);
+  REQUIRE(d.wait_for_log("4F2A1B3C: hold: key=sasl_username:dave"));
+  auto log = d.log();
+  CHECK(count_lines_with(log, "NOQUEUE: hold: key=sasl_username:dave") == 1);
+  CHECK(count_lines_with(log, "4F2A1B3C: hold: ") == 1);
+}
+
+TEST_CASE("SIGHUP applies new limits on the same connection; a bad file is refused and the old rules stay",
+          "[daemon]") {
+  daemon_process d("sasl_username * 2/1h defer\n");
+  policy_client c(d.socket_path());
+  for (int i = 0; i < 2; ++i) REQUIRE(c.ask(rcpt_request("erin", "a" + std::to_string(i))) == "DUNNO");
+  REQUIRE(c.ask(rcpt_request("erin", "a2")).rfind("450 ", 0) == 0);
+
+  d.write_limits("sasl_username * 4/1h defer\n");
+  d.signal(SIGHUP);
+  REQUIRE(d.wait_for_log("reload: "));
+  CHECK(c.ask(rcpt_request("erin", "b0")) == "DUNNO");
+  CHECK(c.ask(rcpt_request("erin", "b1")) == "DUNNO");
+  CHECK(c.ask(rcpt_request("erin", "b2")).rfind("450 ", 0) == 0);
+
+  d.write_limits("sasl_username * 100/1h defer\nsasl_username * 10/1x defer\n");
+  d.signal(SIGHUP);
+  REQUIRE(d.wait_for_log("reload refused: keeping the previous"));
+  CHECK(d.log().find("limits.conf:2: ") != std::string::npos);
+  CHECK(c.ask(rcpt_request("erin", "c0")).rfind("450 ", 0) == 0);  // still 4/1h, not 100/1h
+}
+
+TEST_CASE("a malformed request closes only its own connection", "[daemon]") {
+  daemon_process d("sasl_username * 100/1h defer\n");
+  policy_client good(d.socket_path());
+  REQUIRE(good.ask(rcpt_request("frank", "x0")) == "DUNNO");
+  for (const std::string bad : {std::string("hello world\n\n"), std::string("request=smtpd_access_policy\nx") + '\0' + "y=1\n\n",
+                                std::string(20000, 'A') + "\n", std::string("name=value\n\n")}) {
+    policy_client evil(d.socket_path());
+    evil.send(bad);
+    CHECK(evil.closed_by_peer());
+    CHECK(good.ask(rcpt_request("frank", "x" + std::to_string(bad.size()))) == "DUNNO");
+  }
+  REQUIRE(d.wait_for_log("bad policy request"));
+}
+
+TEST_CASE("--check accepts good files and refuses bad ones with file:line and exit 78", "[daemon]") {
+  daemon_process d("sasl_username * 100/1h defer\n");
+  std::string out;
+  CHECK(run_command({RG_DAEMON, "--check", "-c", d.dir() + "/rateguard.conf"}, &out) == 0);
+  d.write_limits("sasl_username * 100/1h defer\nsender nobody 5/1m defer\n");
+  CHECK(run_command({RG_DAEMON, "--check", "-c", d.dir() + "/rateguard.conf"}, &out) == 78);
+  CHECK(out.find("limits.conf:2: ") != std::string::npos);
+}
+
+TEST_CASE("SIGTERM exits 0 and removes the unix socket", "[daemon]") {
+  daemon_process d("sasl_username * 100/1h defer\n");
+  {
+    policy_client idle(d.socket_path());
+    policy_client c(d.socket_path());
+    REQUIRE(c.ask(rcpt_request("gina", "t")) == "DUNNO");
+    CHECK(d.stop() == 0);
+  }
+  CHECK_FALSE(std::filesystem::exists(d.socket_path()));
+}
