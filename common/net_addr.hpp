@@ -16,8 +16,8 @@ struct ip_address {
   unsigned bits() const { return v6 ? 128u : 32u; }
 };
 
-// Accepts dotted IPv4 and any textual IPv6 (with optional "ipv6:" prefix as in Postfix logs is NOT accepted:
-// Postfix sends bare addresses in client_address). IPv4-mapped IPv6 (::ffff:1.2.3.4) is returned as IPv4.
+// Accepts dotted IPv4 and any textual IPv6. The "ipv6:" prefix of Postfix logs and zone ids ("%eth0") are
+// rejected: Postfix sends bare addresses in client_address. IPv4-mapped IPv6 (::ffff:1.2.3.4) becomes IPv4.
 std::optional<ip_address> parse_ip(std::string_view text);
 
 struct cidr {
@@ -32,6 +32,7 @@ std::optional<cidr> parse_cidr(std::string_view text, bool* host_bits_set = null
 
 // The text a client address is counted under: IPv4 as is; IPv6 masked to `v6_prefix` bits and printed
 // canonically with the prefix ("2001:db8:1:2::/64"), so one host hopping through its /64 is one client.
+// A prefix of 128 (or more) prints the bare address.
 std::string ip_bucket(const ip_address& a, unsigned v6_prefix);
 
 }  // namespace rg

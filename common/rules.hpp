@@ -18,14 +18,16 @@ namespace rg {
 enum class key_kind : std::uint8_t { sasl_username, client_address, sender, sender_domain };
 inline constexpr std::size_t key_kind_count = 4;
 std::string_view to_string(key_kind k);
-std::optional<key_kind> key_kind_from_string(std::string_view s);
+std::optional<key_kind> key_kind_from_string(std::string_view s);  // case-insensitive
 
 enum class unit : std::uint8_t { messages, recipients };
 std::string_view to_string(unit u);  // "messages" / "recipients"
+std::optional<unit> unit_from_string(std::string_view s);  // case-insensitive; also "msg" / "rcpt"
 
 // Ordered by severity: when several limits are exceeded the most severe action wins.
 enum class action : std::uint8_t { none, warn, hold, defer, reject };
 std::string_view to_string(action a);  // "none" "warn" "hold" "defer" "reject"
+std::optional<action> action_from_string(std::string_view s);  // case-insensitive
 inline bool refuses(action a) { return a == action::defer || a == action::reject; }
 
 struct window_limit {
@@ -36,7 +38,7 @@ struct window_limit {
 
 struct rule {
   key_kind kind = key_kind::sasl_username;
-  std::string selector;               // as written in the file: "*", "alice", "@example.com", "10.0.0.0/8"
+  std::string selector;               // as written, lower-cased: "*", "alice", "@example.com", "10.0.0.0/8"
   std::vector<window_limit> limits;   // empty exactly when act == action::none (an exemption)
   action act = action::none;
   std::string text;                   // optional reply text written after the action; empty: generated
@@ -49,7 +51,7 @@ struct limits_error {
   std::string file;
   unsigned line = 0;  // 0 when the whole file is at fault (cannot open)
   std::string message;
-  std::string to_string() const;  // "file:line: message"
+  std::string to_string() const;  // "file:line: message", or "file: message" when line is 0
 };
 
 // All rules of one limits file. Lookup per key kind: the most specific selector that matches wins, and
@@ -60,8 +62,8 @@ class rule_set {
  public:
   rule_set() = default;
 
-  const std::vector<rule>& rules() const { return rules_; }
-  bool empty() const { return rules_.empty(); }
+  const std::vector<rule>& rules() const;
+  bool empty() const { return rules().empty(); }
   bool has_kind(key_kind k) const;
 
   // `value` must be normalized by the caller (lower case; not empty). Returns the lines of the winning
@@ -71,10 +73,10 @@ class rule_set {
 
  private:
   friend struct limits_parser;
-  std::vector<rule> rules_;
-  // Built by the parser from rules_; see rules.cpp.
-  struct kind_index;
-  std::shared_ptr<const std::vector<kind_index>> index_;
+  // The rules and the index pointing into them live together behind one shared_ptr, so a copy is cheap
+  // and can never leave the index pointing into another copy's rules. Null for an empty set.
+  struct data;
+  std::shared_ptr<const data> data_;
 };
 
 struct limits_parse_result {

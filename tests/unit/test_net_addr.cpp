@@ -1,1 +1,150 @@
-// placeholder: filled in by its module's change
+// Unit tests for common/net_addr: address and CIDR parsing, prefix matching and the IPv6 bucket text.
+// Rules and the engine's use of buckets are tested elsewhere.
+#include <catch2/catch.hpp>
+
+#include "net_addr.hpp"
+
+using namespace rg;
+
+namespace {
+ip_address ip(const char* text) {
+  auto a = parse_ip(text);
+  REQUIRE(a);
+  return *a;
+}
+}  // namespace
+
+TEST_CASE("parse_ip accepts IPv4 and IPv6", "[net_addr]") {
+  auto v4 = ip("192.0.2.10");
+  CHECK_FALSE(v4.v6);
+  CHECK(v4.bits() == 32);
+  CHECK(v4.bytes[0] == 192);
+  CHECK(v4.bytes[3] == 10);
+  CHECK(v4.bytes[4] == 0);
+
+  auto v6 = ip("2001:DB8::1");
+  CHECK(v6.v6);
+  CHECK(v6.bits() == 128);
+  CHECK(v6.bytes[0] == 0x20);
+  CHECK(v6.bytes[1] == 0x01);
+  CHECK(v6.bytes[15] == 1);
+
+  CHECK(ip("::").v6);
+  CHECK(ip("::1").bytes[15] == 1);
+}
+
+TEST_CASE("parse_ip turns IPv4-mapped IPv6 into IPv4", "[net_addr]") {
+  for (const char* text : {"::ffff:192.0.2.10", "::FFFF:c000:20a"}) {
+    INFO(text);
+    auto a = ip(text);
+    CHECK_FALSE(a.v6);
+    CHECK(a.bytes == ip("192.0.2.10").bytes);
+  }
+  // IPv4-compatible (deprecated ::a.b.c.d) and other prefixes stay IPv6.
+  CHECK(ip("::192.0.2.10").v6);
+  CHECK(ip("64:ff9b::192.0.2.10").v6);
+}
+
+TEST_CASE("parse_ip rejects garbage", "[net_addr]") {
+  const char* bad =
+      GENERATE("", " ", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.4 ", " 1.2.3.4", "01.2.3.4", "1.2.3.4/32",
+               "localhost", "ipv6:2001:db8::1", "ipv6:::1", "fe80::1%eth0", "2001:db8::1::2", "2001:db8:::1",
+               "12345::", "[::1]", "::ffff:1.2.3", "0x7f.0.0.1", "2001:db8:0:0:0:0:0:0:1");
+  INFO('"' << bad << '"');
+  CHECK_FALSE(parse_ip(bad));
+}
+
+TEST_CASE("parse_ip does not read past the view", "[net_addr]") {
+  const std::string text = "10.0.0.1234";
+  auto a = parse_ip(std::string_view(text).substr(0, 8));  // "10.0.0.1"
+  REQUIRE(a);
+  CHECK(a->bytes[3] == 1);
+  CHECK_FALSE(parse_ip(std::string(100, '1')));
+}
+
+TEST_CASE("parse_cidr: prefixes, bare addresses and host bits", "[net_addr]") {
+  bool host_bits = true;
+  auto net = parse_cidr("10.0.0.0/8", &host_bits);
+  REQUIRE(net);
+  CHECK(net->prefix == 8);
+  CHECK_FALSE(host_bits);
+
+  net = parse_cidr("10.1.2.3/8", &host_bits);
+  REQUIRE(net);
+  CHECK(host_bits);
+  CHECK(net->net.bytes == ip("10.0.0.0").bytes);
+
+  net = parse_cidr("192.0.2.7", &host_bits);
+  REQUIRE(net);
+  CHECK(net->prefix == 32);
+  CHECK_FALSE(host_bits);
+
+  net = parse_cidr("2001:db8::1", &host_bits);
+  REQUIRE(net);
+  CHECK(net->prefix == 128);
+
+  net = parse_cidr("2001:db8:abcd::/36", &host_bits);
+  REQUIRE(net);
+  CHECK(host_bits);
+  CHECK(net->net.bytes == ip("2001:db8:a000::").bytes);
+
+  net = parse_cidr("0.0.0.0/0", &host_bits);
+  REQUIRE(net);
+  CHECK(net->prefix == 0);
+  net = parse_cidr("1.2.3.4/0", &host_bits);
+  REQUIRE(net);
+  CHECK(host_bits);
+  CHECK(net->net.bytes == ip("0.0.0.0").bytes);
+
+  CHECK(parse_cidr("::ffff:10.0.0.0/8"));  // mapped address: prefix counts in IPv4 bits
+  CHECK(parse_cidr("2001:db8::/128"));
+  CHECK(parse_cidr("10.0.0.0/32"));
+  CHECK(parse_cidr("10.0.0.0/8", nullptr));
+}
+
+TEST_CASE("parse_cidr rejects bad prefixes", "[net_addr]") {
+  const char* bad = GENERATE("10.0.0.0/33", "2001:db8::/129", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8a",
+                             "10.0.0.0/ 8", "10.0.0.0/0008", "/8", "10.0.0/8", "10.0.0.0/8/8", "*", "");
+  INFO('"' << bad << '"');
+  CHECK_FALSE(parse_cidr(bad));
+}
+
+TEST_CASE("cidr::contains", "[net_addr]") {
+  auto net = *parse_cidr("192.0.2.0/24");
+  CHECK(net.contains(ip("192.0.2.0")));
+  CHECK(net.contains(ip("192.0.2.255")));
+  CHECK_FALSE(net.contains(ip("192.0.3.0")));
+  CHECK_FALSE(net.contains(ip("192.0.1.255")));
+
+  auto odd = *parse_cidr("10.64.0.0/10");
+  CHECK(odd.contains(ip("10.127.255.255")));
+  CHECK_FALSE(odd.contains(ip("10.128.0.0")));
+
+  auto v6 = *parse_cidr("2001:db8::/32");
+  CHECK(v6.contains(ip("2001:db8:ffff::1")));
+  CHECK_FALSE(v6.contains(ip("2001:db9::1")));
+
+  // Families never match each other, not even the all-zero networks.
+  CHECK(parse_cidr("0.0.0.0/0")->contains(ip("1.2.3.4")));
+  CHECK_FALSE(parse_cidr("0.0.0.0/0")->contains(ip("::1")));
+  CHECK_FALSE(parse_cidr("::/0")->contains(ip("1.2.3.4")));
+  CHECK(parse_cidr("::/0")->contains(ip("::1")));
+  CHECK(parse_cidr("10.0.0.0/8")->contains(ip("::ffff:10.9.8.7")));
+
+  auto host = *parse_cidr("2001:db8::5");
+  CHECK(host.contains(ip("2001:db8::5")));
+  CHECK_FALSE(host.contains(ip("2001:db8::4")));
+}
+
+TEST_CASE("ip_bucket", "[net_addr]") {
+  CHECK(ip_bucket(ip("192.0.2.10"), 64) == "192.0.2.10");
+  CHECK(ip_bucket(ip("::ffff:192.0.2.10"), 64) == "192.0.2.10");
+  CHECK(ip_bucket(ip("2001:0db8:0001:0002:aaaa:bbbb:cccc:dddd"), 64) == "2001:db8:1:2::/64");
+  CHECK(ip_bucket(ip("2001:db8:1:2::1"), 64) == ip_bucket(ip("2001:db8:1:2:ffff::9"), 64));
+  CHECK(ip_bucket(ip("2001:db8:1:2::1"), 64) != ip_bucket(ip("2001:db8:1:3::1"), 64));
+  CHECK(ip_bucket(ip("2001:db8:1:2:3:4:5:6"), 48) == "2001:db8:1::/48");
+  CHECK(ip_bucket(ip("2001:db8:1:2:3:4:5:6"), 56) == "2001:db8:1::/56");
+  CHECK(ip_bucket(ip("2001:db8:1:2ff:3:4:5:6"), 56) == "2001:db8:1:200::/56");
+  CHECK(ip_bucket(ip("2001:DB8::1"), 128) == "2001:db8::1");
+  CHECK(ip_bucket(ip("2001:db8::1"), 0) == "::/0");
+}
