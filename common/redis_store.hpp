@@ -1,0 +1,60 @@
+// redis_store: the counter store shared by every node, one Lua call (EVALSHA) per request on one pipelined
+// connection. Asio owns the socket, deadlines and reconnects; hiredis is only the RESP encoder/decoder.
+// Not a general Redis client: no Sentinel, no Cluster routing, no TLS (hiredis 0.14 has none), no RESP3.
+#pragma once
+
+#include "store.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace rg {
+
+struct redis_options {
+  std::string address = "127.0.0.1:6379";  // "host:port", "[v6]:port", or a unix socket path starting with '/'
+                                           // (also "unix:/path")
+  std::string username;                    // optional ACL user
+  std::string password;                    // optional AUTH; never logged
+  int db = 0;                              // SELECT when non-zero
+  std::chrono::milliseconds timeout{100};  // per-request deadline ("redis timeout")
+  std::size_t max_pending = 4096;          // requests in flight to Redis; beyond: fail fast ("redis overloaded")
+  std::string key_prefix = "rg:";
+};
+
+class redis_store final : public store {
+ public:
+  // Throws std::invalid_argument when `opts.address` cannot be parsed (a start-up configuration error).
+  redis_store(boost::asio::any_io_executor ex, redis_options opts);
+  // Stops: pending requests complete with ok=false; no handler is left waiting forever.
+  ~redis_store() override;
+
+  // Connect in the background (non-blocking); reconnects on its own until stop(). Until connected, requests
+  // fail at once with "redis not connected". Connect + handshake have a deadline of max(1 s, 5 x timeout).
+  void start();
+  // Close, fail pending requests ("redis store stopped"), stop reconnecting (for shutdown); idempotent.
+  // The store cannot be started again. Call it (or destroy the store) before its executor's io_context dies.
+  void stop();
+  bool connected() const;
+
+  std::string name() const override { return "redis"; }
+
+  // The check-and-charge script (the benchmark reuses it with redis-benchmark).
+  // KEYS = distinct keys; ARGV = now_ms (0: Redis TIME), charge (1/0), then per counter: key index (1-based),
+  // unit tag, window_s, cost, refuse_limit. Returns {charged (1/0), count per counter...}.
+  static std::string_view lua_script();
+
+ protected:
+  void start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) override;
+
+ private:
+  class impl;
+  // Shared with the pending asynchronous operations, so a completion arriving after the store is gone
+  // finds live memory (the socket and timers die with the last operation, not with this object).
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace rg

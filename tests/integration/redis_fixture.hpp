@@ -1,0 +1,58 @@
+// Test fixture: a private redis-server (from PATH) on a unix socket in its own temp dir, optionally also on a
+// free loopback TCP port; start/stop/pause/resume it and send it commands through a small blocking hiredis
+// client. For tests only (blocking calls, throws on failure); never kills any process but its own child.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace rg::test {
+
+struct redis_server_options {
+  bool tcp = false;          // also listen on 127.0.0.1:<free port>
+  bool persistence = false;  // AOF on (appendfsync always), so data survives stop()/start()
+  std::string password;      // --requirepass; the fixture's own client authenticates with it
+  std::vector<std::string> extra_args;  // more redis-server flags
+};
+
+class redis_server {
+ public:
+  explicit redis_server(redis_server_options opts = {});  // starts it; throws if it does not answer in 5 s
+  ~redis_server();                                         // SIGTERM, bounded wait, SIGKILL; removes the dir
+  redis_server(const redis_server&) = delete;
+  redis_server& operator=(const redis_server&) = delete;
+
+  const std::string& socket_path() const { return socket_path_; }
+  int tcp_port() const { return tcp_port_; }  // 0 without TCP
+  const std::string& dir() const { return dir_; }
+  pid_t pid() const { return pid_; }  // 0 while stopped
+  bool running() const { return pid_ > 0; }
+
+  void stop();    // graceful (SIGTERM), bounded; returns when the process is gone
+  void start();   // again, on the same socket, port and dir; waits until it answers PING
+  void pause();   // SIGSTOP: connections are accepted by the kernel, nothing is answered
+  void resume();  // SIGCONT
+
+  // A command through a blocking client on the unix socket (2 s timeout). The reply printed: strings and
+  // status as is, integers in decimal, nil as "(nil)", errors as "(error) ...", arrays as "[a, b]".
+  // `db`: SELECT first (each call uses a fresh connection).
+  std::string command(const std::vector<std::string>& argv, int db = 0);
+  // The elements of an array reply, each printed as above (HGETALL, KEYS, ...).
+  std::vector<std::string> command_list(const std::vector<std::string>& argv, int db = 0);
+
+ private:
+  void spawn();
+  void wait_ready(std::chrono::milliseconds limit);
+
+  redis_server_options opts_;
+  std::string dir_;
+  std::string socket_path_;
+  int tcp_port_ = 0;
+  pid_t pid_ = 0;
+  bool paused_ = false;
+};
+
+}  // namespace rg::test
