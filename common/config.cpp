@@ -280,8 +280,9 @@ config_result load_config(const std::string& path) {
   if (c.listen.empty()) r.errors.push_back({path + ": no listen endpoint"});
   // Relative file names are relative to the configuration file, like Postfix's $config_directory.
   const auto dir = std::filesystem::path(path).parent_path();
-  for (std::string* f : {&c.limits, &c.redis_password_file})
-    if (!f->empty() && std::filesystem::path(*f).is_relative()) *f = (dir / *f).lexically_normal().string();
+  for (std::string* file : {&c.limits, &c.redis_password_file})
+    if (!file->empty() && std::filesystem::path(*file).is_relative())
+      *file = (dir / *file).lexically_normal().string();
   if (r.errors.empty()) r.config = std::move(c);
   return r;
 }

@@ -146,7 +146,8 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
   const rule_set& rules = snap.rules;
   if (const auto& u = r.get(attr::sasl_username); !u.empty() && rules.has_kind(key_kind::sasl_username)) {
     std::string v = to_lower(u);
-    add(key_kind::sasl_username, rules.match(key_kind::sasl_username, v), std::move(v));
+    const auto* m = rules.match(key_kind::sasl_username, v);  // before v is moved into add()
+    add(key_kind::sasl_username, m, std::move(v));
   }
   if (rules.has_kind(key_kind::client_address)) {
     if (auto ip = parse_ip(r.get(attr::client_address)))
@@ -157,7 +158,8 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
     if (rules.has_kind(key_kind::sender)) add(key_kind::sender, rules.match(key_kind::sender, v), v);
     if (rules.has_kind(key_kind::sender_domain)) {
       std::string d(sender_domain_of(v));
-      if (!d.empty()) add(key_kind::sender_domain, rules.match(key_kind::sender_domain, d), std::move(d));
+      const auto* m = d.empty() ? nullptr : rules.match(key_kind::sender_domain, d);
+      add(key_kind::sender_domain, m, std::move(d));
     }
   }
   p.needs_store = !p.req.counters.empty();

@@ -25,7 +25,7 @@ std::string redis_settings(const redis_server& r) { return "store = redis\nredis
 
 }  // namespace
 
-TEST_CASE("150 messages against 100/1h: exactly 100 pass and 50 are deferred, on both stores", "[daemon]") {
+TEST_CASE("150 messages against 100/1h: exactly 100 pass and 50 are deferred; on both stores", "[daemon]") {
   redis_server redis;
   for (const std::string store : {"memory", "redis"}) {
     DYNAMIC_SECTION("store " << store) {
@@ -93,7 +93,7 @@ TEST_CASE("two daemons sharing one Redis admit exactly the limit together", "[da
   CHECK(deferred == 220);
 }
 
-TEST_CASE("a hold rule parks the message: HOLD for all its RCPTs, logged with the queue ID", "[daemon]") {
+TEST_CASE("a hold rule parks the message: HOLD for all its RCPTs; logged with the queue ID", "[daemon]") {
   daemon_process d("sasl_username * 1/1h hold\n");
   policy_client c(d.socket_path());
   REQUIRE(c.ask(rcpt_request("dave", "first")) == "DUNNO");
@@ -132,7 +132,7 @@ TEST_CASE("a malformed request closes only its own connection", "[daemon]") {
   daemon_process d("sasl_username * 100/1h defer\n");
   policy_client good(d.socket_path());
   REQUIRE(good.ask(rcpt_request("frank", "x0")) == "DUNNO");
-  for (const std::string bad : {std::string("hello world\n\n"), std::string("request=smtpd_access_policy\nx") + '\0' + "y=1\n\n",
+  for (const std::string& bad : {std::string("hello world\n\n"), std::string("request=smtpd_access_policy\nx") + '\0' + "y=1\n\n",
                                 std::string(20000, 'A') + "\n", std::string("name=value\n\n")}) {
     policy_client evil(d.socket_path());
     evil.send(bad);
