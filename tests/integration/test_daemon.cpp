@@ -25,7 +25,7 @@ std::string redis_settings(const redis_server& r) { return "store = redis\nredis
 
 }  // namespace
 
-TEST_CASE("150 messages against 100/1h: exactly 100 pass and 50 are deferred; on both stores", "[daemon]") {
+TEST_CASE("150 messages against 100/1h: exactly 100 pass and 50 are deferred - on both stores", "[daemon]") {
   redis_server redis;
   for (const std::string store : {"memory", "redis"}) {
     DYNAMIC_SECTION("store " << store) {
@@ -93,7 +93,7 @@ TEST_CASE("two daemons sharing one Redis admit exactly the limit together", "[da
   CHECK(deferred == 220);
 }
 
-TEST_CASE("a hold rule parks the message: HOLD for all its RCPTs; logged with the queue ID", "[daemon]") {
+TEST_CASE("a hold rule parks the message: HOLD for all its RCPTs - logged with the queue ID", "[daemon]") {
   daemon_process d("sasl_username * 1/1h hold\n");
   policy_client c(d.socket_path());
   REQUIRE(c.ask(rcpt_request("dave", "first")) == "DUNNO");
@@ -107,7 +107,7 @@ TEST_CASE("a hold rule parks the message: HOLD for all its RCPTs; logged with th
   CHECK(count_lines_with(log, "4F2A1B3C: hold: ") == 1);
 }
 
-TEST_CASE("SIGHUP applies new limits on the same connection; a bad file is refused and the old rules stay",
+TEST_CASE("SIGHUP applies new limits on the same connection - a bad file is refused and the old rules stay",
           "[daemon]") {
   daemon_process d("sasl_username * 2/1h defer\n");
   policy_client c(d.socket_path());
@@ -142,7 +142,7 @@ TEST_CASE("a malformed request closes only its own connection", "[daemon]") {
   REQUIRE(d.wait_for_log("bad policy request"));
 }
 
-TEST_CASE("--check accepts good files and refuses bad ones with file:line and exit 78", "[daemon]") {
+TEST_CASE("rateguardd --check accepts good files and refuses bad ones with file:line and exit 78", "[daemon]") {
   daemon_process d("sasl_username * 100/1h defer\n");
   std::string out;
   CHECK(run_command({RG_DAEMON, "--check", "-c", d.dir() + "/rateguard.conf"}, &out) == 0);

@@ -60,7 +60,7 @@ struct harness {
 
 }  // namespace
 
-TEST_CASE("a burst of exactly the limit passes; the rest is deferred with a text naming the limit", "[engine]") {
+TEST_CASE("a burst of exactly the limit passes - the rest is deferred with a text naming the limit", "[engine]") {
   harness h(snapshot("sasl_username * 100/1h defer\n"));
   int dunno = 0, deferred = 0;
   for (int i = 0; i < 150; ++i) {
@@ -107,7 +107,7 @@ TEST_CASE("refused requests are not charged", "[engine]") {
   CHECK(h.message().act == action::defer);
 }
 
-TEST_CASE("a message is counted once across its RCPTs; recipients are counted per RCPT", "[engine]") {
+TEST_CASE("a message is counted once across its RCPTs - recipients are counted per RCPT", "[engine]") {
   harness h(snapshot("sasl_username * 2/1h defer\nsasl_username * rcpt:7/1h defer\n"));
   for (int m = 0; m < 2; ++m)
     for (int r = 0; r < 3; ++r) REQUIRE(h.ask(rcpt("alice", "m" + std::to_string(m))).reply == "DUNNO");
@@ -161,7 +161,7 @@ TEST_CASE("END-OF-MESSAGE logs a held single-recipient message with its queue ID
   CHECK(h.message("carol").reply == "DUNNO");
 }
 
-TEST_CASE("most specific selector wins; none exempts; the most severe exceeded limit decides", "[engine]") {
+TEST_CASE("most specific selector wins - none exempts - the most severe exceeded limit decides", "[engine]") {
   harness h(snapshot("sasl_username * 2/1h defer\n"
                      "sasl_username newsletter@example.com 5/1h defer\n"
                      "sasl_username vip none\n"
@@ -181,7 +181,7 @@ TEST_CASE("most specific selector wins; none exempts; the most severe exceeded l
   CHECK(r.reply.rfind("550 5.7.1 ", 0) == 0);
 }
 
-TEST_CASE("sender; sender_domain and client_address keys; IPv6 counted per /64", "[engine]") {
+TEST_CASE("sender - sender_domain and client_address keys - IPv6 counted per /64", "[engine]") {
   harness h(snapshot("client_address * 2/1h defer\nsender_domain example.com 100/1h defer\n"));
   CHECK(h.ask(rcpt("", "a", "", "2001:db8:1:2::1")).reply == "DUNNO");
   CHECK(h.ask(rcpt("", "b", "", "2001:db8:1:2:ffff::9")).reply == "DUNNO");

@@ -62,7 +62,7 @@ TEST_CASE("parse_ip does not read past the view", "[net_addr]") {
   CHECK_FALSE(parse_ip(std::string(100, '1')));
 }
 
-TEST_CASE("parse_cidr: prefixes; bare addresses and host bits", "[net_addr]") {
+TEST_CASE("parse_cidr: prefixes - bare addresses and host bits", "[net_addr]") {
   bool host_bits = true;
   auto net = parse_cidr("10.0.0.0/8", &host_bits);
   REQUIRE(net);

@@ -84,7 +84,7 @@ TEST_CASE("attr_from_name is the inverse of attr_name and rejects everything els
   }
 }
 
-TEST_CASE("captured Postfix 3.7 requests parse whole; byte by byte and at every split", "[protocol]") {
+TEST_CASE("captured Postfix 3.7 requests parse whole - byte by byte and at every split", "[protocol]") {
   using rg::attr;
   struct captured {
     const char* file;

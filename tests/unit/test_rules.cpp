@@ -212,7 +212,7 @@ TEST_CASE("reply text length limit", "[rules]") {
             .text.size() == 200);
 }
 
-TEST_CASE("all errors are collected; with their own line numbers", "[rules]") {
+TEST_CASE("all errors are collected - with their own line numbers", "[rules]") {
   const char* text =
       "sasl_username * 10/1h defer\n"       // 1 ok
       "bogus * 10/1h defer\n"               // 2
@@ -231,7 +231,7 @@ TEST_CASE("all errors are collected; with their own line numbers", "[rules]") {
   CHECK_THAT(result.errors[6].message, Catch::Contains("bad limit \"10/1x\""));
 }
 
-TEST_CASE("comments; blank lines and continuation lines", "[rules]") {
+TEST_CASE("comments - blank lines and continuation lines", "[rules]") {
   const char* text =
       "# leading comment\n"
       "   # indented comment, not a continuation\n"
@@ -306,7 +306,7 @@ TEST_CASE("parse_limits_file reads a file", "[rules]") {
   CHECK(result.rules->rules()[0].file == name);
 }
 
-TEST_CASE("warnings: host bits; duplicates; redundant windows; exemption next to limits", "[rules]") {
+TEST_CASE("warnings: host bits - duplicates - redundant windows - exemption next to limits", "[rules]") {
   const char* text =
       "client_address 10.1.2.3/8 10/1h defer\n"           // 1: host bits
       "sender @example.com 10/1h defer\n"                 // 2
@@ -333,7 +333,7 @@ TEST_CASE("warnings: host bits; duplicates; redundant windows; exemption next to
   CHECK_THAT(result.warnings[4].message, Catch::Contains("line 7") && Catch::Contains("line 8"));
 }
 
-TEST_CASE("precedence: exact > @domain > *; all lines of the winner in file order", "[rules]") {
+TEST_CASE("precedence: exact > @domain > * - all lines of the winner in file order", "[rules]") {
   auto rs = parse_ok(
       "sasl_username *                 100/1h defer\n"       // 1
       "sasl_username @example.com      50/1h  defer\n"       // 2
@@ -379,7 +379,7 @@ TEST_CASE("sender selectors", "[rules]") {
   CHECK(rs.has_kind(key_kind::sender));
 }
 
-TEST_CASE("sender_domain: exact; longest .suffix; *", "[rules]") {
+TEST_CASE("sender_domain: exact - longest .suffix - *", "[rules]") {
   auto rs = parse_ok(
       "sender_domain *                10/1h defer\n"   // 1
       "sender_domain .example.com     20/1h defer\n"   // 2
@@ -401,7 +401,7 @@ TEST_CASE("sender_domain: exact; longest .suffix; *", "[rules]") {
   CHECK(lines_of(rs, key_kind::sender_domain, "badexample.com") == L{6});  // suffix means whole labels
 }
 
-TEST_CASE("client_address: longest prefix; families; mapped addresses", "[rules]") {
+TEST_CASE("client_address: longest prefix - families - mapped addresses", "[rules]") {
   auto rs = parse_ok(
       "client_address *                 100/1h defer\n"    // 1
       "client_address 10.0.0.0/8        50/1h  defer\n"    // 2
