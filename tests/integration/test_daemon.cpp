@@ -2,7 +2,13 @@
 // daemons on one Redis, HOLD, reload with SIGHUP (good and bad files), malformed input isolation,
 // --check, graceful SIGTERM.
 #include <catch2/catch.hpp>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -160,4 +166,106 @@ TEST_CASE("SIGTERM exits 0 and removes the unix socket", "[daemon]") {
     CHECK(d.stop() == 0);
   }
   CHECK_FALSE(std::filesystem::exists(d.socket_path()));
+}
+
+namespace {
+
+int free_port(int family) {
+  int fd = ::socket(family, SOCK_STREAM, 0);
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof(sockaddr_in);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    len = sizeof(sockaddr_in6);
+  }
+  ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  int port = ntohs(family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
+                                     : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  ::close(fd);
+  return port;
+}
+
+// One request over TCP; returns the raw reply.
+std::string tcp_ask(int family, int port, const std::string& request) {
+  int fd = ::socket(family, SOCK_STREAM, 0);
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(static_cast<std::uint16_t>(port));
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof(sockaddr_in);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(static_cast<std::uint16_t>(port));
+    a->sin6_addr = in6addr_loopback;
+    len = sizeof(sockaddr_in6);
+  }
+  std::string reply;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0 &&
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+    timeval tv{3, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[512];
+    ssize_t n;
+    while (reply.find("\n\n") == std::string::npos && (n = ::recv(fd, buf, sizeof buf, 0)) > 0)
+      reply.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return reply;
+}
+
+}  // namespace
+
+TEST_CASE("inet listeners on IPv4 and IPv6 loopback serve the same rules and counters", "[daemon]") {
+  const int p4 = free_port(AF_INET), p6 = free_port(AF_INET6);
+  daemon_process d("sasl_username * 2/1h defer\n",
+                   "listen = inet:127.0.0.1:" + std::to_string(p4) + "\nlisten = inet:[::1]:" + std::to_string(p6) + "\n");
+  CHECK(tcp_ask(AF_INET, p4, rcpt_request("hank", "v4")) == "action=DUNNO\n\n");
+  CHECK(tcp_ask(AF_INET6, p6, rcpt_request("hank", "v6")) == "action=DUNNO\n\n");
+  CHECK(tcp_ask(AF_INET, p4, rcpt_request("hank", "v4b")).rfind("action=450 4.7.1 ", 0) == 0);
+  policy_client unix_side(d.socket_path());  // the unix listener is still there too
+  CHECK(unix_side.ask(rcpt_request("hank", "u")).rfind("450 4.7.1 ", 0) == 0);
+}
+
+TEST_CASE("unix socket gets the configured mode and a stale socket file is replaced", "[daemon]") {
+  daemon_process d("sasl_username * 2/1h defer\n", "unix_socket_mode = 0660\n");
+  struct stat st {};
+  REQUIRE(::stat(d.socket_path().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0660);
+  // Kill it hard: the socket file stays behind; a new daemon on the same path must start anyway.
+  ::kill(d.pid(), SIGKILL);
+  CHECK(d.stop() == -1);
+  REQUIRE(std::filesystem::exists(d.socket_path()));
+  std::string out;
+  auto pid = fork();
+  if (pid == 0) {
+    execl(RG_DAEMON, RG_DAEMON, "-c", (d.dir() + "/rateguard.conf").c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  bool served = false;
+  for (int i = 0; i < 300 && !served; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    try {
+      policy_client c(d.socket_path());
+      served = c.ask(rcpt_request("ivy", "s")) == "DUNNO";
+    } catch (const std::exception&) {
+    }
+  }
+  CHECK(served);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
