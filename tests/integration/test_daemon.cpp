@@ -170,21 +170,27 @@ TEST_CASE("SIGTERM exits 0 and removes the unix socket", "[daemon]") {
 
 namespace {
 
-int free_port(int family) {
-  int fd = ::socket(family, SOCK_STREAM, 0);
-  sockaddr_storage ss{};
-  socklen_t len;
+// The loopback address of `family` with `port`, ready for bind() or connect().
+socklen_t loopback(int family, int port, sockaddr_storage& ss) {
+  ss = {};
   if (family == AF_INET) {
     auto* a = reinterpret_cast<sockaddr_in*>(&ss);
     a->sin_family = AF_INET;
+    a->sin_port = htons(static_cast<std::uint16_t>(port));
     a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    len = sizeof(sockaddr_in);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
-    len = sizeof(sockaddr_in6);
+    return sizeof(sockaddr_in);
   }
+  auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+  a->sin6_family = AF_INET6;
+  a->sin6_port = htons(static_cast<std::uint16_t>(port));
+  a->sin6_addr = in6addr_loopback;
+  return sizeof(sockaddr_in6);
+}
+
+int free_port(int family) {
+  int fd = ::socket(family, SOCK_STREAM, 0);
+  sockaddr_storage ss;
+  socklen_t len = loopback(family, 0, ss);
   ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
   int port = ntohs(family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
@@ -196,21 +202,8 @@ int free_port(int family) {
 // One request over TCP; returns the raw reply.
 std::string tcp_ask(int family, int port, const std::string& request) {
   int fd = ::socket(family, SOCK_STREAM, 0);
-  sockaddr_storage ss{};
-  socklen_t len;
-  if (family == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_port = htons(static_cast<std::uint16_t>(port));
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    len = sizeof(sockaddr_in);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(static_cast<std::uint16_t>(port));
-    a->sin6_addr = in6addr_loopback;
-    len = sizeof(sockaddr_in6);
-  }
+  sockaddr_storage ss;
+  const socklen_t len = loopback(family, port, ss);
   std::string reply;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0 &&
       ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
