@@ -75,6 +75,30 @@ std::string reply_for(const limit_hit& h, const std::string& custom_text) {
   return "DUNNO";
 }
 
+policy_snapshot make_snapshot(rule_set rules, engine_settings settings) {
+  policy_snapshot s;
+  for (const rule& r : rules.rules()) {
+    if (r.kind != key_kind::sasl_username || r.selector == "*") continue;
+    std::string& slot = r.selector.find('@') == std::string::npos ? s.sasl_rule_without_realm : s.sasl_rule_with_realm;
+    if (slot.empty()) slot = r.where();
+  }
+  s.rules = std::move(rules);
+  s.settings = settings;
+  return s;
+}
+
+std::string realm_mismatch(const policy_snapshot& snap, std::string_view user) {
+  if (user.empty()) return {};
+  const bool has_realm = user.find('@') != std::string_view::npos;
+  if (has_realm && !snap.sasl_rule_without_realm.empty() && snap.sasl_rule_with_realm.empty())
+    return "Postfix sends sasl_username with a realm (\"" + std::string(user.substr(0, 128)) + "\") but the rule at " +
+           snap.sasl_rule_without_realm + " names a user without one: such rules never match";
+  if (!has_realm && !snap.sasl_rule_with_realm.empty() && snap.sasl_rule_without_realm.empty())
+    return "Postfix sends sasl_username without a realm (\"" + std::string(user.substr(0, 128)) + "\") but the rule at " +
+           snap.sasl_rule_with_realm + " names users with one: such rules never match";
+  return {};
+}
+
 message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, const policy_request& r,
                                                    std::int64_t now_ms) {
   prepared p;

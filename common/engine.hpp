@@ -26,7 +26,15 @@ struct engine_settings {
 struct policy_snapshot {
   rule_set rules;
   engine_settings settings;
+  // For the "silent non-match" warning: the first sasl_username rule naming a user without a realm
+  // ("alice") and the first naming one with a realm ("alice@example.com", "@example.com"); empty if none.
+  std::string sasl_rule_without_realm, sasl_rule_with_realm;
 };
+policy_snapshot make_snapshot(rule_set rules, engine_settings settings);
+
+// A warning when what Postfix sends as sasl_username cannot match how the rules name users (Postfix adds
+// the realm when smtpd_sasl_local_domain is set); empty when they agree.
+std::string realm_mismatch(const policy_snapshot& snap, std::string_view sasl_username);
 
 // The limit that decided a request (copied out of the rules, so it outlives a reload).
 struct limit_hit {

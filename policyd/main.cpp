@@ -40,10 +40,8 @@ loaded load_all(const std::string& config_path) {
   for (auto& e : lr.errors) out.errors.push_back(e.to_string());
   for (auto& w : lr.warnings) out.warnings.push_back(w.to_string());
   if (!lr.rules) return out;
-  auto snap = std::make_shared<policy_snapshot>();
-  snap->rules = std::move(*lr.rules);
-  snap->settings = {cr.config->mode, cr.config->ipv6_prefix, cr.config->on_store_error};
-  out.snapshot = std::move(snap);
+  out.snapshot = std::make_shared<policy_snapshot>(make_snapshot(
+      std::move(*lr.rules), {cr.config->mode, cr.config->ipv6_prefix, cr.config->on_store_error}));
   out.config = std::move(cr.config);
   return out;
 }

@@ -184,7 +184,13 @@ awaitable<void> server::serve(Socket sock, std::string peer) {
       if (steady_clock::now() >= deadline) co_return;
     }
   };
-  co_await (serve_requests(sock, peer, conn, deadline) || watchdog());
+  // Moving the deadline later needs nothing (the watchdog re-checks when it wakes); moving it earlier
+  // (a request has begun, a reply is being written) re-arms the timer, which wakes the watchdog.
+  const std::function<void(steady_clock::time_point)> set_deadline = [&](steady_clock::time_point t) {
+    deadline = t;
+    if (t < timer.expiry()) timer.expires_at(t);
+  };
+  co_await (serve_requests(sock, peer, conn, set_deadline) || watchdog());
   boost::system::error_code ignored;
   sock.close(ignored);
   conns_.erase(conn);
@@ -193,7 +199,7 @@ awaitable<void> server::serve(Socket sock, std::string peer) {
 
 template <typename Socket>
 awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, conn_iter conn,
-                                       steady_clock::time_point& deadline) {
+                                       const std::function<void(steady_clock::time_point)>& set_deadline) {
   request_parser parser;
   message_tracker tracker;
   std::array<char, 8192> buf;
@@ -202,7 +208,7 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
   for (;;) {
     if (draining_ && !partial) co_return;
     conn->busy = partial;
-    deadline = steady_clock::now() + (partial ? cfg_.request_timeout : cfg_.idle_timeout);
+    set_deadline(steady_clock::now() + (partial ? cfg_.request_timeout : cfg_.idle_timeout));
     auto [ec, n] = co_await sock.async_read_some(asio::buffer(buf), tuple_awaitable);
     if (ec) {
       if (partial && ec != asio::error::operation_aborted)
@@ -229,7 +235,7 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
       parser.next();
     }
     if (!out.empty()) {
-      deadline = steady_clock::now() + cfg_.request_timeout;
+      set_deadline(steady_clock::now() + cfg_.request_timeout);
       auto [wec, written] = co_await asio::async_write(sock, asio::buffer(out), tuple_awaitable);
       if (wec) {
         spdlog::warn("{}: cannot send reply: {}: closing connection", peer, wec.message());
@@ -241,7 +247,7 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
 }
 
 awaitable<verdict> server::evaluate(const policy_snapshot& snap, message_tracker& t, const policy_request& r) {
-  note_request(r);
+  note_request(snap, r);
   auto p = t.prepare(snap, r);
   verdict v;
   if (!p.needs_store) {
@@ -276,8 +282,14 @@ void server::log_verdict(const verdict& v, const policy_request& r) {
   spdlog::info("{}", format_decision(v, r, format_));
 }
 
-void server::note_request(const policy_request& r) {
+void server::note_request(const policy_snapshot& snap, const policy_request& r) {
   ++requests_;
+  if (!warned_realm_) {
+    if (auto w = realm_mismatch(snap, r.get(attr::sasl_username)); !w.empty()) {
+      warned_realm_ = true;
+      spdlog::warn("{}", escape_log_value(w));
+    }
+  }
   if (r.get(attr::protocol_state) == "RCPT") ++rcpt_requests_;
   // "Rate limiting does nothing after I moved the check": say so instead of failing silently.
   if (!warned_no_rcpt_ && requests_ == 1000 && rcpt_requests_ == 0) {

@@ -52,11 +52,11 @@ class server {
   boost::asio::awaitable<void> serve(Socket sock, std::string peer);
   template <typename Socket>
   boost::asio::awaitable<void> serve_requests(Socket& sock, const std::string& peer, conn_iter conn,
-                                              std::chrono::steady_clock::time_point& deadline);
+                                              const std::function<void(std::chrono::steady_clock::time_point)>& set_deadline);
   boost::asio::awaitable<verdict> evaluate(const policy_snapshot& snap, message_tracker& t,
                                            const policy_request& r);
   void log_verdict(const verdict& v, const policy_request& r);
-  void note_request(const policy_request& r);
+  void note_request(const policy_snapshot& snap, const policy_request& r);
   void check_drained();
 
   boost::asio::io_context& io_;
@@ -75,6 +75,7 @@ class server {
   std::uint64_t suppressed_store_warnings_ = 0;
   std::uint64_t requests_ = 0, rcpt_requests_ = 0;
   bool warned_no_rcpt_ = false;
+  bool warned_realm_ = false;  // once per process: the mismatch does not fix itself
 };
 
 }  // namespace rg

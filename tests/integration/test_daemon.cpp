@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <memory>
 #include <thread>
 
 #include "daemon_fixture.hpp"
@@ -261,4 +262,34 @@ TEST_CASE("unix socket gets the configured mode and a stale socket file is repla
   waitpid(pid, &status, 0);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("connections past max_connections are closed at once and the others keep working", "[daemon]") {
+  daemon_process d("sasl_username * 100/1h defer\n", "max_connections = 4\n");
+  std::vector<std::unique_ptr<policy_client>> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(std::make_unique<policy_client>(d.socket_path()));
+    REQUIRE(held.back()->ask(rcpt_request("jack", "c" + std::to_string(i))) == "DUNNO");
+  }
+  policy_client extra(d.socket_path());
+  CHECK(extra.closed_by_peer());
+  CHECK(held.front()->ask(rcpt_request("jack", "again")) == "DUNNO");
+  REQUIRE(d.wait_for_log("max_connections (4) reached"));
+  held.pop_back();  // a slot frees up
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {
+    policy_client c(d.socket_path());
+    served = c.ask(rcpt_request("jack", "late" + std::to_string(i))) == "DUNNO";
+  }
+  CHECK(served);
+}
+
+TEST_CASE("a partial request is cut after request_timeout with one warning", "[daemon]") {
+  daemon_process d("sasl_username * 100/1h defer\n", "request_timeout = 300ms\n");
+  policy_client slow(d.socket_path());
+  slow.send("request=smtpd_access_policy\nprotocol_state=RCPT\n");
+  CHECK(slow.closed_by_peer(3000));
+  REQUIRE(d.wait_for_log("request not complete within request_timeout"));
+  policy_client c(d.socket_path());
+  CHECK(c.ask(rcpt_request("kim", "k")) == "DUNNO");
 }

@@ -258,3 +258,21 @@ TEST_CASE("decision lines escape what the client sent and stay one line", "[engi
   CHECK(id.size() < 100);
   CHECK(id != counter_identity(key_kind::sender, long_sender + "@y"));
 }
+
+TEST_CASE("a realm mismatch between rules and what Postfix sends is detected", "[engine]") {
+  auto snap_of = [](const std::string& text) {
+    auto parsed = parse_limits(text, "limits.conf");
+    REQUIRE(parsed.rules);
+    return make_snapshot(std::move(*parsed.rules), {});
+  };
+  auto plain = snap_of("sasl_username * 10/1h defer\nsasl_username alice 20/1h defer\n");
+  CHECK(realm_mismatch(plain, "alice@example.com").find("limits.conf:2") != std::string::npos);
+  CHECK(realm_mismatch(plain, "alice").empty());
+  auto realm = snap_of("sasl_username @example.com 20/1h defer\n");
+  CHECK(realm_mismatch(realm, "alice").find("limits.conf:1") != std::string::npos);
+  CHECK(realm_mismatch(realm, "alice@example.com").empty());
+  auto both = snap_of("sasl_username alice 1/1h defer\nsasl_username bob@example.com 1/1h defer\n");
+  CHECK(realm_mismatch(both, "carol").empty());
+  CHECK(realm_mismatch(both, "carol@example.com").empty());
+  CHECK(realm_mismatch(snap_of("sasl_username * 1/1h defer\n"), "x@y").empty());
+}
