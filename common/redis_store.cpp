@@ -1,7 +1,9 @@
 // redis_store: connection life cycle (connect, handshake, serve, back off), the pipelined request FIFO with
-// per-request deadlines, and the Lua check-and-charge script. Everything runs on one executor; nothing here
+// per-request deadlines. The Lua script and its arguments are in redis_script. Everything runs on one executor; nothing here
 // blocks. Not here: rules, decisions, Postfix; not thread-safe (one single-threaded io_context assumed).
 #include "redis_store.hpp"
+
+#include "redis_script.hpp"
 
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
@@ -38,87 +40,6 @@ using clock_type = std::chrono::steady_clock;
 using socket_type = asio::generic::stream_protocol::socket;
 using handler_type = asio::any_completion_handler<void(store_result)>;
 
-// The script hard-codes the bucket count; a change in store.hpp must change the script too.
-static_assert(buckets_per_window == 12, "update the Lua script: it counts 12 + 1 buckets");
-
-// Kept short: Redis parses and runs it per call, and per-command overhead dominates (REDIS-NOTES).
-// One HGETALL per distinct key gives every bucket of every window of that identity; the fields of a
-// window are tag..window..":"..bucket, so a prefix lookup sorts them without a string build per bucket.
-constexpr std::string_view check_script = R"lua(-- rateguard check-and-charge; KEYS/ARGV layout in redis_store.hpp
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local n = (#ARGV - 2) / 5
-local want, cur, width, counts = {}, {}, {}, {}
-for i = 1, n do
-  local b = i * 5 - 2
-  local k = tonumber(ARGV[b])
-  width[i] = math.floor(tonumber(ARGV[b + 2]) * 1000 / 12)
-  cur[i] = math.floor(now / width[i])
-  counts[i] = 0
-  local byprefix = want[k]
-  if not byprefix then byprefix = {}; want[k] = byprefix end
-  local prefix = ARGV[b + 1] .. ARGV[b + 2]
-  local list = byprefix[prefix]
-  if not list then list = {}; byprefix[prefix] = list end
-  list[#list + 1] = i
-end
-local old = {}
-for k, byprefix in pairs(want) do
-  local flat = redis.call('HGETALL', KEYS[k])
-  local o = {}
-  for j = 1, #flat, 2 do
-    local f = flat[j]
-    local p = string.find(f, ':', 2, true)
-    local list = p and byprefix[string.sub(f, 1, p - 1)]
-    if list then
-      local c = cur[list[1]]
-      local idx = tonumber(string.sub(f, p + 1))
-      if idx and idx >= c - 12 then
-        if idx <= c then
-          local v = tonumber(flat[j + 1])
-          for _, i in ipairs(list) do counts[i] = counts[i] + v end
-        end
-      elseif idx then
-        o[#o + 1] = f
-      end
-    end
-  end
-  old[k] = o
-end
-local charged = ARGV[2] == '1'
-if charged then
-  for i = 1, n do
-    local b = i * 5 - 2
-    local limit = tonumber(ARGV[b + 4])
-    if limit > 0 and counts[i] + tonumber(ARGV[b + 3]) > limit then
-      charged = false
-      break
-    end
-  end
-end
-if charged then
-  local ttl = {}
-  for i = 1, n do
-    local b = i * 5 - 2
-    local k = tonumber(ARGV[b])
-    redis.call('HINCRBY', KEYS[k], ARGV[b + 1] .. ARGV[b + 2] .. ':' .. string.format('%d', cur[i]), ARGV[b + 3])
-    local need = tonumber(ARGV[b + 2]) * 1000 + 2 * width[i]
-    if not ttl[k] or ttl[k] < need then ttl[k] = need end
-  end
-  for k, o in pairs(old) do
-    if #o > 0 then redis.call('HDEL', KEYS[k], unpack(o)) end
-  end
-  for k, need in pairs(ttl) do
-    if redis.call('PTTL', KEYS[k]) < need then redis.call('PEXPIRE', KEYS[k], need) end
-  end
-end
-local out = {charged and 1 or 0}
-for i = 1, n do out[i + 1] = counts[i] end
-return out
-)lua";
 
 // RAII for the hiredis objects we own.
 struct reader_deleter {
@@ -193,36 +114,6 @@ void encode(std::string& out, const std::vector<std::string_view>& argv) {
   command_ptr cmd(raw);
   if (len < 0 || cmd == nullptr) throw std::bad_alloc();  // hiredis fails only when out of memory
   out.append(cmd.get(), static_cast<std::size_t>(len));
-}
-
-// numkeys, KEYS, ARGV of one check: the part shared by EVALSHA and EVAL.
-std::vector<std::string> script_call_args(const store_request& req, std::string_view prefix) {
-  std::vector<std::string> keys;
-  std::vector<std::size_t> key_index;  // 1-based, per counter
-  key_index.reserve(req.counters.size());
-  for (const auto& c : req.counters) {
-    std::string key;
-    key.reserve(prefix.size() + c.identity.size() + 2);
-    key.append(prefix).append("{").append(c.identity).append("}");
-    auto it = std::find(keys.begin(), keys.end(), key);
-    if (it == keys.end()) it = keys.insert(keys.end(), std::move(key));
-    key_index.push_back(static_cast<std::size_t>(it - keys.begin()) + 1);
-  }
-  std::vector<std::string> args;
-  args.reserve(1 + keys.size() + 2 + 5 * req.counters.size());
-  args.push_back(std::to_string(keys.size()));
-  for (auto& k : keys) args.push_back(std::move(k));
-  args.push_back(std::to_string(req.now_ms));
-  args.emplace_back(req.charge ? "1" : "0");
-  for (std::size_t i = 0; i < req.counters.size(); ++i) {
-    const auto& c = req.counters[i];
-    args.push_back(std::to_string(key_index[i]));
-    args.emplace_back(1, c.unit_tag);
-    args.push_back(std::to_string(c.window_s));
-    args.push_back(std::to_string(c.cost));
-    args.push_back(std::to_string(c.refuse_limit));
-  }
-  return args;
 }
 
 store_result failure(std::string error) {
@@ -490,7 +381,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       encode(c->out, {"SELECT", std::to_string(opts_.db)});
       c->wire.push_back({slot_kind::select, 0, now});
     }
-    encode(c->out, {"SCRIPT", "LOAD", check_script});
+    encode(c->out, {"SCRIPT", "LOAD", check_script()});
     c->wire.push_back({slot_kind::script_load, 0, now});
     start_write(c);
   }
@@ -550,7 +441,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     std::vector<std::string_view> argv;
     argv.reserve(args.size() + 2);
     argv.emplace_back(with_eval ? "EVAL" : "EVALSHA");
-    argv.emplace_back(with_eval ? check_script : std::string_view(sha_));
+    argv.emplace_back(with_eval ? check_script() : std::string_view(sha_));
     for (const auto& a : args) argv.emplace_back(a);
     encode(c.out, argv);
     c.wire.push_back({slot_kind::check, id, clock_type::now()});
@@ -599,7 +490,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       send_check(*c, slot.id, it->second.req, true);
       if (!reloading_) {
         reloading_ = true;
-        encode(c->out, {"SCRIPT", "LOAD", check_script});
+        encode(c->out, {"SCRIPT", "LOAD", check_script()});
         c->wire.push_back({slot_kind::script_load, 0, clock_type::now()});
       }
       return start_write(c);
@@ -706,7 +597,7 @@ redis_store::~redis_store() { impl_->stop(); }
 void redis_store::start() { impl_->start(); }
 void redis_store::stop() { impl_->stop(); }
 bool redis_store::connected() const { return impl_->connected(); }
-std::string_view redis_store::lua_script() { return check_script; }
+std::string_view redis_store::lua_script() { return check_script(); }
 
 void redis_store::start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) {
   impl_->check(std::move(req), std::move(done));
