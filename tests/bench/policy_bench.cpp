@@ -1,0 +1,368 @@
+// policy_bench: closed-loop load generator for the Postfix policy protocol (issue 6). C persistent
+// connections, each behaving like one smtpd process: send one full Postfix 3.7 RCPT request, wait for the
+// whole reply, send the next. Also: --idle-connections (hold N idle connections for the RSS measurement)
+// and --print-lua (the daemon's Redis script, for the redis-benchmark reference). Not a ctest test.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "redis_store.hpp"
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using clock_type = std::chrono::steady_clock;
+using socket_type = asio::generic::stream_protocol::socket;
+constexpr auto tuple_awaitable = asio::as_tuple(use_awaitable);
+
+namespace {
+
+struct options {
+  std::string connect;           // inet:HOST:PORT or unix:/path
+  std::size_t concurrency = 8;
+  std::uint64_t requests = 0;    // 0: no request bound (then --seconds bounds the run)
+  double seconds = 3;            // 0: no time bound (then --requests bounds the run)
+  std::size_t users = 1000;
+  double zipf_s = 1.1;
+  double anon_share = 0.05;
+  std::size_t max_rcpts = 3;     // messages have 1..max_rcpts recipients
+  bool sequential = false;       // users 0,1,2,... in order instead of Zipf (memory per key measurement)
+  std::uint64_t seed = 1;
+  std::uint32_t timeout_ms = 5000;  // a reply later than this is an error and closes the connection
+  std::size_t idle_connections = 0;
+  bool csv = false;
+  std::string label = "bench";
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::cerr << "policy_bench: " << why << "\n"
+            << "usage: policy_bench --connect inet:127.0.0.1:PORT|unix:/path [-c C] [--requests N] [--seconds S]\n"
+            << "         [--users U] [--zipf S] [--anon-share F] [--max-rcpts K] [--sequential] [--seed N]\n"
+            << "         [--timeout-ms MS] [--label NAME] [--csv]\n"
+            << "       policy_bench --connect ADDR --idle-connections N --seconds S\n"
+            << "       policy_bench --print-lua\n";
+  std::exit(2);
+}
+
+options parse_args(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    try {
+      if (a == "--connect") o.connect = value();
+      else if (a == "-c" || a == "--concurrency") o.concurrency = std::stoul(value());
+      else if (a == "--requests") o.requests = std::stoull(value());
+      else if (a == "--seconds") o.seconds = std::stod(value());
+      else if (a == "--users") o.users = std::stoul(value());
+      else if (a == "--zipf") o.zipf_s = std::stod(value());
+      else if (a == "--anon-share") o.anon_share = std::stod(value());
+      else if (a == "--max-rcpts") o.max_rcpts = std::stoul(value());
+      else if (a == "--sequential") o.sequential = true;
+      else if (a == "--seed") o.seed = std::stoull(value());
+      else if (a == "--timeout-ms") o.timeout_ms = static_cast<std::uint32_t>(std::stoul(value()));
+      else if (a == "--idle-connections") o.idle_connections = std::stoul(value());
+      else if (a == "--label") o.label = value();
+      else if (a == "--csv") o.csv = true;
+      else if (a == "--print-lua") {
+        std::cout << rg::redis_store::lua_script();
+        std::exit(0);
+      } else usage("unknown option " + a);
+    } catch (const std::logic_error&) {
+      usage("bad value for " + a);
+    }
+  }
+  if (o.connect.empty()) usage("--connect is required");
+  if (o.concurrency == 0 || o.concurrency > 10000) usage("-c must be 1..10000");
+  if (o.users == 0) usage("--users must be > 0");
+  if (o.max_rcpts == 0) usage("--max-rcpts must be > 0");
+  if (o.requests == 0 && o.seconds <= 0) usage("give --requests or --seconds (every run is bounded)");
+  if (o.seconds <= 0 || o.seconds > 3600) o.seconds = 3600;  // hard bound even with --requests only
+  return o;
+}
+
+socket_type::endpoint_type parse_endpoint(const std::string& spec) {
+  if (spec.rfind("unix:", 0) == 0) return asio::local::stream_protocol::endpoint(spec.substr(5));
+  if (spec.rfind("inet:", 0) == 0) {
+    auto rest = spec.substr(5);
+    auto colon = rest.rfind(':');
+    if (colon == std::string::npos) usage("bad address " + spec);
+    auto addr = asio::ip::make_address(rest.substr(0, colon));
+    if (!addr.is_loopback()) usage("benchmarks run on loopback only: " + spec);
+    return asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(std::stoul(rest.substr(colon + 1))));
+  }
+  usage("address must be inet:HOST:PORT or unix:/path: " + spec);
+}
+
+// Zipf over ranks 1..n by inverse CDF (binary search); rank r has weight 1/r^s.
+class zipf_table {
+ public:
+  zipf_table(std::size_t n, double s) : cdf_(n) {
+    double sum = 0;
+    for (std::size_t r = 0; r < n; ++r) {
+      sum += 1.0 / std::pow(static_cast<double>(r + 1), s);
+      cdf_[r] = sum;
+    }
+    for (auto& c : cdf_) c /= sum;
+  }
+  std::size_t draw(std::mt19937_64& rng) const {
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+    auto it = std::lower_bound(cdf_.begin(), cdf_.end(), u);
+    if (it == cdf_.end()) --it;
+    return static_cast<std::size_t>(it - cdf_.begin());
+  }
+
+ private:
+  std::vector<double> cdf_;
+};
+
+// What every client shares: the bounds, the counters, the latencies.
+struct shared_state {
+  shared_state(const options& o, socket_type::endpoint_type ep) : opt(o), endpoint(ep), zipf(o.users, o.zipf_s) {}
+  const options& opt;
+  socket_type::endpoint_type endpoint;
+  zipf_table zipf;
+  clock_type::time_point start, end;
+  std::uint64_t issued = 0;     // requests started (the --requests bound)
+  std::uint64_t completed = 0;  // requests with a valid reply
+  std::uint64_t errors = 0;     // bad replies, timeouts, connection failures
+  std::uint64_t next_sequential_user = 0;
+  std::map<std::string, std::uint64_t> actions;
+  std::vector<std::uint32_t> latencies_us;
+  bool stopping = false;
+
+  bool may_issue() const {
+    if (stopping) return false;
+    if (opt.requests != 0 && issued >= opt.requests) return false;
+    return clock_type::now() < end;
+  }
+};
+
+// One smtpd process: its socket and, for the watchdog, when its current request began (0: idle).
+struct client_slot {
+  std::unique_ptr<socket_type> sock;
+  clock_type::time_point busy_since{};
+  bool busy = false;
+};
+
+// The full Postfix 3.7 RCPT request as in tests/data/postfix-requests/rcpt_submission.txt.
+void build_request(std::string& out, bool anon, std::size_t user, std::size_t rcpt_no, std::string_view instance,
+                   unsigned client_port) {
+  out.clear();
+  const std::string u = std::to_string(user);
+  out += "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n";
+  out += "client_address=127.0.0.1\nclient_name=localhost\nclient_port=" + std::to_string(client_port) + "\n";
+  out += "reverse_client_name=localhost\nserver_address=127.0.0.1\n";
+  out += anon ? "server_port=25\n" : "server_port=587\n";
+  out += "helo_name=client.bench.test\n";
+  out += anon ? "sender=web" + u + "@local.test\n" : "sender=user" + u + "@bench.test\n";
+  out += "recipient=rcpt" + std::to_string(rcpt_no) + "-" + u + "@example.net\n";
+  out += "recipient_count=0\nqueue_id=\ninstance=";
+  out += instance;
+  out += "\nsize=0\netrn_domain=\nstress=\n";
+  out += anon ? "sasl_method=\nsasl_username=\n" : "sasl_method=PLAIN\nsasl_username=user" + u + "\n";
+  out += "sasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\nccert_pubkey_fingerprint=\n";
+  out += "encryption_protocol=\nencryption_cipher=\nencryption_keysize=0\n";
+  out += anon ? "policy_context=\n\n" : "policy_context=submission\n\n";
+}
+
+// "action=450 4.7.1 ..." -> "450"; "action=DUNNO" -> "DUNNO". Empty when the reply is malformed.
+std::string action_of(std::string_view reply) {
+  if (!reply.starts_with("action=") || !reply.ends_with("\n\n")) return {};
+  auto body = reply.substr(7, reply.size() - 9);
+  if (body.empty() || body.find('\n') != std::string_view::npos) return {};
+  auto word = body.substr(0, body.find(' '));
+  std::string w(word);
+  for (auto& ch : w) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return w;
+}
+
+awaitable<void> run_client(shared_state& st, client_slot& slot, std::size_t id) {
+  std::mt19937_64 rng(st.opt.seed * 1000003u + id);
+  std::string req, rbuf;
+  std::uint64_t msg_no = 0;
+  while (st.may_issue()) {
+    if (!slot.sock || !slot.sock->is_open()) {
+      slot.sock = std::make_unique<socket_type>(co_await asio::this_coro::executor);
+      auto [ec] = co_await slot.sock->async_connect(st.endpoint, tuple_awaitable);
+      if (ec) {
+        ++st.errors;
+        asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
+        co_await t.async_wait(tuple_awaitable);
+        continue;
+      }
+      rbuf.clear();
+    }
+    // One message: a user (or an anonymous local sender), 1..max_rcpts recipients, one instance.
+    const bool anon = !st.opt.sequential && std::uniform_real_distribution<double>(0, 1)(rng) < st.opt.anon_share;
+    std::size_t user;
+    if (st.opt.sequential) user = static_cast<std::size_t>(st.next_sequential_user++ % st.opt.users);
+    else user = st.zipf.draw(rng);
+    const std::size_t rcpts = std::uniform_int_distribution<std::size_t>(1, st.opt.max_rcpts)(rng);
+    char instance[48];
+    std::snprintf(instance, sizeof instance, "%zx.%llx.%llx.0", id, static_cast<unsigned long long>(st.opt.seed),
+                  static_cast<unsigned long long>(++msg_no));
+    const auto port = static_cast<unsigned>(30000 + id % 30000);
+    for (std::size_t r = 1; r <= rcpts && st.may_issue(); ++r) {
+      build_request(req, anon, user, r, instance, port);
+      ++st.issued;
+      const auto t0 = clock_type::now();
+      slot.busy_since = t0;
+      slot.busy = true;
+      auto [wec, wn] = co_await asio::async_write(*slot.sock, asio::buffer(req), tuple_awaitable);
+      std::size_t n = 0;
+      boost::system::error_code rec = wec;
+      if (!wec) std::tie(rec, n) = co_await asio::async_read_until(*slot.sock, asio::dynamic_buffer(rbuf), "\n\n",
+                                                                   tuple_awaitable);
+      slot.busy = false;
+      if (rec) {
+        ++st.errors;
+        boost::system::error_code ignored;
+        slot.sock->close(ignored);
+        break;  // the message is lost with its connection; start a new one
+      }
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0).count();
+      std::string act = action_of(std::string_view(rbuf).substr(0, n));
+      rbuf.erase(0, n);
+      if (act.empty() || !rbuf.empty()) {  // malformed, or bytes nobody asked for
+        ++st.errors;
+        boost::system::error_code ignored;
+        slot.sock->close(ignored);
+        break;
+      }
+      ++st.completed;
+      ++st.actions[act];
+      st.latencies_us.push_back(static_cast<std::uint32_t>(std::min<long long>(us, UINT32_MAX)));
+    }
+  }
+  if (slot.sock) {
+    boost::system::error_code ignored;
+    slot.sock->close(ignored);
+  }
+}
+
+// Closes the socket of a client whose reply is overdue, and ends everything at the hard deadline.
+awaitable<void> watchdog(shared_state& st, std::vector<client_slot>& slots, std::size_t& running) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  const auto timeout = std::chrono::milliseconds(st.opt.timeout_ms);
+  const auto hard_end = st.end + timeout + std::chrono::seconds(1);
+  while (running > 0) {
+    t.expires_after(std::chrono::milliseconds(50));
+    co_await t.async_wait(tuple_awaitable);
+    const auto now = clock_type::now();
+    if (now >= st.end) st.stopping = true;
+    for (auto& s : slots) {
+      if (s.sock && s.busy && (now - s.busy_since > timeout || now > hard_end)) {
+        boost::system::error_code ignored;
+        s.sock->close(ignored);
+      }
+    }
+  }
+}
+
+std::uint32_t percentile(const std::vector<std::uint32_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  auto idx = static_cast<std::size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(idx, sorted.size() - 1)];
+}
+
+int run_load(const options& opt) {
+  asio::io_context io(1);
+  shared_state st(opt, parse_endpoint(opt.connect));
+  st.latencies_us.reserve(1 << 20);
+  std::vector<client_slot> slots(opt.concurrency);
+  std::size_t running = opt.concurrency;
+  st.start = clock_type::now();
+  st.end = st.start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.seconds));
+  clock_type::time_point last_done = st.start;
+  for (std::size_t i = 0; i < opt.concurrency; ++i) {
+    asio::co_spawn(io, run_client(st, slots[i], i), [&](std::exception_ptr e) {
+      if (e) ++st.errors;
+      last_done = clock_type::now();
+      --running;
+    });
+  }
+  asio::co_spawn(io, watchdog(st, slots, running), asio::detached);
+  io.run();
+  const double secs = std::chrono::duration<double>(last_done - st.start).count();
+  auto& lat = st.latencies_us;
+  std::sort(lat.begin(), lat.end());
+  const double rps = secs > 0 ? static_cast<double>(st.completed) / secs : 0;
+  std::string acts;
+  for (auto& [a, n] : st.actions) acts += (acts.empty() ? "" : ";") + a + ":" + std::to_string(n);
+  if (opt.csv) {
+    // label,concurrency,users,requests,errors,seconds,req_per_s,p50_us,p90_us,p99_us,max_us,actions
+    std::printf("%s,%zu,%zu,%llu,%llu,%.3f,%.0f,%u,%u,%u,%u,%s\n", opt.label.c_str(), opt.concurrency, opt.users,
+                static_cast<unsigned long long>(st.completed), static_cast<unsigned long long>(st.errors), secs, rps,
+                percentile(lat, 0.50), percentile(lat, 0.90), percentile(lat, 0.99), lat.empty() ? 0u : lat.back(),
+                acts.c_str());
+  } else {
+    std::printf("%s: %s, %zu connections, %zu users\n", opt.label.c_str(), opt.connect.c_str(), opt.concurrency,
+                opt.users);
+    std::printf("  requests   %llu\n  errors     %llu\n  seconds    %.3f\n  req/s      %.0f\n",
+                static_cast<unsigned long long>(st.completed), static_cast<unsigned long long>(st.errors), secs, rps);
+    std::printf("  latency us p50 %u  p90 %u  p99 %u  max %u\n", percentile(lat, 0.50), percentile(lat, 0.90),
+                percentile(lat, 0.99), lat.empty() ? 0u : lat.back());
+    std::printf("  actions   ");
+    for (auto& [a, n] : st.actions) std::printf(" %s=%llu", a.c_str(), static_cast<unsigned long long>(n));
+    std::printf("\n");
+  }
+  return st.errors == 0 && st.completed > 0 ? 0 : 1;
+}
+
+// Opens N connections, keeps them idle for --seconds (the daemon's RSS is read meanwhile), closes them.
+int run_idle(const options& opt) {
+  asio::io_context io(1);
+  auto ep = parse_endpoint(opt.connect);
+  std::vector<socket_type> socks;
+  socks.reserve(opt.idle_connections);
+  std::size_t ok = 0;
+  for (std::size_t i = 0; i < opt.idle_connections; ++i) {
+    socks.emplace_back(io);
+    boost::system::error_code ec;
+    socks.back().connect(ep, ec);
+    if (!ec) ++ok;
+  }
+  std::printf("idle connections open: %zu of %zu\n", ok, opt.idle_connections);
+  std::fflush(stdout);
+  asio::steady_timer t(io, std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.seconds)));
+  t.wait();
+  return ok == opt.idle_connections ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options opt = parse_args(argc, argv);
+  try {
+    return opt.idle_connections > 0 ? run_idle(opt) : run_load(opt);
+  } catch (const std::exception& e) {
+    std::cerr << "policy_bench: " << e.what() << "\n";
+    return 1;
+  }
+}
