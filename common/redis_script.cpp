@@ -2,7 +2,8 @@
 // charged or none, stale buckets deleted, TTLs only raised. Keys are binary-safe hiredis arguments.
 #include "redis_script.hpp"
 
-#include <algorithm>
+#include <array>
+#include <charconv>
 
 namespace rg {
 
@@ -94,34 +95,77 @@ return out
 
 std::string_view check_script() { return script_text; }
 
-// numkeys, KEYS, ARGV of one check: the part shared by EVALSHA and EVAL.
-std::vector<std::string> script_call_args(const store_request& req, std::string_view prefix) {
-  std::vector<std::string> keys;
-  std::vector<std::size_t> key_index;  // 1-based, per counter
-  key_index.reserve(req.counters.size());
-  for (const auto& c : req.counters) {
-    std::string key;
-    key.reserve(prefix.size() + c.identity.size() + 2);
-    key.append(prefix).append("{").append(c.identity).append("}");
-    auto it = std::find(keys.begin(), keys.end(), key);
-    if (it == keys.end()) it = keys.insert(keys.end(), std::move(key));
-    key_index.push_back(static_cast<std::size_t>(it - keys.begin()) + 1);
+void append_array_header(std::string& out, std::size_t elements) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, elements);
+  out += '*';
+  out.append(buf, r.ptr);
+  out += "\r\n";
+}
+
+void append_bulk(std::string& out, std::string_view s) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, s.size());
+  out += '$';
+  out.append(buf, r.ptr);
+  out += "\r\n";
+  out.append(s);
+  out += "\r\n";
+}
+
+void append_bulk(std::string& out, std::uint64_t n) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, n);
+  append_bulk(out, std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)));
+}
+
+void append_command(std::string& out, std::initializer_list<std::string_view> argv) {
+  append_array_header(out, argv.size());
+  for (auto a : argv) append_bulk(out, a);
+}
+
+void append_check_call(std::string& out, std::string_view verb, std::string_view script_or_sha,
+                       const store_request& req, std::string_view prefix) {
+  // Distinct identities become KEYS (a request has a handful: a linear search beats hashing).
+  std::array<std::size_t, 64> small_index;
+  std::vector<std::size_t> big_index;
+  std::size_t* key_of = small_index.data();
+  if (req.counters.size() > small_index.size()) {
+    big_index.resize(req.counters.size());
+    key_of = big_index.data();
   }
-  std::vector<std::string> args;
-  args.reserve(1 + keys.size() + 2 + 5 * req.counters.size());
-  args.push_back(std::to_string(keys.size()));
-  for (auto& k : keys) args.push_back(std::move(k));
-  args.push_back(std::to_string(req.now_ms));
-  args.emplace_back(req.charge ? "1" : "0");
+  std::size_t keys = 0;
+  for (std::size_t i = 0; i < req.counters.size(); ++i) {
+    std::size_t j = 0;
+    while (j < i && req.counters[j].identity != req.counters[i].identity) ++j;
+    key_of[i] = j < i ? key_of[j] : ++keys;  // 1-based, as Lua indexes KEYS
+  }
+  append_array_header(out, 3 + keys + 2 + 5 * req.counters.size());
+  append_bulk(out, verb);
+  append_bulk(out, script_or_sha);
+  append_bulk(out, std::uint64_t{keys});
+  std::size_t written = 0;
+  for (std::size_t i = 0; i < req.counters.size(); ++i) {
+    if (key_of[i] <= written) continue;
+    written = key_of[i];
+    const std::string& id = req.counters[i].identity;
+    char header[24];
+    auto r = std::to_chars(header, header + sizeof header, prefix.size() + id.size() + 2);
+    out += '$';
+    out.append(header, r.ptr);
+    out += "\r\n";
+    out.append(prefix).append("{").append(id).append("}\r\n");
+  }
+  append_bulk(out, static_cast<std::uint64_t>(req.now_ms));
+  append_bulk(out, req.charge ? std::string_view("1") : std::string_view("0"));
   for (std::size_t i = 0; i < req.counters.size(); ++i) {
     const auto& c = req.counters[i];
-    args.push_back(std::to_string(key_index[i]));
-    args.emplace_back(1, c.unit_tag);
-    args.push_back(std::to_string(c.window_s));
-    args.push_back(std::to_string(c.cost));
-    args.push_back(std::to_string(c.refuse_limit));
+    append_bulk(out, std::uint64_t{key_of[i]});
+    append_bulk(out, std::string_view(&c.unit_tag, 1));
+    append_bulk(out, std::uint64_t{c.window_s});
+    append_bulk(out, std::uint64_t{c.cost});
+    append_bulk(out, c.refuse_limit);
   }
-  return args;
 }
 
 }  // namespace rg

@@ -50,10 +50,6 @@ struct reply_deleter {
   void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
 };
 using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
-struct command_deleter {
-  void operator()(char* c) const noexcept { redisFreeCommand(c); }
-};
-using command_ptr = std::unique_ptr<char, command_deleter>;
 
 enum class redis_errc {
   protocol,          // the byte stream is not RESP: the connection is unusable
@@ -97,23 +93,6 @@ redis_error to_redis_error(std::string_view context, const redisReader* reader, 
     return {code, fmt::format("{}: {}", context, printable(msg))};
   }
   return {redis_errc::unexpected_reply, fmt::format("{}: unexpected reply type {}", context, reply->type)};
-}
-
-// Appends one RESP command; argv is binary-safe (lengths, not C strings).
-void encode(std::string& out, const std::vector<std::string_view>& argv) {
-  std::vector<const char*> ptrs;
-  std::vector<std::size_t> lens;
-  ptrs.reserve(argv.size());
-  lens.reserve(argv.size());
-  for (auto a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  char* raw = nullptr;
-  const int len = redisFormatCommandArgv(&raw, static_cast<int>(argv.size()), ptrs.data(), lens.data());
-  command_ptr cmd(raw);
-  if (len < 0 || cmd == nullptr) throw std::bad_alloc();  // hiredis fails only when out of memory
-  out.append(cmd.get(), static_cast<std::size_t>(len));
 }
 
 store_result failure(std::string error) {
@@ -371,17 +350,17 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     const auto now = clock_type::now();
     if (!opts_.password.empty()) {
       if (opts_.username.empty()) {
-        encode(c->out, {"AUTH", opts_.password});
+        append_command(c->out, {"AUTH", opts_.password});
       } else {
-        encode(c->out, {"AUTH", opts_.username, opts_.password});
+        append_command(c->out, {"AUTH", opts_.username, opts_.password});
       }
       c->wire.push_back({slot_kind::auth, 0, now});
     }
     if (opts_.db != 0) {
-      encode(c->out, {"SELECT", std::to_string(opts_.db)});
+      append_command(c->out, {"SELECT", std::to_string(opts_.db)});
       c->wire.push_back({slot_kind::select, 0, now});
     }
-    encode(c->out, {"SCRIPT", "LOAD", check_script()});
+    append_command(c->out, {"SCRIPT", "LOAD", check_script()});
     c->wire.push_back({slot_kind::script_load, 0, now});
     start_write(c);
   }
@@ -437,13 +416,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   // --- requests --------------------------------------------------------------------------------------------
 
   void send_check(connection& c, std::uint64_t id, const store_request& req, bool with_eval) {
-    const auto args = script_call_args(req, opts_.key_prefix);
-    std::vector<std::string_view> argv;
-    argv.reserve(args.size() + 2);
-    argv.emplace_back(with_eval ? "EVAL" : "EVALSHA");
-    argv.emplace_back(with_eval ? check_script() : std::string_view(sha_));
-    for (const auto& a : args) argv.emplace_back(a);
-    encode(c.out, argv);
+    append_check_call(c.out, with_eval ? "EVAL" : "EVALSHA", with_eval ? check_script() : std::string_view(sha_), req,
+                      opts_.key_prefix);
     c.wire.push_back({slot_kind::check, id, clock_type::now()});
   }
 
@@ -490,7 +464,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       send_check(*c, slot.id, it->second.req, true);
       if (!reloading_) {
         reloading_ = true;
-        encode(c->out, {"SCRIPT", "LOAD", check_script()});
+        append_command(c->out, {"SCRIPT", "LOAD", check_script()});
         c->wire.push_back({slot_kind::script_load, 0, clock_type::now()});
       }
       return start_write(c);
