@@ -162,7 +162,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
           else if (it->refuse_limit == 0 || lim.count < it->refuse_limit) it->refuse_limit = lim.count;
         }
         p.candidates.push_back(
-            candidate{ru, &lim, kind, key, static_cast<std::size_t>(it - p.req.counters.begin())});
+            candidate{ru, &lim, kind, key, static_cast<std::size_t>(it - p.req.counters.begin()), it->cost});
       }
     }
   };
@@ -186,7 +186,8 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
       add(key_kind::sender_domain, m, std::move(d));
     }
   }
-  p.needs_store = !p.req.counters.empty();
+  p.counters = p.req.counters.size();
+  p.needs_store = p.counters > 0;
   return p;
 }
 
@@ -194,7 +195,7 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
                                 const store_result& res) {
   verdict v;
   v.reply = "DUNNO";
-  if (!res.ok || res.counts.size() != p.req.counters.size()) {
+  if (!res.ok || res.counts.size() != p.counters) {
     v.store_failed = true;
     v.store_error = res.ok ? "store answered the wrong number of counts" : res.error;
     v.log = true;
@@ -206,8 +207,7 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
   const candidate* worst = nullptr;
   std::uint64_t worst_count = 0;
   for (const candidate& c : p.candidates) {
-    const counter_spec& spec = p.req.counters[c.counter];
-    const std::uint64_t count = res.counts[c.counter] + spec.cost;
+    const std::uint64_t count = res.counts[c.counter] + c.cost;
     if (count <= c.limit->count) continue;
     if (!worst || c.r->act > worst->r->act) {
       worst = &c;

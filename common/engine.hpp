@@ -67,12 +67,14 @@ class message_tracker {
     const window_limit* limit;
     key_kind kind;
     std::string key;
-    std::size_t counter;
+    std::size_t counter;  // index into req.counters
+    std::uint32_t cost;   // what the request adds to that counter
   };
   struct prepared {
     bool needs_store = false;
     verdict immediate;  // the answer when no store round trip is needed
-    store_request req;
+    store_request req;  // may be moved into the store: finish() reads only `counters` below
+    std::size_t counters = 0;
     std::vector<candidate> candidates;
     bool first_rcpt = false;
   };

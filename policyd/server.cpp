@@ -253,7 +253,7 @@ awaitable<verdict> server::evaluate(const policy_snapshot& snap, message_tracker
   if (!p.needs_store) {
     v = std::move(p.immediate);
   } else {
-    store_result res = co_await store_.async_check(p.req, use_awaitable);
+    store_result res = co_await store_.async_check(std::move(p.req), use_awaitable);
     v = t.finish(snap, r, p, res);
   }
   if (v.log) log_verdict(v, r);
