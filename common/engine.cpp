@@ -174,8 +174,13 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
     add(key_kind::sasl_username, m, std::move(v));
   }
   if (rules.has_kind(key_kind::client_address)) {
-    if (auto ip = parse_ip(r.get(attr::client_address)))
-      add(key_kind::client_address, rules.match_address(*ip), ip_bucket(*ip, snap.settings.ipv6_prefix));
+    const std::string& text = r.get(attr::client_address);
+    if (auto ip = parse_ip(text)) {
+      // A plain IPv4 address is already its own canonical bucket: skip re-formatting it (hot path).
+      const bool plain_v4 = !ip->v6 && text.find(':') == std::string::npos;
+      add(key_kind::client_address, rules.match_address(*ip),
+          plain_v4 ? text : ip_bucket(*ip, snap.settings.ipv6_prefix));
+    }
   }
   if (const auto& s = r.get(attr::sender); !s.empty()) {
     std::string v = to_lower(s);

@@ -276,3 +276,12 @@ TEST_CASE("a realm mismatch between rules and what Postfix sends is detected", "
   CHECK(realm_mismatch(both, "carol@example.com").empty());
   CHECK(realm_mismatch(snap_of("sasl_username * 1/1h defer\n"), "x@y").empty());
 }
+
+TEST_CASE("an IPv4-mapped IPv6 client is counted with its IPv4 address", "[engine]") {
+  harness h(snapshot("client_address * 2/1h defer\n"));
+  CHECK(h.ask(rcpt("", "a", "", "192.0.2.1")).reply == "DUNNO");
+  CHECK(h.ask(rcpt("", "b", "", "::ffff:192.0.2.1")).reply == "DUNNO");
+  auto v = h.ask(rcpt("", "c", "", "192.0.2.1"));
+  CHECK(v.act == action::defer);
+  CHECK(v.hit->key == "192.0.2.1");
+}
