@@ -91,10 +91,10 @@ std::string realm_mismatch(const policy_snapshot& snap, std::string_view user) {
   if (user.empty()) return {};
   const bool has_realm = user.find('@') != std::string_view::npos;
   if (has_realm && !snap.sasl_rule_without_realm.empty() && snap.sasl_rule_with_realm.empty())
-    return "Postfix sends sasl_username with a realm (\"" + std::string(user.substr(0, 128)) + "\") but the rule at " +
+    return "Postfix sends sasl_username with a realm (" + std::string(user.substr(0, 128)) + ") but the rule at " +
            snap.sasl_rule_without_realm + " names a user without one: such rules never match";
   if (!has_realm && !snap.sasl_rule_with_realm.empty() && snap.sasl_rule_without_realm.empty())
-    return "Postfix sends sasl_username without a realm (\"" + std::string(user.substr(0, 128)) + "\") but the rule at " +
+    return "Postfix sends sasl_username without a realm (" + std::string(user.substr(0, 128)) + ") but the rule at " +
            snap.sasl_rule_with_realm + " names users with one: such rules never match";
   return {};
 }

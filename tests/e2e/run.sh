@@ -160,6 +160,35 @@ scenario_reload() {
   wait_sink_count 2
 }
 
+# 7. smtpd_sasl_local_domain is set, so Postfix sends "alice@<realm>" (README: write rules the way Postfix
+# sends them). A rule naming plain "alice" never matches, and rateguardd says so once; the @realm rule
+# is the one that counts.
+scenario_realm() {
+  setup_all "$(printf 'sasl_username %s 1/1h defer\nsasl_username @%s 2/1h defer' "$SASL_USER" "$SASL_DOMAIN")"
+  local i
+  for i in 1 2; do
+    send_auth "$T/m$i"
+    expect_accepted "$T/m$i" "message $i (the plain-name 1/1h rule must not apply)" >/dev/null
+  done
+  send_auth "$T/m3"
+  expect_rcpt_reply "$T/m3" "at most 2 messages per 1h for this sasl_username" "message 3"
+  expect_log "NOQUEUE: defer: key=$USER_KEY rule=.*limits.conf:2 window=1h count=3 limit=2" "defer by the @realm rule"
+  wait_sink_count 2
+  # Now only a plain-name rule and "*": the plain rule still never matches (else this 3rd accepted message
+  # would be deferred by 1/1h), and rateguardd warns once that the rules lack the realm Postfix sends.
+  write_limits "$(printf 'sasl_username %s 1/1h defer\nsasl_username * 5/1h defer' "$SASL_USER")"
+  kill -HUP "$RG_PID"
+  expect_log "reload: .*limits.conf \(2 rules\)" "reload"
+  send_auth "$T/m4"
+  expect_accepted "$T/m4" "message 4 under * 5/1h" >/dev/null
+  expect_log "warning: Postfix sends sasl_username with a realm .*limits.conf:1 names a user without one" \
+    "realm mismatch warning"
+  send_auth "$T/m5"
+  expect_accepted "$T/m5" "message 5 under * 5/1h" >/dev/null
+  [ "$(log_count 'sasl_username with a realm')" -eq 1 ] || fail "the realm warning should be logged once"
+  wait_sink_count 4
+}
+
 # Without root or the packages this cannot run at all: report "skipped" (ctest SKIP_RETURN_CODE 77,
 # shown as Skipped, not Passed) rather than fail a developer's plain `ctest`.
 missing=""
@@ -173,7 +202,7 @@ if [ "$(id -u)" -ne 0 ] || [ -n "$missing" ]; then
 fi
 
 case "${1:-}" in
-  auth_defer | hold | client_address | sender | recipients | daemon_down | reload) "scenario_$1" ;;
-  *) echo "usage: $0 auth_defer|hold|client_address|sender|recipients|daemon_down|reload" >&2; exit 2 ;;
+  auth_defer | hold | client_address | sender | recipients | daemon_down | reload | realm) "scenario_$1" ;;
+  *) echo "usage: $0 auth_defer|hold|client_address|sender|recipients|daemon_down|reload|realm" >&2; exit 2 ;;
 esac
 log "ok: $1"
