@@ -65,6 +65,7 @@ listen = inet:127.0.0.1:$POLICY_PORT
 limits = limits.conf
 log_target = file:$T/rg/rateguardd.log
 store = memory
+${RG_EXTRA_SETTINGS:-}
 EOF
   "$RG_DAEMON" -c "$T/rg/rateguard.conf" >/dev/null 2>>"$T/rg/stderr" &
   RG_PID=$!
@@ -219,10 +220,25 @@ stop_postfix() {
   PF_STARTED=""
 }
 
+# A private redis-server on a unix socket in $T (for the store=redis scenarios); REDIS_PID is ours alone.
+start_redis() {
+  redis-server --port 0 --unixsocket "$T/redis.sock" --unixsocketperm 777 --save "" --appendonly no \
+    --dir "$T" --daemonize no >"$T/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_until 5 redis-cli -s "$T/redis.sock" ping || fail "redis-server did not start"
+}
+stop_redis() {
+  [ -n "${REDIS_PID:-}" ] || return 0
+  kill -TERM "$REDIS_PID" 2>/dev/null
+  wait "$REDIS_PID" 2>/dev/null
+  REDIS_PID=""
+}
+
 teardown() {
   local rc=$?
   stop_postfix
   stop_rateguard
+  stop_redis
   if [ -n "$SINK_PID" ]; then kill -TERM "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null; fi
   if [ -n "$T" ] && [ -d "$T" ]; then
     if [ -n "${RG_E2E_KEEP:-}" ]; then log "kept $T"; else rm -rf "$T"; fi
@@ -238,6 +254,11 @@ setup_all() {
   setup_sasl
   write_postfix_config
   start_sink
+  if [ -n "${RG_WITH_REDIS:-}" ]; then
+    start_redis
+    RG_EXTRA_SETTINGS="store = redis
+redis = $T/redis.sock"
+  fi
   start_rateguard "$1"
   start_postfix
 }
