@@ -3,6 +3,8 @@
 // daemon trusts daemon_config.
 #include "config.hpp"
 
+#include "net_addr.hpp"
+
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <charconv>
@@ -96,6 +98,28 @@ const std::vector<option_def>& options() {
       {"unix_socket_owner", "user[:group] that owns unix listen sockets (empty: the daemon's)",
        [](daemon_config& c, const std::string& v) { c.unix_socket_owner = v; return std::string(); },
        [](const daemon_config& c) { return c.unix_socket_owner; }},
+      {"allow_clients", "Clients allowed on inet listeners: addresses or networks, separated by commas or spaces",
+       [](daemon_config& c, const std::string& v) -> std::string {
+         std::vector<std::string> list;
+         std::string item;
+         for (std::size_t i = 0; i <= v.size(); ++i) {
+           if (i == v.size() || v[i] == ',' || v[i] == ' ' || v[i] == '\t') {
+             if (!item.empty() && !parse_cidr(item)) return "\"" + item + "\" is not an address or network";
+             if (!item.empty()) list.push_back(item);
+             item.clear();
+           } else {
+             item += v[i];
+           }
+         }
+         if (list.empty()) return "empty list: no client could connect over inet";
+         c.allow_clients = std::move(list);
+         return {};
+       },
+       [](const daemon_config& c) {
+         std::string s;
+         for (auto& a : c.allow_clients) s += (s.empty() ? "" : ", ") + a;
+         return s;
+       }},
       {"max_connections", "Policy connections served at once; more are closed at accept",
        [](daemon_config& c, const std::string& v) { return set_number<std::size_t>(c.max_connections, v, 1, 100000); },
        [](const daemon_config& c) { return std::to_string(c.max_connections); }},

@@ -22,6 +22,9 @@ struct daemon_config {
   std::string unix_socket_mode = "0666";  // Postfix connects as its own user; the directory guards access
   std::string unix_socket_owner;          // user[:group] for unix sockets; empty: leave as created
   std::size_t max_connections = 1024;
+  // Peers that may use inet listeners (CIDR list); others are logged and closed. Unix sockets are guarded
+  // by file permissions instead.
+  std::vector<std::string> allow_clients{"127.0.0.0/8", "::1"};
   std::chrono::milliseconds idle_timeout{std::chrono::seconds(600)};
   std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};
   std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(5)};

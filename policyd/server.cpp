@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -79,7 +80,10 @@ void set_socket_owner(const std::string& path, const std::string& owner) {
 server::server(asio::io_context& io, const daemon_config& cfg, std::shared_ptr<const policy_snapshot> snap,
                store& st)
     : io_(io), cfg_(cfg), snap_(std::move(snap)), store_(st),
-      format_(cfg.log_format == "json" ? log_format::json : log_format::text) {}
+      format_(cfg.log_format == "json" ? log_format::json : log_format::text) {
+  for (const auto& a : cfg_.allow_clients)
+    if (auto c = parse_cidr(a)) allow_clients_.push_back(*c);  // validated by load_config
+}
 
 void server::bind() {
   for (const std::string& spec : cfg_.listen) {
@@ -160,6 +164,19 @@ awaitable<void> server::accept_loop(Acceptor& acc, std::string name) {
       boost::system::error_code e2;
       auto rep = sock.remote_endpoint(e2);
       if (!e2) peer = rep.address().to_string() + ":" + std::to_string(rep.port());
+      auto ip = e2 ? std::nullopt : parse_ip(rep.address().to_string());
+      const bool allowed = ip && std::any_of(allow_clients_.begin(), allow_clients_.end(),
+                                             [&](const cidr& c) { return c.contains(*ip); });
+      if (!allowed) {
+        auto now = steady_clock::now();
+        if (now - last_refused_warning_ > std::chrono::seconds(1)) {
+          last_refused_warning_ = now;
+          spdlog::warn("{}: connection from {} refused: not in allow_clients", name, peer);
+        }
+        boost::system::error_code ignored;
+        sock.close(ignored);
+        continue;
+      }
     }
     asio::co_spawn(io_, serve(std::move(sock), std::move(peer)),
                    [](std::exception_ptr e) { log_exception(e, "connection"); });

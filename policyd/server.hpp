@@ -17,6 +17,7 @@
 #include "config.hpp"
 #include "decision_log.hpp"
 #include "engine.hpp"
+#include "net_addr.hpp"
 #include "store.hpp"
 
 namespace rg {
@@ -64,6 +65,7 @@ class server {
   std::shared_ptr<const policy_snapshot> snap_;
   store& store_;
   log_format format_;
+  std::vector<cidr> allow_clients_;
   std::vector<boost::asio::ip::tcp::acceptor> tcp_;
   std::vector<std::pair<boost::asio::local::stream_protocol::acceptor, std::string>> unix_;
   std::list<connection> conns_;
@@ -71,7 +73,7 @@ class server {
   std::function<void(std::size_t)> on_drained_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;
   // Rate limits for our own warnings, so a flood cannot turn into a log flood.
-  std::chrono::steady_clock::time_point last_cap_warning_{}, last_store_warning_{};
+  std::chrono::steady_clock::time_point last_cap_warning_{}, last_store_warning_{}, last_refused_warning_{};
   std::uint64_t suppressed_store_warnings_ = 0;
   std::uint64_t requests_ = 0, rcpt_requests_ = 0;
   bool warned_no_rcpt_ = false;

@@ -293,3 +293,18 @@ TEST_CASE("a partial request is cut after request_timeout with one warning", "[d
   policy_client c(d.socket_path());
   CHECK(c.ask(rcpt_request("kim", "k")) == "DUNNO");
 }
+
+TEST_CASE("inet listeners serve only allow_clients: loopback by default", "[daemon]") {
+  const int p1 = free_port(AF_INET), p2 = free_port(AF_INET);
+  {
+    daemon_process d("sasl_username * 2/1h defer\n", "listen = inet:127.0.0.1:" + std::to_string(p1) + "\n");
+    CHECK(tcp_ask(AF_INET, p1, rcpt_request("lee", "a")) == "action=DUNNO\n\n");
+  }
+  daemon_process d("sasl_username * 2/1h defer\n",
+                   "listen = inet:127.0.0.1:" + std::to_string(p2) + "\nallow_clients = 192.0.2.0/24, 2001:db8::/32\n");
+  CHECK(tcp_ask(AF_INET, p2, rcpt_request("lee", "b")).empty());  // closed without an answer
+  REQUIRE(d.wait_for_log("connection from 127.0.0.1:"));
+  CHECK(d.log().find("refused: not in allow_clients") != std::string::npos);
+  policy_client unix_side(d.socket_path());  // unix sockets are not subject to allow_clients
+  CHECK(unix_side.ask(rcpt_request("lee", "c")) == "DUNNO");
+}

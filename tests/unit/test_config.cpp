@@ -1,0 +1,60 @@
+// rateguard.conf loading: every bad line reported with file:line, values checked against their bounds,
+// relative paths resolved against the file's directory, and the postconf -n style dump.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "config.hpp"
+
+using namespace rg;
+
+namespace {
+std::string write_conf(const std::string& text) {
+  auto dir = std::filesystem::temp_directory_path() / "rg-config-test";
+  std::filesystem::create_directories(dir);
+  auto path = (dir / "rateguard.conf").string();
+  std::ofstream(path) << text;
+  return path;
+}
+}  // namespace
+
+TEST_CASE("bad settings are all reported with file and line", "[config]") {
+  auto path = write_conf("# comment\nlisten = inet:127.0.0.1:10033\nbogus = 1\n\nredis_timeout = 5 parsecs\n"
+                         "allow_clients = 127.0.0.1, not-an-ip\nmode = enforce\nmax_connections = 0\n");
+  auto r = load_config(path);
+  CHECK_FALSE(r.config);
+  REQUIRE(r.errors.size() == 4);
+  CHECK(r.errors[0].text.find(path + ":3: unknown setting \"bogus\"") == 0);
+  CHECK(r.errors[1].text.find(path + ":5: redis_timeout: ") == 0);
+  CHECK(r.errors[2].text.find(path + ":6: allow_clients: \"not-an-ip\"") == 0);
+  CHECK(r.errors[3].text.find(path + ":8: max_connections: ") == 0);
+}
+
+TEST_CASE("good settings are applied and only the changed ones are printed by -n", "[config]") {
+  auto path = write_conf("listen = unix:/tmp/x.sock\nlisten = inet:[::1]:10033\nlimits = rules/limits.conf\n"
+                         "redis_timeout = 250ms\nallow_clients = 10.0.0.0/8 ::1\non_store_error = defer\n");
+  auto r = load_config(path);
+  REQUIRE(r.config);
+  const auto& c = *r.config;
+  CHECK(c.listen == std::vector<std::string>{"unix:/tmp/x.sock", "inet:[::1]:10033"});
+  CHECK(c.limits == (std::filesystem::path(path).parent_path() / "rules/limits.conf").string());
+  CHECK(c.redis_timeout == std::chrono::milliseconds(250));
+  CHECK(c.allow_clients == std::vector<std::string>{"10.0.0.0/8", "::1"});
+  CHECK(c.on_store_error == store_error_action::defer);
+  auto n = non_default_settings(c);
+  CHECK(std::find(n.begin(), n.end(), "redis_timeout = 250ms") != n.end());
+  CHECK(std::find(n.begin(), n.end(), "on_store_error = defer") != n.end());
+  CHECK(std::none_of(n.begin(), n.end(), [](const std::string& s) { return s.rfind("store =", 0) == 0; }));
+}
+
+TEST_CASE("durations follow Postfix: a bare number is seconds", "[config]") {
+  CHECK(parse_duration("30") == std::chrono::milliseconds(30000));
+  CHECK(parse_duration("100ms") == std::chrono::milliseconds(100));
+  CHECK(parse_duration("2h") == std::chrono::milliseconds(7200000));
+  CHECK_FALSE(parse_duration("h"));
+  CHECK_FALSE(parse_duration("-1s"));
+  CHECK(format_duration(std::chrono::milliseconds(600000)) == "10m");
+  CHECK(format_duration(std::chrono::milliseconds(1500)) == "1500ms");
+}
