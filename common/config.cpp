@@ -52,6 +52,32 @@ std::string set_number(T& out, const std::string& v, T lo, T hi) {
   return {};
 }
 
+// The words of a setting that selects one of a few values; both parsing and printing use the one table.
+template <typename E>
+using enum_names = std::initializer_list<std::pair<const char*, E>>;
+
+template <typename E>
+std::string set_enum(E& out, const std::string& v, enum_names<E> names) {
+  std::string list;
+  for (auto& [word, value] : names) {
+    if (v == word) { out = value; return {}; }
+    list += list.empty() ? word : std::string(" or ") + word;
+  }
+  return "\"" + v + "\" must be " + list;
+}
+
+template <typename E>
+std::string enum_name(E value, enum_names<E> names) {
+  for (auto& [word, e] : names)
+    if (e == value) return word;
+  return "?";
+}
+
+const enum_names<run_mode> mode_names = {{"enforce", run_mode::enforce}, {"dry-run", run_mode::dry_run}};
+const enum_names<store_kind> store_names = {{"memory", store_kind::memory}, {"redis", store_kind::redis}};
+const enum_names<store_error_action> store_error_names = {{"dunno", store_error_action::dunno},
+                                                          {"defer", store_error_action::defer}};
+
 std::string set_choice(std::string& out, const std::string& v, std::initializer_list<const char*> allowed) {
   std::string list;
   for (const char* a : allowed) {
@@ -136,24 +162,14 @@ const std::vector<option_def>& options() {
        [](daemon_config& c, const std::string& v) { c.limits = v; return std::string(); },
        [](const daemon_config& c) { return c.limits; }},
       {"mode", "enforce | dry-run (answer DUNNO, log what would have been done)",
-       [](daemon_config& c, const std::string& v) -> std::string {
-         if (v == "enforce") c.mode = run_mode::enforce;
-         else if (v == "dry-run") c.mode = run_mode::dry_run;
-         else return "\"" + v + "\" must be enforce or dry-run";
-         return {};
-       },
-       [](const daemon_config& c) { return std::string(c.mode == run_mode::enforce ? "enforce" : "dry-run"); }},
+       [](daemon_config& c, const std::string& v) { return set_enum(c.mode, v, mode_names); },
+       [](const daemon_config& c) { return enum_name(c.mode, mode_names); }},
       {"ipv6_prefix", "IPv6 clients are counted per network of this prefix length",
        [](daemon_config& c, const std::string& v) { return set_number<unsigned>(c.ipv6_prefix, v, 16, 128); },
        [](const daemon_config& c) { return std::to_string(c.ipv6_prefix); }},
       {"store", "memory (this process only) | redis (shared by every node on the same Redis)",
-       [](daemon_config& c, const std::string& v) -> std::string {
-         if (v == "memory") c.store = store_kind::memory;
-         else if (v == "redis") c.store = store_kind::redis;
-         else return "\"" + v + "\" must be memory or redis";
-         return {};
-       },
-       [](const daemon_config& c) { return std::string(c.store == store_kind::memory ? "memory" : "redis"); }},
+       [](daemon_config& c, const std::string& v) { return set_enum(c.store, v, store_names); },
+       [](const daemon_config& c) { return enum_name(c.store, store_names); }},
       {"redis", "Redis server: HOST:PORT, [IPv6]:PORT or /path/to/redis.sock",
        [](daemon_config& c, const std::string& v) { c.redis = v; return std::string(); },
        [](const daemon_config& c) { return c.redis; }},
@@ -176,13 +192,8 @@ const std::vector<option_def>& options() {
        [](daemon_config& c, const std::string& v) { c.redis_prefix = v; return std::string(); },
        [](const daemon_config& c) { return c.redis_prefix; }},
       {"on_store_error", "dunno (fail open) | defer (451 4.3.0, fail closed) when the store cannot answer",
-       [](daemon_config& c, const std::string& v) -> std::string {
-         if (v == "dunno") c.on_store_error = store_error_action::dunno;
-         else if (v == "defer") c.on_store_error = store_error_action::defer;
-         else return "\"" + v + "\" must be dunno or defer";
-         return {};
-       },
-       [](const daemon_config& c) { return std::string(c.on_store_error == store_error_action::dunno ? "dunno" : "defer"); }},
+       [](daemon_config& c, const std::string& v) { return set_enum(c.on_store_error, v, store_error_names); },
+       [](const daemon_config& c) { return enum_name(c.on_store_error, store_error_names); }},
       {"memory_max_keys", "Identities the memory store tracks at most (bounds memory under sender floods)",
        [](daemon_config& c, const std::string& v) { return set_number<std::size_t>(c.memory_max_keys, v, 1000, 100000000); },
        [](const daemon_config& c) { return std::to_string(c.memory_max_keys); }},

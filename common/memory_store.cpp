@@ -38,8 +38,9 @@ store_result memory_store::check(const store_request& req) {
 
   store_result res;
   res.counts.reserve(req.counters.size());
-  // Find (or, when charging, create) each counter; reading never creates state.
-  std::vector<identity*> owners(req.counters.size(), nullptr);
+  // Find (or, when charging, create) each counter; reading never creates state. A counter is remembered as
+  // (identity, window index): map nodes never move and indices survive a window vector's growth.
+  std::vector<std::pair<identity*, std::size_t>> found(req.counters.size(), {nullptr, 0});
   bool allowed = true;
   for (std::size_t i = 0; i < req.counters.size(); ++i) {
     const counter_spec& c = req.counters[i];
@@ -54,17 +55,17 @@ store_result memory_store::check(const store_request& req) {
     }
     std::uint64_t count = 0;
     if (it != identities_.end()) {
-      identity& id = it->second;
-      owners[i] = &id;
-      auto w = std::find_if(id.windows.begin(), id.windows.end(),
+      auto& windows = it->second.windows;
+      auto w = std::find_if(windows.begin(), windows.end(),
                             [&](const window_counter& x) { return x.unit_tag == c.unit_tag && x.window_s == c.window_s; });
-      if (w == id.windows.end() && req.charge) {
+      if (w == windows.end() && req.charge) {
         window_counter fresh{c.unit_tag, c.window_s, {}, {}};
         fresh.index.fill(-1);
-        id.windows.push_back(fresh);
-        w = std::prev(id.windows.end());
+        windows.push_back(fresh);
+        w = std::prev(windows.end());
       }
-      if (w != id.windows.end()) {
+      if (w != windows.end()) {
+        found[i] = {&it->second, static_cast<std::size_t>(w - windows.begin())};
         const std::int64_t cur = now / bucket_width_ms(c.window_s);
         for (std::size_t s = 0; s < slots; ++s)
           if (w->index[s] >= cur - static_cast<std::int64_t>(buckets_per_window) && w->index[s] <= cur) count += w->count[s];
@@ -73,25 +74,22 @@ store_result memory_store::check(const store_request& req) {
     res.counts.push_back(count);
     if (c.refuse_limit > 0 && count + c.cost > c.refuse_limit) allowed = false;
   }
-  // Identity pointers stay valid (unordered_map nodes do not move); a window vector may have grown
-  // during the loop above, so each window is found again before charging.
   res.ok = true;
   res.charged = req.charge && allowed;
   if (!res.charged) return res;
   for (std::size_t i = 0; i < req.counters.size(); ++i) {
     const counter_spec& c = req.counters[i];
-    identity& id = *owners[i];
-    auto w = std::find_if(id.windows.begin(), id.windows.end(),
-                          [&](const window_counter& x) { return x.unit_tag == c.unit_tag && x.window_s == c.window_s; });
+    auto [id, wi] = found[i];
+    window_counter& w = id->windows[wi];
     const std::int64_t width = bucket_width_ms(c.window_s);
     const std::int64_t cur = now / width;
     const std::size_t slot = static_cast<std::size_t>(cur % static_cast<std::int64_t>(slots));
-    if (w->index[slot] != cur) {
-      w->index[slot] = cur;
-      w->count[slot] = 0;
+    if (w.index[slot] != cur) {
+      w.index[slot] = cur;
+      w.count[slot] = 0;
     }
-    w->count[slot] += c.cost;
-    id.expires_ms = std::max(id.expires_ms, now + static_cast<std::int64_t>(c.window_s) * 1000 + 2 * width);
+    w.count[slot] += c.cost;
+    id->expires_ms = std::max(id->expires_ms, now + static_cast<std::int64_t>(c.window_s) * 1000 + 2 * width);
   }
   return res;
 }
