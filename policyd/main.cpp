@@ -147,7 +147,15 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", e.what());
     return ex_oserr;
   }
-  if (redis) redis->start();
+  if (redis) {
+    redis->start();
+    // Give the first connection a moment before serving, so a fresh start does not answer its first
+    // requests with on_store_error; bounded, because a Redis that is down must not keep mail waiting.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!redis->connected() && std::chrono::steady_clock::now() < until)
+      io.run_one_for(std::chrono::milliseconds(10));
+    if (!redis->connected()) spdlog::warn("redis {} not reachable yet: answering with on_store_error meanwhile", cfg.redis);
+  }
   srv.start();
   spdlog::info("rateguardd 0.1.0 started: store={} mode={} limits={} ({} rules)", st->name(),
                cfg.mode == run_mode::enforce ? "enforce" : "dry-run", cfg.limits,
