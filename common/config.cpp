@@ -75,6 +75,7 @@ std::string enum_name(E value, enum_names<E> names) {
 
 const enum_names<run_mode> mode_names = {{"enforce", run_mode::enforce}, {"dry-run", run_mode::dry_run}};
 const enum_names<store_kind> store_names = {{"memory", store_kind::memory}, {"redis", store_kind::redis}};
+const enum_names<bool> yes_no = {{"yes", true}, {"no", false}};
 const enum_names<store_error_action> store_error_names = {{"dunno", store_error_action::dunno},
                                                           {"defer", store_error_action::defer}};
 
@@ -121,9 +122,18 @@ const std::vector<option_def>& options() {
          return {};
        },
        [](const daemon_config& c) { return c.unix_socket_mode; }},
-      {"unix_socket_owner", "user[:group] that owns unix listen sockets (empty: the daemon's)",
+      {"unix_socket_owner", "user[:group] that owns unix listen sockets, set before privileges are dropped (empty: the starting user)",
        [](daemon_config& c, const std::string& v) { c.unix_socket_owner = v; return std::string(); },
        [](const daemon_config& c) { return c.unix_socket_owner; }},
+      {"user", "Unprivileged account to run as once listeners are bound (started as root)",
+       [](daemon_config& c, const std::string& v) { c.user = v; return std::string(); },
+       [](const daemon_config& c) { return c.user; }},
+      {"group", "Group to run as (empty: the user's login group); the user's other groups are kept",
+       [](daemon_config& c, const std::string& v) { c.group = v; return std::string(); },
+       [](const daemon_config& c) { return c.group; }},
+      {"allow_root", "yes: keep running as root when no user is set (refused otherwise)",
+       [](daemon_config& c, const std::string& v) { return set_enum(c.allow_root, v, yes_no); },
+       [](const daemon_config& c) { return enum_name(c.allow_root, yes_no); }},
       {"allow_clients", "Clients allowed on inet listeners: addresses or networks, separated by commas or spaces",
        [](daemon_config& c, const std::string& v) -> std::string {
          std::vector<std::string> list;
@@ -173,13 +183,13 @@ const std::vector<option_def>& options() {
       {"redis", "Redis server: HOST:PORT, [IPv6]:PORT or /path/to/redis.sock",
        [](daemon_config& c, const std::string& v) { c.redis = v; return std::string(); },
        [](const daemon_config& c) { return c.redis; }},
-      {"redis_username", "Redis ACL user (empty: default user)",
+      {"redis_username", "Redis ACL user for AUTH (empty: the default user); needs redis_password_file",
        [](daemon_config& c, const std::string& v) { c.redis_username = v; return std::string(); },
        [](const daemon_config& c) { return c.redis_username; }},
-      {"redis_password_file", "File holding the Redis password (never logged)",
+      {"redis_password_file", "File whose first line is the Redis password; read as root at start-up, so it may be root-only (0600); never logged",
        [](daemon_config& c, const std::string& v) { c.redis_password_file = v; return std::string(); },
        [](const daemon_config& c) { return c.redis_password_file; }},
-      {"redis_db", "Redis database number",
+      {"redis_db", "Redis database number (SELECT on every connection)",
        [](daemon_config& c, const std::string& v) { return set_number<int>(c.redis_db, v, 0, 1000); },
        [](const daemon_config& c) { return std::to_string(c.redis_db); }},
       {"redis_timeout", "Deadline of one request to Redis; past it on_store_error answers",
@@ -313,6 +323,9 @@ config_result load_config(const std::string& path) {
     if (auto why = def->set(c, value); !why.empty()) r.errors.push_back({where + ": " + o.string_key + ": " + why});
   }
   if (c.listen.empty()) r.errors.push_back({path + ": no listen endpoint"});
+  if (!c.group.empty() && c.user.empty()) r.errors.push_back({path + ": group is set but user is not"});
+  if (!c.redis_username.empty() && c.redis_password_file.empty())
+    r.errors.push_back({path + ": redis_username is set but redis_password_file is not"});
   // Relative file names are relative to the configuration file, like Postfix's $config_directory.
   const auto dir = std::filesystem::path(path).parent_path();
   for (std::string* file : {&c.limits, &c.redis_password_file})

@@ -21,6 +21,11 @@ struct daemon_config {
   std::vector<std::string> listen{"inet:127.0.0.1:10033"};
   std::string unix_socket_mode = "0666";  // Postfix connects as its own user; the directory guards access
   std::string unix_socket_owner;          // user[:group] for unix sockets; empty: leave as created
+  // Who the daemon becomes once every listener is bound (Postfix's mail_owner spirit): names, resolved at
+  // start-up. Empty user: stay as started, which as root is refused unless allow_root.
+  std::string user;
+  std::string group;  // empty: the user's login group
+  bool allow_root = false;
   std::size_t max_connections = 1024;
   // Peers that may use inet listeners (CIDR list); others are logged and closed. Unix sockets are guarded
   // by file permissions instead.

@@ -1,16 +1,20 @@
-// rateguardd: command line, configuration and limits loading, store selection, binding, signals, run.
-// Runs in the foreground (systemd style). Exit codes: 0 ok, 78 (EX_CONFIG) bad configuration,
-// 71 (EX_OSERR) cannot bind or start.
+// rateguardd: command line, configuration and limits loading, store selection, binding, dropping root,
+// signals, run. Runs in the foreground (systemd style). Order: config -> log -> bind -> drop -> Redis ->
+// serve. Exit codes: 0 ok, 78 (EX_CONFIG) bad configuration, 71 (EX_OSERR) cannot bind or start.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.hpp"
 #include "logging.hpp"
 #include "memory_store.hpp"
+#include "privileges.hpp"
 #include "redis_store.hpp"
 #include "rules.hpp"
 #include "server.hpp"
@@ -46,21 +50,32 @@ loaded load_all(const std::string& config_path) {
   return out;
 }
 
-std::string read_secret(const std::string& path) {
-  if (path.empty()) return {};
+// The Redis password: the file's first line, trailing white space and line ending removed. Read as root
+// before privileges are dropped, so the file can stay root-only. Missing, unreadable or empty is fatal:
+// an empty password would silently mean "no AUTH".
+std::string read_secret(const std::string& path, std::vector<std::string>& warnings) {
+  const std::string what = "redis_password_file " + path;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error(what + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw std::runtime_error(what + ": not a regular file");
   std::ifstream f(path);
-  if (!f) throw std::runtime_error("redis_password_file " + path + ": cannot open: " + std::strerror(errno));
+  if (!f) throw std::runtime_error(what + ": cannot open: " + std::strerror(errno));
   std::string line;
   std::getline(f, line);
-  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+  if (line.empty()) throw std::runtime_error(what + ": the first line is empty");
+  if (st.st_mode & S_IROTH) warnings.push_back(what + " is readable by every user: chmod 600, or 640 with group root (it is read before privileges are dropped)");
   return line;
 }
 
 // Settings that a reload cannot change in a running daemon.
 void warn_restart_needed(const daemon_config& running, const daemon_config& fresh) {
   if (running.listen != fresh.listen || running.store != fresh.store || running.redis != fresh.redis ||
-      running.log_target != fresh.log_target || running.redis_db != fresh.redis_db)
-    spdlog::warn("reload: listen, store, redis or log_target changed: restart rateguardd to apply them");
+      running.log_target != fresh.log_target || running.redis_db != fresh.redis_db ||
+      running.redis_username != fresh.redis_username || running.redis_password_file != fresh.redis_password_file ||
+      running.user != fresh.user || running.group != fresh.group || running.allow_root != fresh.allow_root)
+    spdlog::warn("reload: listen, user, group, allow_root, store, redis* or log_target changed: restart rateguardd "
+                 "to apply them");
 }
 
 }  // namespace
@@ -102,6 +117,23 @@ int main(int argc, char** argv) {
     for (auto& line : non_default_settings(cfg)) std::cout << line << "\n";
     return 0;
   }
+  // Checks that need the system, before anything is bound: the account to become and the Redis secret.
+  // --check does them too, except whether the account it runs as could switch to `user`.
+  std::optional<identity> become;
+  std::string redis_password;
+  std::vector<std::string> startup_warnings;
+  try {
+    if (vm.count("check") && !cfg.user.empty())
+      resolve_identity(cfg.user, cfg.group);
+    else
+      become = identity_to_become(cfg);
+    if (cfg.store == store_kind::redis && !cfg.redis_password_file.empty())
+      redis_password = read_secret(cfg.redis_password_file, startup_warnings);
+  } catch (const std::exception& e) {
+    std::cerr << "rateguardd: fatal: " << config_path << ": " << e.what() << "\n";
+    return ex_config;
+  }
+  for (auto& w : startup_warnings) std::cerr << "rateguardd: warning: " << w << "\n";
   if (vm.count("check")) {
     std::cout << config_path << ": ok; " << cfg.limits << ": " << first.snapshot->rules.rules().size()
               << " rules\n";
@@ -115,6 +147,7 @@ int main(int argc, char** argv) {
     return ex_config;
   }
   for (auto& w : first.warnings) spdlog::warn("{}", w);
+  for (auto& w : startup_warnings) spdlog::warn("{}", w);
 
   boost::asio::io_context io(1);
   std::unique_ptr<store> st;
@@ -124,7 +157,7 @@ int main(int argc, char** argv) {
       redis_options ro;
       ro.address = cfg.redis;
       ro.username = cfg.redis_username;
-      ro.password = read_secret(cfg.redis_password_file);
+      ro.password = std::move(redis_password);
       ro.db = cfg.redis_db;
       ro.timeout = cfg.redis_timeout;
       ro.max_pending = cfg.redis_max_pending;
@@ -146,6 +179,18 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return ex_oserr;
+  }
+  // Bound (and the log file open): nothing else needs root. Redis is reached only after this.
+  if (become) {
+    try {
+      drop_privileges(*become);
+    } catch (const std::exception& e) {
+      spdlog::critical("{}", e.what());
+      return ex_oserr;
+    }
+    spdlog::info("running as user {} (uid {}, gid {})", become->user, become->uid, become->gid);
+  } else if (geteuid() == 0) {
+    spdlog::warn("running as root (allow_root = yes): a flaw in this daemon would give away the machine");
   }
   if (redis) {
     redis->start();

@@ -4,6 +4,8 @@
 # started as root). Nothing here touches /etc/postfix or port 25; teardown kills only PIDs it started.
 
 set -u
+# rateguardd drops to nobody: what it reads on reload must stay readable whatever umask the caller had.
+umask 022
 
 : "${RG_DAEMON:?RG_DAEMON must name the rateguardd binary}"
 SASL_DOMAIN=rg-e2e.test
@@ -57,7 +59,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ---------------------------------------------------------------- rateguardd
 
-# start_rateguard LIMITS_TEXT — writes limits.conf and starts rateguardd on POLICY_PORT.
+# start_rateguard LIMITS_TEXT — writes limits.conf and starts rateguardd on POLICY_PORT. Started as root,
+# it drops to nobody like a production install ($T/rg and its files are world-readable for reloads).
 start_rateguard() {
   printf '%s\n' "$1" >"$T/rg/limits.conf"
   cat >"$T/rg/rateguard.conf" <<EOF
@@ -65,6 +68,8 @@ listen = inet:127.0.0.1:$POLICY_PORT
 limits = limits.conf
 log_target = file:$T/rg/rateguardd.log
 store = memory
+user = nobody
+group = nogroup
 ${RG_EXTRA_SETTINGS:-}
 EOF
   "$RG_DAEMON" -c "$T/rg/rateguard.conf" >/dev/null 2>>"$T/rg/stderr" &

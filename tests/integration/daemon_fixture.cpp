@@ -46,8 +46,9 @@ daemon_process::daemon_process(const std::string& limits, const std::string& set
   dir_ = tmpl;
   socket_ = dir_ + "/policy.sock";
   write_limits(limits);
+  // Stays root in its private 0700 dir (allow_root); `settings` may name a user instead (test_privileges).
   write_file(dir_ + "/rateguard.conf", "listen = unix:" + socket_ + "\nlimits = limits.conf\nlog_target = file:" +
-                                           dir_ + "/rateguardd.log\n" + settings);
+                                           dir_ + "/rateguardd.log\nallow_root = yes\n" + settings);
   pid_ = fork();
   if (pid_ == 0) {
     std::string conf = dir_ + "/rateguard.conf";

@@ -1,0 +1,35 @@
+// Least privilege for rateguardd: which account to become (the `user`, `group` and `allow_root`
+// settings, resolved by name at start-up) and the one-way switch to it once every listener is bound.
+// Not here: binding and socket ownership (server), reading secrets before the switch (main).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <sys/types.h>
+
+#include "config.hpp"
+
+namespace rg {
+
+struct identity {
+  std::string user;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Resolves `user` and `group` (empty group: the user's login group). Refuses unknown names and root
+// (uid 0 or gid 0): running as root is what allow_root is for. Throws std::runtime_error starting with
+// the setting's name.
+identity resolve_identity(const std::string& user, const std::string& group);
+
+// The start-up decision, taken before anything is bound: whom to become after binding, or nothing
+// (no `user` and allow_root, or already running as `user`). Throws std::runtime_error when the daemon
+// must not run: root without `user` and without allow_root, or `user` set but started as someone else.
+std::optional<identity> identity_to_become(const daemon_config& c);
+
+// For good: supplementary groups of the user (initgroups, so membership of e.g. the redis group reaches
+// a Redis socket), then gid, then uid, real, effective and saved alike. Then proves that root cannot be
+// regained. Throws std::runtime_error naming the failed step.
+void drop_privileges(const identity& id);
+
+}  // namespace rg
