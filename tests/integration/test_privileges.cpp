@@ -166,13 +166,13 @@ TEST_CASE("as root without user it refuses to start with exit 78 naming the user
   REQUIRE(geteuid() == 0);
   conf_dir c("");
   std::string out;
-  CHECK(run_command({RG_DAEMON, "-c", c.conf()}, &out) == 78);
+  CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", c.conf()}, &out) == 78);
   CHECK(out.find("fatal: " + c.conf() + ": refusing to run as root: set user = ") != std::string::npos);
   CHECK(out.find("allow_root = yes") != std::string::npos);
   // Refused before binding: no socket was created.
   CHECK_FALSE(std::filesystem::exists(c.dir + "/policy.sock"));
   // --check says the same, so ExecStartPre stops a unit that would fail.
-  CHECK(run_command({RG_DAEMON, "--check", "-c", c.conf()}, &out) == 78);
+  CHECK(run_command({"timeout", "20", RG_DAEMON, "--check", "-c", c.conf()}, &out) == 78);
   CHECK(out.find("refusing to run as root") != std::string::npos);
 }
 
@@ -188,10 +188,10 @@ TEST_CASE("unknown user or group and root accounts are fatal at start-up with ex
     DYNAMIC_SECTION(b.settings) {
       conf_dir c(b.settings);
       std::string out;
-      CHECK(run_command({RG_DAEMON, "-c", c.conf()}, &out) == 78);
+      CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", c.conf()}, &out) == 78);
       CHECK(out.find("fatal: " + c.conf() + ": " + b.message) != std::string::npos);
       CHECK_FALSE(std::filesystem::exists(c.dir + "/policy.sock"));
-      CHECK(run_command({RG_DAEMON, "--check", "-c", c.conf()}, &out) == 78);
+      CHECK(run_command({"timeout", "20", RG_DAEMON, "--check", "-c", c.conf()}, &out) == 78);
       CHECK(out.find(b.message) != std::string::npos);
     }
   }
