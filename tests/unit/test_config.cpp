@@ -58,3 +58,27 @@ TEST_CASE("durations follow Postfix: a bare number is seconds", "[config]") {
   CHECK(format_duration(std::chrono::milliseconds(600000)) == "10m");
   CHECK(format_duration(std::chrono::milliseconds(1500)) == "1500ms");
 }
+
+TEST_CASE("user group and allow_root are read and printed by -n and listed by --help", "[config]") {
+  auto r = load_config(write_conf("user = rateguard\ngroup = postfix\nallow_root = yes\n"));
+  REQUIRE(r.config);
+  CHECK(r.config->user == "rateguard");
+  CHECK(r.config->group == "postfix");
+  CHECK(r.config->allow_root);
+  auto n = non_default_settings(*r.config);
+  for (const char* line : {"user = rateguard", "group = postfix", "allow_root = yes"})
+    CHECK(std::find(n.begin(), n.end(), line) != n.end());
+  CHECK_FALSE(daemon_config{}.allow_root);
+  const auto help = config_help();
+  for (const char* name : {"  user = \n", "  group = \n", "  allow_root = no\n"}) CHECK(help.find(name) != std::string::npos);
+}
+
+TEST_CASE("settings that only make sense together are refused alone", "[config]") {
+  auto path = write_conf("allow_root = maybe\ngroup = mail\nredis_username = rateguard\n");
+  auto r = load_config(path);
+  CHECK_FALSE(r.config);
+  REQUIRE(r.errors.size() == 3);
+  CHECK(r.errors[0].text == path + ":1: allow_root: \"maybe\" must be yes or no");
+  CHECK(r.errors[1].text == path + ": group is set but user is not");
+  CHECK(r.errors[2].text == path + ": redis_username is set but redis_password_file is not");
+}
