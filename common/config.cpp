@@ -125,7 +125,9 @@ const std::vector<option_def>& options() {
       {"unix_socket_owner", "user[:group] that owns unix listen sockets, set before privileges are dropped (empty: the starting user)",
        [](daemon_config& c, const std::string& v) { c.unix_socket_owner = v; return std::string(); },
        [](const daemon_config& c) { return c.unix_socket_owner; }},
-      {"user", "Unprivileged account to run as once listeners are bound (started as root)",
+      {"user",
+       "Unprivileged account to become once listeners are bound (empty: stay as started; root only with "
+       "allow_root)",
        [](daemon_config& c, const std::string& v) { c.user = v; return std::string(); },
        [](const daemon_config& c) { return c.user; }},
       {"group", "Group to run as (empty: the user's login group); the user's other groups are kept",
@@ -186,7 +188,9 @@ const std::vector<option_def>& options() {
       {"redis_username", "Redis ACL user for AUTH (empty: the default user); needs redis_password_file",
        [](daemon_config& c, const std::string& v) { c.redis_username = v; return std::string(); },
        [](const daemon_config& c) { return c.redis_username; }},
-      {"redis_password_file", "File whose first line is the Redis password; read as root at start-up, so it may be root-only (0600); never logged",
+      {"redis_password_file",
+       "File whose first line is the Redis password; read as root at start-up, so it may be root-only (0600); "
+       "never logged",
        [](daemon_config& c, const std::string& v) { c.redis_password_file = v; return std::string(); },
        [](const daemon_config& c) { return c.redis_password_file; }},
       {"redis_db", "Redis database number (SELECT on every connection)",

@@ -64,7 +64,8 @@ std::string read_secret(const std::string& path, std::vector<std::string>& warni
   std::getline(f, line);
   while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
   if (line.empty()) throw std::runtime_error(what + ": the first line is empty");
-  if (st.st_mode & S_IROTH) warnings.push_back(what + " is readable by every user: chmod 600, or 640 with group root (it is read before privileges are dropped)");
+  if (st.st_mode & S_IROTH)
+    warnings.push_back(what + " is readable by every user: chmod 600 (it is read before privileges are dropped)");
   return line;
 }
 

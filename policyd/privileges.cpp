@@ -20,30 +20,40 @@ std::runtime_error failure(const std::string& what, int err) {
   return std::runtime_error(what + ": " + std::strerror(err));
 }
 
+// getpwnam_r / getgrnam_r with a buffer grown on ERANGE (a group with thousands of members needs more).
+template <typename Entry, typename Lookup>
+Entry* look_up(Lookup lookup, const std::string& name, Entry& entry, std::vector<char>& buf,
+               const std::string& what) {
+  Entry* found = nullptr;
+  for (std::size_t size = 16384;; size *= 4) {
+    buf.resize(size);
+    const int e = lookup(name.c_str(), &entry, buf.data(), buf.size(), &found);
+    if (e == 0) return found;
+    if (e != ERANGE || size >= (std::size_t{1} << 24))
+      throw failure(what + ": cannot look up \"" + name + "\"", e);
+  }
+}
+
 }  // namespace
 
 identity resolve_identity(const std::string& user, const std::string& group) {
-  std::vector<char> buf(16384);
+  std::vector<char> buf;
   passwd pw{};
-  passwd* found = nullptr;
-  if (int e = getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found); e != 0)
-    throw failure("user: cannot look up \"" + user + "\"", e);
-  if (!found)
+  if (!look_up(getpwnam_r, user, pw, buf, "user"))
     throw std::runtime_error("user: unknown user \"" + user +
                              "\" (create it, e.g. adduser --system --group --no-create-home " + user + ")");
   identity id{user, pw.pw_uid, pw.pw_gid};
   if (id.uid == 0) throw std::runtime_error("user: \"" + user + "\" has uid 0: name an unprivileged account");
   if (!group.empty()) {
     struct group gr {};
-    struct group* gfound = nullptr;
-    if (int e = getgrnam_r(group.c_str(), &gr, buf.data(), buf.size(), &gfound); e != 0)
-      throw failure("group: cannot look up \"" + group + "\"", e);
-    if (!gfound) throw std::runtime_error("group: unknown group \"" + group + "\"");
+    if (!look_up(getgrnam_r, group, gr, buf, "group"))
+      throw std::runtime_error("group: unknown group \"" + group + "\"");
     id.gid = gr.gr_gid;
   }
   if (id.gid == 0)
-    throw std::runtime_error((group.empty() ? "user: the login group of \"" + user + "\"" : "group: \"" + group + "\"") +
-                             " has gid 0: name an unprivileged group");
+    throw std::runtime_error(
+        (group.empty() ? "user: the login group of \"" + user + "\"" : "group: \"" + group + "\"") +
+        " has gid 0: name an unprivileged group");
   return id;
 }
 
@@ -51,16 +61,17 @@ std::optional<identity> identity_to_become(const daemon_config& c) {
   const uid_t euid = geteuid();
   if (c.user.empty()) {
     if (euid == 0 && !c.allow_root)
-      throw std::runtime_error("refusing to run as root: set user = (an unprivileged account, e.g. a system user "
-                               "rateguard), or allow_root = yes");
+      throw std::runtime_error(
+          "refusing to run as root: set user = (an unprivileged account, e.g. a system user "
+          "rateguard), or allow_root = yes");
     return std::nullopt;
   }
   identity id = resolve_identity(c.user, c.group);
   if (euid == 0) return id;
   // Started unprivileged, e.g. by a service manager that switched already: fine if it is that account.
   if (euid == id.uid && getegid() == id.gid) return std::nullopt;
-  throw std::runtime_error("user: started as uid " + std::to_string(euid) + ", not as root nor as \"" + c.user +
-                           "\": cannot switch to it");
+  throw std::runtime_error("user: started as uid " + std::to_string(euid) + ", not as root nor as \"" +
+                           c.user + "\": cannot switch to it");
 }
 
 void drop_privileges(const identity& id) {

@@ -3,9 +3,10 @@
 // Not here: binding and socket ownership (server), reading secrets before the switch (main).
 #pragma once
 
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
-#include <sys/types.h>
 
 #include "config.hpp"
 

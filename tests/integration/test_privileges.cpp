@@ -2,7 +2,6 @@
 // /proc/PID/status), its unix socket in a Postfix-like private directory gets the configured owner and
 // mode, it refuses root without `user`, rejects unknown names, and reloads after the drop.
 // Not here: Redis AUTH (test_redis_auth.cpp). Needs root, like the e2e suite.
-#include <catch2/catch.hpp>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -70,8 +70,9 @@ struct conf_dir {
     REQUIRE(mkdtemp(tmpl) != nullptr);
     dir = tmpl;
     std::ofstream(dir + "/limits.conf") << "sasl_username * 10/1h defer\n";
-    std::ofstream(dir + "/rateguard.conf") << "listen = unix:" << dir << "/policy.sock\nlimits = limits.conf\n"
-                                           << settings;
+    std::ofstream(dir + "/rateguard.conf")
+        << "listen = unix:" << dir << "/policy.sock\nlimits = limits.conf\n"
+        << settings;
   }
   ~conf_dir() {
     std::error_code ec;
@@ -108,17 +109,20 @@ std::string postfix_account() { return getpwnam("postfix") ? "postfix" : "daemon
 
 }  // namespace
 
-TEST_CASE("started as root with user = nobody the daemon serves as nobody with no capability left", "[privileges]") {
+TEST_CASE("started as root with user = nobody the daemon serves as nobody with no capability left",
+          "[privileges]") {
   REQUIRE(geteuid() == 0);
   const uid_t nobody = uid_of("nobody");
   for (const std::string group : {"", "mail"}) {
     DYNAMIC_SECTION("group = " << group) {
       const gid_t gid = group.empty() ? getpwnam("nobody")->pw_gid : gid_of(group);
-      daemon_process d("sasl_username * 2/1h defer\n", "user = nobody\n" + (group.empty() ? "" : "group = " + group + "\n"));
+      daemon_process d("sasl_username * 2/1h defer\n",
+                       "user = nobody\n" + (group.empty() ? "" : "group = " + group + "\n"));
       policy_client c(d.socket_path());
       // Answered means started, and the drop happens before serving.
       CHECK(c.ask(rcpt_request("alice", "p1")) == "DUNNO");
-      REQUIRE(d.wait_for_log("running as user nobody (uid " + std::to_string(nobody) + ", gid " + std::to_string(gid) + ")"));
+      REQUIRE(d.wait_for_log("running as user nobody (uid " + std::to_string(nobody) + ", gid " +
+                             std::to_string(gid) + ")"));
       CHECK(status_fields(d.pid(), "Uid") == four(nobody));  // real, effective, saved, file system
       CHECK(status_fields(d.pid(), "Gid") == four(gid));
       CHECK(status_fields(d.pid(), "Groups") == expected_groups("nobody", gid));
@@ -133,7 +137,8 @@ TEST_CASE("started as root with user = nobody the daemon serves as nobody with n
   }
 }
 
-TEST_CASE("a unix socket in a Postfix-like private dir gets the configured owner and mode before the drop", "[privileges]") {
+TEST_CASE("a unix socket in a Postfix-like private dir gets the configured owner and mode before the drop",
+          "[privileges]") {
   REQUIRE(geteuid() == 0);
   const std::string owner = postfix_account();
   const uid_t owner_uid = uid_of(owner);
@@ -148,8 +153,9 @@ TEST_CASE("a unix socket in a Postfix-like private dir gets the configured owner
   REQUIRE(chmod(spool.dir.c_str(), 0755) == 0);
   const std::string sock = priv + "/rateguard";
 
-  daemon_process d("sasl_username * 10/1h defer\n", "listen = unix:" + sock + "\nunix_socket_owner = " + owner + ":" +
-                                                        owner_group + "\nunix_socket_mode = 0660\nuser = nobody\n");
+  daemon_process d("sasl_username * 10/1h defer\n", "listen = unix:" + sock +
+                                                        "\nunix_socket_owner = " + owner + ":" + owner_group +
+                                                        "\nunix_socket_mode = 0660\nuser = nobody\n");
   REQUIRE(d.wait_for_log("running as user nobody"));
   struct stat st {};
   REQUIRE(lstat(sock.c_str(), &st) == 0);
@@ -180,11 +186,12 @@ TEST_CASE("unknown user or group and root accounts are fatal at start-up with ex
   struct bad {
     std::string settings, message;
   };
-  for (const auto& b : {bad{"user = rg-no-such-user\n", "user: unknown user \"rg-no-such-user\""},
-                        bad{"user = nobody\ngroup = rg-no-such-group\n", "group: unknown group \"rg-no-such-group\""},
-                        bad{"user = root\n", "user: \"root\" has uid 0"},
-                        bad{"user = nobody\ngroup = root\n", "group: \"root\" has gid 0"},
-                        bad{"group = nogroup\n", "group is set but user is not"}}) {
+  for (const auto& b :
+       {bad{"user = rg-no-such-user\n", "user: unknown user \"rg-no-such-user\""},
+        bad{"user = nobody\ngroup = rg-no-such-group\n", "group: unknown group \"rg-no-such-group\""},
+        bad{"user = root\n", "user: \"root\" has uid 0"},
+        bad{"user = nobody\ngroup = root\n", "group: \"root\" has gid 0"},
+        bad{"group = nogroup\n", "group is set but user is not"}}) {
     DYNAMIC_SECTION(b.settings) {
       conf_dir c(b.settings);
       std::string out;
@@ -207,7 +214,8 @@ TEST_CASE("allow_root = yes without user keeps running as root and says so", "[p
   CHECK(d.log().find("running as user") == std::string::npos);
 }
 
-TEST_CASE("SIGHUP after the drop reloads limits readable by the user and refuses unreadable ones", "[privileges]") {
+TEST_CASE("SIGHUP after the drop reloads limits readable by the user and refuses unreadable ones",
+          "[privileges]") {
   REQUIRE(geteuid() == 0);
   daemon_process d("sasl_username * 5/1h defer\n", "user = nobody\n");
   policy_client c(d.socket_path());

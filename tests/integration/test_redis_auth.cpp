@@ -2,10 +2,10 @@
 // ACL line README documents), a wrong password (clear log line, on_store_error answers, reconnects once
 // Redis accepts it), redis_db, the password file's handling, and the password never printed anywhere.
 // Not here: the store's counting itself (test_redis_store.cpp).
-#include <catch2/catch.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -20,8 +20,9 @@ namespace {
 // Distinctive, so a grep cannot match anything else.
 const std::string password = "pw-7f3Kq9-never-logged";
 // README's least-privilege ACL for rateguard (key pattern = redis_prefix).
-const std::vector<std::string> acl_rules = {"on", ">" + password, "~rg:*", "resetchannels", "-@all", "+@read",
-                                            "+@write", "+@scripting", "+select", "+time", "-@dangerous"};
+const std::vector<std::string> acl_rules = {"on",      ">" + password, "~rg:*",      "resetchannels",
+                                            "-@all",   "+@read",       "+@write",    "+@scripting",
+                                            "+select", "+time",        "-@dangerous"};
 
 // requirepass, optionally also on a loopback TCP port.
 redis_server_options with_requirepass(bool tcp = false) {
@@ -71,7 +72,8 @@ int dunno_count(policy_client& c, const std::string& user, int n, const std::str
 
 }  // namespace
 
-TEST_CASE("requirepass: the password from a file with a trailing newline authenticates and is never printed", "[redis_auth]") {
+TEST_CASE("requirepass: the password from a file with a trailing newline authenticates and is never printed",
+          "[redis_auth]") {
   redis_server redis(with_requirepass());
   secret_file secret(password + "\n");
   daemon_process d("sasl_username * 3/1h defer\n", "store = redis\nredis = " + redis.socket_path() +
@@ -85,32 +87,38 @@ TEST_CASE("requirepass: the password from a file with a trailing newline authent
   CHECK(printed.find(password) == std::string::npos);
 }
 
-TEST_CASE("an ACL user with README's rules works with redis_username and redis_password_file", "[redis_auth]") {
+TEST_CASE("an ACL user with README's rules works with redis_username and redis_password_file",
+          "[redis_auth]") {
   std::vector<std::string> args = {"--user", "rateguard"};
   args.insert(args.end(), acl_rules.begin(), acl_rules.end());
   redis_server_options opts;
   opts.extra_args = args;
   redis_server redis(opts);
   secret_file secret(password + "\r\n");
-  daemon_process d("sasl_username * 3/1h defer\n", "store = redis\nredis = " + redis.socket_path() +
-                                                       "\nredis_username = rateguard\nredis_password_file = " +
-                                                       secret.path + "\n");
+  daemon_process d("sasl_username * 3/1h defer\n",
+                   "store = redis\nredis = " + redis.socket_path() +
+                       "\nredis_username = rateguard\nredis_password_file = " + secret.path + "\n");
   REQUIRE(d.wait_for_log("redis " + redis.socket_path() + ": connected"));
   policy_client c(d.socket_path());
   CHECK(dunno_count(c, "bob", 5, "acl") == 3);
   CHECK(redis.command({"EXISTS", "rg:{u:bob}"}) == "1");
   // The connection is really the ACL user's, and the user really is restricted.
   CHECK(redis.command({"CLIENT", "LIST"}).find("user=rateguard") != std::string::npos);
-  CHECK(redis.command({"ACL", "DRYRUN", "rateguard", "FLUSHALL"}).find("no permissions") != std::string::npos);
+  CHECK(redis.command({"ACL", "DRYRUN", "rateguard", "FLUSHALL"}).find("no permissions") !=
+        std::string::npos);
   CHECK(everything_printed(d).find(password) == std::string::npos);
 }
 
-TEST_CASE("a refused AUTH is logged clearly without the password and answered per on_store_error until Redis accepts it", "[redis_auth]") {
+TEST_CASE(
+    "a refused AUTH is logged clearly without the password and answered per on_store_error until Redis "
+    "accepts it",
+    "[redis_auth]") {
   redis_server redis;  // no user "rateguard" yet: AUTH fails with WRONGPASS
   secret_file secret(password + "\n");
-  daemon_process d("sasl_username * 2/1h defer\n", "store = redis\nredis = " + redis.socket_path() +
-                                                       "\nredis_username = rateguard\nredis_password_file = " +
-                                                       secret.path + "\non_store_error = defer\n");
+  daemon_process d("sasl_username * 2/1h defer\n",
+                   "store = redis\nredis = " + redis.socket_path() +
+                       "\nredis_username = rateguard\nredis_password_file = " + secret.path +
+                       "\non_store_error = defer\n");
   REQUIRE(d.wait_for_log("redis " + redis.socket_path() + ": cannot connect: AUTH: WRONGPASS"));
   policy_client c(d.socket_path());
   CHECK(c.ask(rcpt_request("carol", "w1")).rfind("451 4.3.0 ", 0) == 0);
@@ -128,8 +136,9 @@ TEST_CASE("a refused AUTH is logged clearly without the password and answered pe
 TEST_CASE("redis_db = 3 puts every key in database 3 and none in 0", "[redis_auth]") {
   redis_server redis(with_requirepass());
   secret_file secret(password);  // no line ending at all
-  daemon_process d("sasl_username * 3/1h defer\n", "store = redis\nredis = " + redis.socket_path() +
-                                                       "\nredis_db = 3\nredis_password_file = " + secret.path + "\n");
+  daemon_process d("sasl_username * 3/1h defer\n",
+                   "store = redis\nredis = " + redis.socket_path() +
+                       "\nredis_db = 3\nredis_password_file = " + secret.path + "\n");
   REQUIRE(d.wait_for_log("redis " + redis.socket_path() + ": connected"));
   policy_client c(d.socket_path());
   CHECK(dunno_count(c, "dave", 4, "db") == 3);
@@ -161,11 +170,12 @@ TEST_CASE("the password file must exist and hold a password and should be privat
       std::string out;
       const std::string conf = secret.dir + "/rateguard.conf";
       std::ofstream(secret.dir + "/limits.conf") << "sasl_username * 3/1h defer\n";
-      std::ofstream(conf) << "allow_root = yes\nlimits = limits.conf\nlisten = unix:" << secret.dir << "/s.sock\n"
+      std::ofstream(conf) << "allow_root = yes\nlimits = limits.conf\nlisten = unix:" << secret.dir
+                          << "/s.sock\n"
                           << base << "redis_password_file = " << secret.path << "\n";
       CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", conf}, &out) == 78);
-      CHECK(out.find("fatal: " + conf + ": redis_password_file " + secret.path + ": the first line is empty") !=
-            std::string::npos);
+      CHECK(out.find("fatal: " + conf + ": redis_password_file " + secret.path +
+                     ": the first line is empty") != std::string::npos);
       CHECK_FALSE(std::filesystem::exists(secret.dir + "/s.sock"));
     }
   }
@@ -182,8 +192,9 @@ TEST_CASE("dropped to nobody the daemon still authenticates with a root-only pas
   // Over TCP: the fixture's unix socket sits in root's 0700 dir, out of nobody's reach.
   redis_server redis(with_requirepass(true));
   secret_file secret(password + "\n", 0600);
-  daemon_process d("sasl_username * 2/1h defer\n", "store = redis\nredis = 127.0.0.1:" + std::to_string(redis.tcp_port()) +
-                                                       "\nredis_password_file = " + secret.path + "\nuser = nobody\n");
+  daemon_process d("sasl_username * 2/1h defer\n",
+                   "store = redis\nredis = 127.0.0.1:" + std::to_string(redis.tcp_port()) +
+                       "\nredis_password_file = " + secret.path + "\nuser = nobody\n");
   REQUIRE(d.wait_for_log("running as user nobody"));
   REQUIRE(d.wait_for_log(": connected"));
   policy_client c(d.socket_path());

@@ -70,7 +70,8 @@ TEST_CASE("user group and allow_root are read and printed by -n and listed by --
     CHECK(std::find(n.begin(), n.end(), line) != n.end());
   CHECK_FALSE(daemon_config{}.allow_root);
   const auto help = config_help();
-  for (const char* name : {"  user = \n", "  group = \n", "  allow_root = no\n"}) CHECK(help.find(name) != std::string::npos);
+  for (const char* name : {"  user = \n", "  group = \n", "  allow_root = no\n"})
+    CHECK(help.find(name) != std::string::npos);
 }
 
 TEST_CASE("settings that only make sense together are refused alone", "[config]") {
