@@ -234,3 +234,22 @@ TEST_CASE("SIGHUP after the drop reloads limits readable by the user and refuses
   CHECK(c.ask(rcpt_request("alice", "h3")).find("at most 1 messages per 1h") != std::string::npos);
   CHECK(status_fields(d.pid(), "Uid") == four(uid_of("nobody")));
 }
+
+TEST_CASE("started unprivileged it runs as user only when it already is that user", "[privileges]") {
+  REQUIRE(geteuid() == 0);
+  conf_dir c("user = nobody\n");
+  REQUIRE(chmod(c.dir.c_str(), 0777) == 0);  // so nobody can create its socket there
+  std::string out;
+  // As nobody itself: nothing to switch, it serves until timeout(1) stops it (TERM, then exit 124).
+  CHECK(run_command({"timeout", "3", "setpriv", "--reuid=nobody", "--regid=nogroup", "--init-groups",
+                     RG_DAEMON, "-c", c.conf()},
+                    &out) == 124);
+  CHECK(out.find("rateguardd 0.1.0 started") != std::string::npos);
+  CHECK(out.find("running as user") == std::string::npos);
+  // As another unprivileged account it cannot become nobody: refused before binding.
+  CHECK(run_command({"timeout", "20", "setpriv", "--reuid=daemon", "--regid=daemon", "--init-groups",
+                     RG_DAEMON, "-c", c.conf()},
+                    &out) == 78);
+  CHECK(out.find("fatal: " + c.conf() + ": user: started as uid " + std::to_string(uid_of("daemon")) +
+                 ", not as root nor as \"nobody\"") != std::string::npos);
+}
