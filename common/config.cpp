@@ -122,7 +122,8 @@ const std::vector<option_def>& options() {
          return {};
        },
        [](const daemon_config& c) { return c.unix_socket_mode; }},
-      {"unix_socket_owner", "user[:group] that owns unix listen sockets, set before privileges are dropped (empty: the starting user)",
+      {"unix_socket_owner",
+       "user[:group] that owns unix listen sockets, set before privileges are dropped (empty: the starting user)",
        [](daemon_config& c, const std::string& v) { c.unix_socket_owner = v; return std::string(); },
        [](const daemon_config& c) { return c.unix_socket_owner; }},
       {"user",
