@@ -1,6 +1,7 @@
 // The real rateguardd started as root: it binds, then runs as the configured user (checked in
 // /proc/PID/status), its unix socket in a Postfix-like private directory gets the configured owner and
-// mode, it refuses root without `user`, rejects unknown names, and reloads after the drop.
+// mode, it refuses root without `user`, rejects unknown names, reloads after the drop, and the sample
+// config of README's quick start drops to nobody.
 // Not here: Redis AUTH (test_redis_auth.cpp). Needs root, like the e2e suite.
 #include <grp.h>
 #include <pwd.h>
@@ -252,4 +253,28 @@ TEST_CASE("started unprivileged it runs as user only when it already is that use
                     &out) == 78);
   CHECK(out.find("fatal: " + c.conf() + ": user: started as uid " + std::to_string(uid_of("daemon")) +
                  ", not as root nor as \"nobody\"") != std::string::npos);
+}
+
+TEST_CASE("the sample configuration of README's quick start runs as nobody when started as root",
+          "[privileges]") {
+  REQUIRE(geteuid() == 0);
+  std::string out;
+  CHECK(run_command({"timeout", "20", RG_DAEMON, "--check", "-c", RG_SAMPLE_CONF "/rateguard.conf"}, &out) ==
+        0);
+  CHECK(run_command({"timeout", "20", RG_DAEMON, "-n", "-c", RG_SAMPLE_CONF "/rateguard.conf"}, &out) == 0);
+  CHECK(out.find("user = nobody\ngroup = nogroup\n") != std::string::npos);
+  // A copy listening on a unix socket of its own instead of the shared port 10033.
+  conf_dir c("");
+  REQUIRE(chmod(c.dir.c_str(), 0755) == 0);
+  std::ifstream in(RG_SAMPLE_CONF "/rateguard.conf");
+  std::ofstream conf(c.conf());
+  for (std::string line; std::getline(in, line);)
+    conf << (line.rfind("listen =", 0) == 0 ? "listen = unix:" + c.dir + "/policy.sock" : line) << "\n";
+  conf.close();
+  std::filesystem::copy_file(RG_SAMPLE_CONF "/limits.conf", c.dir + "/limits.conf",
+                             std::filesystem::copy_options::overwrite_existing);
+  CHECK(run_command({"timeout", "3", RG_DAEMON, "-c", c.conf()}, &out) ==
+        124);  // ran until timeout stopped it
+  CHECK(out.find("running as user nobody (uid " + std::to_string(uid_of("nobody"))) != std::string::npos);
+  CHECK(out.find("rateguardd 0.1.0 started") != std::string::npos);
 }
