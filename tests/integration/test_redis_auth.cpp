@@ -152,29 +152,29 @@ TEST_CASE("redis_db = 3 puts every key in database 3 and none in 0", "[redis_aut
 TEST_CASE("the password file must exist and hold a password and should be private", "[redis_auth]") {
   redis_server redis(with_requirepass());
   const std::string base = "store = redis\nredis = " + redis.socket_path() + "\n";
+  // A start expected to fail, from a rateguard.conf in `dir`; returns the exit status, output in `out`.
+  auto start_in = [&](const std::string& dir, const std::string& password_file, std::string& out) {
+    std::ofstream(dir + "/limits.conf") << "sasl_username * 3/1h defer\n";
+    std::ofstream(dir + "/rateguard.conf")
+        << "allow_root = yes\nlimits = limits.conf\nlisten = unix:" << dir << "/s.sock\n"
+        << base << "redis_password_file = " << password_file << "\n";
+    return run_command({"timeout", "20", RG_DAEMON, "-c", dir + "/rateguard.conf"}, &out);
+  };
   SECTION("missing: fatal at start-up with the file name") {
     secret_file secret(password);
     const std::string missing = secret.dir + "/no-such-file";
-    try {
-      daemon_process d("", base + "redis_password_file = " + missing + "\n");
-      FAIL("the daemon started without its password file");
-    } catch (const std::runtime_error& e) {
-      CHECK(std::string(e.what()).find("fatal: ") != std::string::npos);
-      CHECK(std::string(e.what()).find("redis_password_file " + missing + ": No such file or directory") !=
-            std::string::npos);
-    }
+    std::string out;
+    CHECK(start_in(secret.dir, missing, out) == 78);
+    CHECK(out.find("fatal: " + secret.dir + "/rateguard.conf: redis_password_file " + missing +
+                   ": No such file or directory") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(secret.dir + "/s.sock"));
   }
   SECTION("empty or blank: fatal, not a silent start without AUTH") {
     for (const std::string content : {"", "\n", "  \r\n"}) {
       secret_file secret(content);
       std::string out;
-      const std::string conf = secret.dir + "/rateguard.conf";
-      std::ofstream(secret.dir + "/limits.conf") << "sasl_username * 3/1h defer\n";
-      std::ofstream(conf) << "allow_root = yes\nlimits = limits.conf\nlisten = unix:" << secret.dir
-                          << "/s.sock\n"
-                          << base << "redis_password_file = " << secret.path << "\n";
-      CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", conf}, &out) == 78);
-      CHECK(out.find("fatal: " + conf + ": redis_password_file " + secret.path +
+      CHECK(start_in(secret.dir, secret.path, out) == 78);
+      CHECK(out.find("fatal: " + secret.dir + "/rateguard.conf: redis_password_file " + secret.path +
                      ": the first line is empty") != std::string::npos);
       CHECK_FALSE(std::filesystem::exists(secret.dir + "/s.sock"));
     }
