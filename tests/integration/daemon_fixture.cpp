@@ -69,7 +69,10 @@ daemon_process::daemon_process(const std::string& limits, const std::string& set
       std::ifstream e(dir_ + "/stderr");
       std::stringstream ss;
       ss << e.rdbuf();
-      throw std::runtime_error("rateguardd exited at start: " + ss.str() + log());
+      const std::string why = "rateguardd exited at start: " + ss.str() + log();
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);  // no destructor runs for a throwing constructor
+      throw std::runtime_error(why);
     }
     int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un a{};
@@ -81,6 +84,8 @@ daemon_process::daemon_process(const std::string& limits, const std::string& set
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   stop();
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
   throw std::runtime_error("rateguardd did not start listening within 5 s");
 }
 
