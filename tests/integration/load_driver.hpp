@@ -89,4 +89,17 @@ void print_reliability(const std::string& what, const load_summary& s, int crash
 // The daemon's resident memory in kB (VmRSS), 0 if unknown.
 long rss_kb(int pid);
 
+// Under AddressSanitizer freed memory stays in quarantine, so RSS growth says nothing about buffering.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool rss_is_meaningful = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool rss_is_meaningful = false;
+#else
+inline constexpr bool rss_is_meaningful = true;
+#endif
+#else
+inline constexpr bool rss_is_meaningful = true;
+#endif
+
 }  // namespace rg::test

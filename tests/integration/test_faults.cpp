@@ -5,7 +5,6 @@
 #include <signal.h>
 
 #include <chrono>
-#include <iostream>
 #include <optional>
 #include <set>
 #include <string>
@@ -156,8 +155,6 @@ void kill_and_restart_under_load(bool persistence, const std::string& test) {
   }
   const int rc = d.stop();
   CHECK(rc == 0);
-  std::cout << "faults: kill persistence=" << persistence << " " << s.text() << " reconnect_ms=" << reconnect_ms
-            << " counted_in_redis=" << in_redis << " accepted=" << accepted << "\n";
   print_reliability(std::string("Redis killed (SIGKILL) for 0.7 s under 16 connections, persistence ") +
                         (persistence ? "on (AOF, appendfsync always)" : "off"),
                     s, rc == 0 ? 0 : 1,
@@ -212,7 +209,6 @@ TEST_CASE("fault: Redis paused with SIGSTOP for 1.5 s under load then resumed", 
   CHECK(probe_passes(d, "after-") == 2);
   const int rc = d.stop();
   CHECK(rc == 0);
-  std::cout << "faults: pause " << s.text() << " reconnect_ms=" << reconnect_ms << "\n";
   print_reliability("Redis paused (SIGSTOP) for 1.5 s under 16 connections, then resumed", s, rc == 0 ? 0 : 1,
                     "back " + fmt_ms(reconnect_ms) + " after SIGCONT; probe limit exact after",
                     Catch::getResultCapture().getCurrentTestName());
@@ -268,17 +264,15 @@ TEST_CASE("fault: Redis slow (DEBUG SLEEP) under load - deadlines hold and redis
   const std::uint64_t timed_out_but_run = executed - s.count("DUNNO");
   CHECK(executed >= s.count("DUNNO"));
   CHECK(timed_out_but_run <= static_cast<std::uint64_t>(max_pending * sleeps));
-  CHECK(rss_after - rss_before < 16 * 1024);
+  if (rss_is_meaningful) CHECK(rss_after - rss_before < 16 * 1024);
   const int rc = d.stop();
   CHECK(rc == 0);
-  std::cout << "faults: slow " << s.text() << " recovered_ms=" << recovered_ms << " evalsha=" << executed
-            << " rss_before_kb=" << rss_before << " rss_after_kb=" << rss_after << "\n";
   print_reliability("Redis slow: `DEBUG SLEEP 0.5` x3 (5 x redis_timeout each) under 32 connections, "
                     "redis_max_pending 40",
                     s, rc == 0 ? 0 : 1,
-                    "at most " + std::to_string(timed_out_but_run) + " requests ran late in Redis (cap " +
-                        std::to_string(max_pending * sleeps) + "); normal " + fmt_ms(recovered_ms) +
-                        " after; RSS +" + std::to_string(rss_after - rss_before) + " kB",
+                    std::to_string(timed_out_but_run) + " timed-out requests still ran in Redis (the cap allows " +
+                        std::to_string(max_pending) + " per sleep; about 5 x 32 without it); normal " +
+                        fmt_ms(recovered_ms) + " after; daemon RSS +" + std::to_string(rss_after - rss_before) + " kB",
                     Catch::getResultCapture().getCurrentTestName());
 }
 
@@ -364,7 +358,6 @@ TEST_CASE("fault: SIGHUP 40 times under load with broken files - no dropped conn
   CHECK(watch() == last_good);
   const int rc = d.stop();
   CHECK(rc == 0);
-  std::cout << "faults: sighup " << s.text() << " generations_seen=" << seen.size() << "\n";
   print_reliability("SIGHUP x40 (2000-line limits file, every 5th broken) under 16 connections", s, rc == 0 ? 0 : 1,
                     std::to_string(good) + " reloads applied, " + std::to_string(broken) +
                         " refused (old rules kept); 0 answers from a half-loaded or refused file",
@@ -395,32 +388,27 @@ TEST_CASE("fault: SIGTERM under load - requests in flight are answered then exit
 
   const auto s = load.summary();
   INFO(s.text());
-  std::size_t in_flight = 0, in_flight_answered = 0, lost = 0;
+  std::size_t in_flight = 0, in_flight_answered = 0;
+  std::vector<load_sample> before_term;  // requests sent before SIGTERM
   for (const auto& x : load.samples()) {
-    if (x.sent < term_at && x.done > term_at) {
+    if (x.sent >= term_at) continue;
+    before_term.push_back(x);
+    if (x.done > term_at) {
       ++in_flight;
       if (x.action == "DUNNO") ++in_flight_answered;
     }
-    if (x.sent < term_at && !x.answered()) ++lost;
   }
+  const auto before = summarize(before_term);
   CHECK(load.answered_so_far() == answered_before + in_flight_answered);
   CHECK(in_flight == static_cast<std::size_t>(o.connections));  // one each, waiting on the paused Redis
   CHECK(in_flight_answered == in_flight);
-  CHECK(lost == 0);
+  CHECK(before.errors == 0);
   // Each connection ends with one request the daemon never read (sent after its last answer).
   CHECK(s.errors <= static_cast<std::size_t>(o.connections));
   CHECK(rc == 0);
   CHECK(ms_between(term_at, exited_at) < 3000);
   CHECK(d.log().find("shutdown_timeout reached") == std::string::npos);
-  std::cout << "faults: sigterm " << s.text() << " in_flight=" << in_flight << " answered=" << in_flight_answered
-            << " exit_ms=" << ms_between(term_at, exited_at) << "\n";
-  load_summary before_term = summarize([&] {
-    std::vector<load_sample> v;
-    for (const auto& x : load.samples())
-      if (x.sent < term_at) v.push_back(x);
-    return v;
-  }());
-  print_reliability("SIGTERM under 16 connections, each with a request in flight (Redis paused 0.5 s)", before_term,
+  print_reliability("SIGTERM under 16 connections, each with a request in flight (Redis paused 0.5 s)", before,
                     rc == 0 ? 0 : 1,
                     std::to_string(in_flight_answered) + "/" + std::to_string(in_flight) +
                         " in flight answered, then exit " + std::to_string(rc) + " after " +

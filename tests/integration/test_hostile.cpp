@@ -14,7 +14,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <iostream>
 #include <memory>
 #include <optional>
 #include <random>
@@ -425,7 +424,7 @@ TEST_CASE("hostile: clients that send pipelined requests and never read replies"
   CHECK(open == 0);
   CHECK(slowest_cut <= 2500);                  // request_timeout (1 s) after the daemon's replies backed up
   CHECK(most_sent < 16u * 1024 * 1024);        // the daemon stopped reading: bounded by socket buffers
-  CHECK(rss_peak - rss_before < 16 * 1024);    // and buffered nothing of its own
+  if (rss_is_meaningful) CHECK(rss_peak - rss_before < 16 * 1024);  // and buffered nothing of its own
   CHECK(d.log_count("cannot send reply") == n);
   const auto s = b.finish();
   print_reliability(std::to_string(n) + " clients pipelining requests without ever reading replies, request_timeout 1s",
