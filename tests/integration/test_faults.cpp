@@ -411,7 +411,7 @@ TEST_CASE("fault: SIGTERM under load - requests in flight are answered then exit
   print_reliability("SIGTERM under 16 connections, each with a request in flight (Redis paused 0.5 s)", before,
                     rc == 0 ? 0 : 1,
                     std::to_string(in_flight_answered) + "/" + std::to_string(in_flight) +
-                        " in flight answered, then exit " + std::to_string(rc) + " after " +
+                        " in flight answered (the max answer is the Redis pause), then exit " + std::to_string(rc) + " after " +
                         fmt_ms(ms_between(term_at, exited_at)),
                     Catch::getResultCapture().getCurrentTestName());
 }
