@@ -22,12 +22,6 @@ using namespace rg::test;
 
 namespace {
 
-int count_lines_with(const std::string& log, const std::string& needle) {
-  int n = 0;
-  for (std::size_t p = 0; (p = log.find(needle, p)) != std::string::npos; p += needle.size()) ++n;
-  return n;
-}
-
 std::string redis_settings(const redis_server& r) { return "store = redis\nredis = " + r.socket_path() + "\n"; }
 
 }  // namespace
@@ -48,9 +42,8 @@ TEST_CASE("150 messages against 100/1h: exactly 100 pass and 50 are deferred - o
       CHECK(dunno == 100);
       CHECK(deferred == 50);
       REQUIRE(d.wait_for_log("instance=" + store + "-m149"));
-      auto log = d.log();
-      CHECK(count_lines_with(log, "NOQUEUE: defer: key=sasl_username:alice rule=" + d.dir() + "/limits.conf:1 window=1h") == 50);
-      CHECK(count_lines_with(log, "count=101 limit=100 unit=messages") == 50);
+      CHECK(d.log_count("NOQUEUE: defer: key=sasl_username:alice rule=" + d.dir() + "/limits.conf:1 window=1h") == 50);
+      CHECK(d.log_count("count=101 limit=100 unit=messages") == 50);
     }
   }
 }
@@ -109,9 +102,8 @@ TEST_CASE("a hold rule parks the message: HOLD for all its RCPTs - logged with t
   auto a2 = c.ask(rcpt_request("dave", "second", "4F2A1B3C"));
   CHECK(a2 == a1);
   REQUIRE(d.wait_for_log("4F2A1B3C: hold: key=sasl_username:dave"));
-  auto log = d.log();
-  CHECK(count_lines_with(log, "NOQUEUE: hold: key=sasl_username:dave") == 1);
-  CHECK(count_lines_with(log, "4F2A1B3C: hold: ") == 1);
+  CHECK(d.log_count("NOQUEUE: hold: key=sasl_username:dave") == 1);
+  CHECK(d.log_count("4F2A1B3C: hold: ") == 1);
 }
 
 TEST_CASE("SIGHUP applies new limits on the same connection - a bad file is refused and the old rules stay",
