@@ -47,10 +47,12 @@ load_summary summarize(const std::vector<load_sample>& samples) {
 load_driver::load_driver(load_options opts) : opts_(std::move(opts)) {
   if (!opts_.request) {
     opts_.request = [](int conn, std::uint64_t seq) {
-      return rcpt_request("load" + std::to_string(conn), "load-" + std::to_string(conn) + "-" + std::to_string(seq));
+      return rcpt_request("load" + std::to_string(conn),
+                          "load-" + std::to_string(conn) + "-" + std::to_string(seq));
     };
   }
-  for (int i = 0; i < opts_.connections; ++i) clients_.push_back(std::make_unique<policy_client>(opts_.socket_path));
+  for (int i = 0; i < opts_.connections; ++i)
+    clients_.push_back(std::make_unique<policy_client>(opts_.socket_path));
   per_conn_.resize(clients_.size());
   for (int i = 0; i < opts_.connections; ++i) threads_.emplace_back([this, i] { run(i); });
 }
@@ -81,7 +83,8 @@ void load_driver::join() {
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   if (!per_conn_.empty()) {
-    for (auto& v : per_conn_) samples_.insert(samples_.end(), std::make_move_iterator(v.begin()), std::make_move_iterator(v.end()));
+    for (auto& v : per_conn_)
+      samples_.insert(samples_.end(), std::make_move_iterator(v.begin()), std::make_move_iterator(v.end()));
     per_conn_.clear();
   }
 }
@@ -99,8 +102,8 @@ void print_reliability(const std::string& what, const load_summary& s, int crash
   std::snprintf(ms, sizeof ms, "%.0f", s.max_ms);
   // A markdown table row: | what was done | sent / answered | errors | max answer | crashes | notes | test |
   std::ostringstream row;
-  row << "RELIABILITY: | " << what << " | " << s.sent << " / " << s.answered << " | " << s.errors << " | " << ms
-      << " ms | " << crashes << " | " << notes << " | `" << test << "` |\n";
+  row << "RELIABILITY: | " << what << " | " << s.sent << " / " << s.answered << " | " << s.errors << " | "
+      << ms << " ms | " << crashes << " | " << notes << " | `" << test << "` |\n";
   std::cout << row.str() << std::flush;
 }
 

@@ -19,13 +19,15 @@ class policy_client;
 using load_clock = std::chrono::steady_clock;
 
 struct load_sample {
-  int conn = 0;             // connection index
-  std::uint64_t seq = 0;    // request number on that connection
+  int conn = 0;           // connection index
+  std::uint64_t seq = 0;  // request number on that connection
   load_clock::time_point sent, done;
   // The reply's action; "" when the peer closed, "timeout" past reply_timeout_ms, "malformed reply: ..."
   std::string action;
 
-  bool answered() const { return !action.empty() && action != "timeout" && !action.starts_with("malformed reply"); }
+  bool answered() const {
+    return !action.empty() && action != "timeout" && !action.starts_with("malformed reply");
+  }
   double ms() const { return std::chrono::duration<double, std::milli>(done - sent).count(); }
 };
 
@@ -35,7 +37,7 @@ struct load_options {
   std::chrono::milliseconds duration{1000};  // each connection stops sending after this...
   std::uint64_t max_requests = 1'000'000;    // ...or after this many requests
   std::chrono::milliseconds pause{0};        // between an answer and the next request on a connection
-  int reply_timeout_ms = 3000;               // a slower reply is recorded as "timeout" and ends the connection
+  int reply_timeout_ms = 3000;  // a slower reply is recorded as "timeout" and ends the connection
   // The `seq`th request of connection `conn`. Default: a RCPT of a new message by sasl_username "load<conn>".
   std::function<std::string(int conn, std::uint64_t seq)> request;
 };

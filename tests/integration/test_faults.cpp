@@ -1,9 +1,9 @@
 // Faults under sustained load, with real processes: Redis killed, paused and slowed while many policy
 // connections keep asking; SIGHUP storms; SIGTERM with requests in flight. Each test prints a RELIABILITY
 // row (README "Reliability"). Hostile input is in test_hostile.cpp.
-#include <catch2/catch.hpp>
 #include <signal.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <optional>
 #include <set>
@@ -23,7 +23,8 @@ constexpr auto redis_timeout = 100ms;
 // Answers may come this much later than redis_timeout: the daemon's timer, then the reply through the
 // kernel to a client thread, on a shared 2-core machine (and under ASan in CI).
 constexpr auto answer_margin = 400ms;
-const double answer_bound_ms = std::chrono::duration<double, std::milli>(redis_timeout + answer_margin).count();
+const double answer_bound_ms =
+    std::chrono::duration<double, std::milli>(redis_timeout + answer_margin).count();
 
 const std::string store_error_word = "451";  // on_store_error = defer: "451 4.3.0 ..."
 
@@ -32,8 +33,9 @@ const std::string store_error_word = "451";  // on_store_error = defer: "451 4.3
 const std::string limits = "sasl_username * 1000000/1h defer\nsasl_username probe 5/1h defer\n";
 
 std::string redis_settings(const redis_server& r, const std::string& extra = "") {
-  return "store = redis\nredis = " + r.socket_path() + "\nredis_timeout = " +
-         std::to_string(redis_timeout.count()) + "ms\non_store_error = defer\n" + extra;
+  return "store = redis\nredis = " + r.socket_path() +
+         "\nredis_timeout = " + std::to_string(redis_timeout.count()) + "ms\non_store_error = defer\n" +
+         extra;
 }
 
 template <typename Pred>
@@ -235,7 +237,8 @@ TEST_CASE("fault: Redis slow (DEBUG SLEEP) under load - deadlines hold and redis
   constexpr int connections = 32;
   constexpr int max_pending = 40;
   constexpr int sleeps = 3;
-  daemon_process d(limits, redis_settings(redis, "redis_max_pending = " + std::to_string(max_pending) + "\n"));
+  daemon_process d(limits,
+                   redis_settings(redis, "redis_max_pending = " + std::to_string(max_pending) + "\n"));
   load_options o;
   o.socket_path = d.socket_path();
   o.connections = connections;
@@ -267,13 +270,14 @@ TEST_CASE("fault: Redis slow (DEBUG SLEEP) under load - deadlines hold and redis
   if (rss_is_meaningful) CHECK(rss_after - rss_before < 16 * 1024);
   const int rc = d.stop();
   CHECK(rc == 0);
-  print_reliability("Redis slow: `DEBUG SLEEP 0.5` x3 (5 x redis_timeout each) under 32 connections, "
-                    "redis_max_pending 40",
-                    s, rc == 0 ? 0 : 1,
-                    std::to_string(timed_out_but_run) + " timed-out requests still ran in Redis (the cap allows " +
-                        std::to_string(max_pending) + " per sleep; about 5 x 32 without it); normal " +
-                        fmt_ms(recovered_ms) + " after; daemon RSS +" + std::to_string(rss_after - rss_before) + " kB",
-                    Catch::getResultCapture().getCurrentTestName());
+  print_reliability(
+      "Redis slow: `DEBUG SLEEP 0.5` x3 (5 x redis_timeout each) under 32 connections, "
+      "redis_max_pending 40",
+      s, rc == 0 ? 0 : 1,
+      std::to_string(timed_out_but_run) + " timed-out requests still ran in Redis (the cap allows " +
+          std::to_string(max_pending) + " per sleep; about 5 x 32 without it); normal " +
+          fmt_ms(recovered_ms) + " after; daemon RSS +" + std::to_string(rss_after - rss_before) + " kB",
+      Catch::getResultCapture().getCurrentTestName());
 }
 
 namespace {
@@ -281,8 +285,8 @@ namespace {
 // Generation g of the limits file: ~2000 lines (about 80 kB); the answer names the generation and can only
 // be "550 5.7.1 gen-g last" when the whole file is loaded (the first line alone would answer 450).
 std::string generation(int g, bool broken) {
-  std::string f = "# generation " + std::to_string(g) + "\nsasl_username * 0/1h defer gen-" + std::to_string(g) +
-                  " first\n";
+  std::string f = "# generation " + std::to_string(g) + "\nsasl_username * 0/1h defer gen-" +
+                  std::to_string(g) + " first\n";
   for (int i = 0; i < 2000; ++i) {
     f += "sender user" + std::to_string(i) + "@filler.example 10/1h defer\n";
     if (broken && i == 1000) f += "sender broken@filler.example 10/1x defer\n";
@@ -298,8 +302,9 @@ std::optional<int> generation_of(const std::string& action) {
 
 }  // namespace
 
-TEST_CASE("fault: SIGHUP 40 times under load with broken files - no dropped connection and no half-loaded rules",
-          "[faults]") {
+TEST_CASE(
+    "fault: SIGHUP 40 times under load with broken files - no dropped connection and no half-loaded rules",
+    "[faults]") {
   daemon_process d(generation(0, false));
   load_options o;
   o.socket_path = d.socket_path();
@@ -312,15 +317,18 @@ TEST_CASE("fault: SIGHUP 40 times under load with broken files - no dropped conn
   policy_client watcher(d.socket_path());
   int good = 0, broken = 0, last_good = 0, asked = 0;
   // A new message each time: a message keeps the answer of its first RCPT, even across a reload.
-  const auto watch = [&] { return generation_of(watcher.ask(rcpt_request("w", "w" + std::to_string(++asked)))); };
+  const auto watch = [&] {
+    return generation_of(watcher.ask(rcpt_request("w", "w" + std::to_string(++asked))));
+  };
   for (int g = 1; g <= 40; ++g) {
     const bool bad = g % 5 == 0;
     d.write_limits(generation(g, bad));
     d.signal(SIGHUP);
     if (bad) {
       ++broken;
-      REQUIRE(wait_until([&] { return d.log_count("reload refused: keeping") == static_cast<std::size_t>(broken); },
-                         3000ms));
+      REQUIRE(wait_until(
+          [&] { return d.log_count("reload refused: keeping") == static_cast<std::size_t>(broken); },
+          3000ms));
     } else {
       ++good;
       last_good = g;
@@ -358,7 +366,8 @@ TEST_CASE("fault: SIGHUP 40 times under load with broken files - no dropped conn
   CHECK(watch() == last_good);
   const int rc = d.stop();
   CHECK(rc == 0);
-  print_reliability("SIGHUP x40 (2000-line limits file, every 5th broken) under 16 connections", s, rc == 0 ? 0 : 1,
+  print_reliability("SIGHUP x40 (2000-line limits file, every 5th broken) under 16 connections", s,
+                    rc == 0 ? 0 : 1,
                     std::to_string(good) + " reloads applied, " + std::to_string(broken) +
                         " refused (old rules kept); 0 answers from a half-loaded or refused file",
                     Catch::getResultCapture().getCurrentTestName());
@@ -408,10 +417,10 @@ TEST_CASE("fault: SIGTERM under load - requests in flight are answered then exit
   CHECK(rc == 0);
   CHECK(ms_between(term_at, exited_at) < 3000);
   CHECK(d.log().find("shutdown_timeout reached") == std::string::npos);
-  print_reliability("SIGTERM under 16 connections, each with a request in flight (Redis paused 0.5 s)", before,
-                    rc == 0 ? 0 : 1,
+  print_reliability("SIGTERM under 16 connections, each with a request in flight (Redis paused 0.5 s)",
+                    before, rc == 0 ? 0 : 1,
                     std::to_string(in_flight_answered) + "/" + std::to_string(in_flight) +
-                        " in flight answered (the max answer is the Redis pause), then exit " + std::to_string(rc) + " after " +
-                        fmt_ms(ms_between(term_at, exited_at)),
+                        " in flight answered (the max answer is the Redis pause), then exit " +
+                        std::to_string(rc) + " after " + fmt_ms(ms_between(term_at, exited_at)),
                     Catch::getResultCapture().getCurrentTestName());
 }

@@ -2,7 +2,6 @@
 // thousands of idle connections, clients that never read, values made to break logs and Redis keys. In
 // every test a well-behaved client keeps asking on its own connections while the attack runs, and every
 // one of its answers is checked. Each test prints a RELIABILITY row (README "Reliability").
-#include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -59,7 +59,8 @@ class bystander {
       if (!expected(x.seq, x.action)) ++wrong;
       if (x.sent >= started_) ++during;
       auto& prev = last[static_cast<std::size_t>(x.conn)];
-      if (x.done > prev) max_gap_ms_ = std::max(max_gap_ms_, std::chrono::duration<double, std::milli>(x.done - prev).count());
+      if (x.done > prev)
+        max_gap_ms_ = std::max(max_gap_ms_, std::chrono::duration<double, std::milli>(x.done - prev).count());
       prev = std::max(prev, x.done);
     }
     CHECK(s.errors == 0);
@@ -79,7 +80,8 @@ class bystander {
     o.duration = 60s;  // stopped by finish()
     o.pause = 5ms;
     o.request = [](int conn, std::uint64_t seq) {
-      return rcpt_request(seq % 2 == 0 ? "good" : "blocked", "by-" + std::to_string(conn) + "-" + std::to_string(seq));
+      return rcpt_request(seq % 2 == 0 ? "good" : "blocked",
+                          "by-" + std::to_string(conn) + "-" + std::to_string(seq));
     };
     return o;
   }
@@ -133,11 +135,13 @@ void malformed(const std::string& what, const std::string& bytes, const std::str
   REQUIRE(d.wait_for_log("bad policy request"));
   CHECK(d.log_count(": bad policy request: ") == static_cast<std::size_t>(attempts));
   if (!reason.empty())
-    CHECK(d.log_count(": bad policy request: " + reason + ": closing connection") == static_cast<std::size_t>(attempts));
+    CHECK(d.log_count(": bad policy request: " + reason + ": closing connection") ==
+          static_cast<std::size_t>(attempts));
   const auto s = b.finish();
   print_reliability(what + " (" + std::to_string(attempts) + " connections)", s, crashes(d),
-                    std::to_string(closed) + "/" + std::to_string(attempts) + " closed with one warning each, slowest " +
-                        fmt_ms(slowest) + "; bystander's longest wait " + fmt_ms(b.max_gap_ms()),
+                    std::to_string(closed) + "/" + std::to_string(attempts) +
+                        " closed with one warning each, slowest " + fmt_ms(slowest) +
+                        "; bystander's longest wait " + fmt_ms(b.max_gap_ms()),
                     test_name());
 }
 
@@ -146,7 +150,8 @@ std::string policy_head() { return "request=smtpd_access_policy\nprotocol_state=
 }  // namespace
 
 TEST_CASE("hostile: oversized line", "[hostile]") {
-  malformed("Line of 20 kB (limit 16 kB)", policy_head() + "sender=" + std::string(20000, 'A') + "\n\n", "line too long");
+  malformed("Line of 20 kB (limit 16 kB)", policy_head() + "sender=" + std::string(20000, 'A') + "\n\n",
+            "line too long");
 }
 
 TEST_CASE("hostile: too many attributes", "[hostile]") {
@@ -167,11 +172,13 @@ TEST_CASE("hostile: NUL byte", "[hostile]") {
 }
 
 TEST_CASE("hostile: missing request attribute", "[hostile]") {
-  malformed("Request without `request=`", "protocol_state=RCPT\nsender=a@example.com\n\n", "missing request attribute");
+  malformed("Request without `request=`", "protocol_state=RCPT\nsender=a@example.com\n\n",
+            "missing request attribute");
 }
 
 TEST_CASE("hostile: non-policy request", "[hostile]") {
-  malformed("`request=junk` (not smtpd_access_policy)", "request=junk\nprotocol_state=RCPT\n\n", "not a policy request");
+  malformed("`request=junk` (not smtpd_access_policy)", "request=junk\nprotocol_state=RCPT\n\n",
+            "not a policy request");
 }
 
 TEST_CASE("hostile: line without equals sign", "[hostile]") {
@@ -225,17 +232,19 @@ TEST_CASE("hostile: slow-loris requests that never end", "[hostile]") {
   }
   double slowest = 0;
   for (const auto& l : all)
-    if (l.closed) slowest = std::max(slowest, std::chrono::duration<double, std::milli>(*l.closed - l.began).count());
+    if (l.closed)
+      slowest = std::max(slowest, std::chrono::duration<double, std::milli>(*l.closed - l.began).count());
   CHECK(open == 0);
   CHECK(slowest >= 1000);  // not before request_timeout
   CHECK(slowest <= 2500);  // request_timeout (1 s) + a margin for a shared machine
   CHECK(d.log_count("request not complete within request_timeout (1s): closing connection") == n);
   const auto s = b.finish();
-  print_reliability("Slow-loris: " + std::to_string(n) + " requests that never end (half silent, half 1 byte per 50 ms), "
-                    "request_timeout 1s",
+  print_reliability("Slow-loris: " + std::to_string(n) +
+                        " requests that never end (half silent, half 1 byte per 50 ms), "
+                        "request_timeout 1s",
                     s, crashes(d),
-                    std::to_string(n - open) + "/" + std::to_string(n) + " cut, the last after " + fmt_ms(slowest) +
-                        "; bystander's longest wait " + fmt_ms(b.max_gap_ms()),
+                    std::to_string(n - open) + "/" + std::to_string(n) + " cut, the last after " +
+                        fmt_ms(slowest) + "; bystander's longest wait " + fmt_ms(b.max_gap_ms()),
                     test_name());
 }
 
@@ -275,7 +284,8 @@ TEST_CASE("hostile: thousands of idle connections up to and past max_connections
     policy_client extra(d.socket_path());
     const auto t = load_clock::now();
     if (extra.closed_by_peer(3000)) ++refused;
-    slowest_refusal = std::max(slowest_refusal, std::chrono::duration<double, std::milli>(load_clock::now() - t).count());
+    slowest_refusal =
+        std::max(slowest_refusal, std::chrono::duration<double, std::milli>(load_clock::now() - t).count());
   }
   CHECK(refused == past);
   CHECK(d.log_count("max_connections (" + std::to_string(cap) + ") reached") == 1);  // one warning, not 500
@@ -297,13 +307,14 @@ TEST_CASE("hostile: thousands of idle connections up to and past max_connections
   CHECK(served == freed);
   const auto s = b.finish();
   idle.clear();
-  print_reliability(std::to_string(cap - 2) + " idle connections + 2 working (max_connections " + std::to_string(cap) +
-                        "), then " + std::to_string(past) + " more",
+  print_reliability(std::to_string(cap - 2) + " idle connections + 2 working (max_connections " +
+                        std::to_string(cap) + "), then " + std::to_string(past) + " more",
                     s, crashes(d),
                     "all " + std::to_string(cap) + " held (opened in " + fmt_ms(open_ms) + "); " +
-                        std::to_string(refused) + "/" + std::to_string(past) + " past the cap closed at once (slowest " +
-                        fmt_ms(slowest_refusal) + "), 1 warning; " + std::to_string(served) + "/" +
-                        std::to_string(freed) + " served after " + std::to_string(freed) + " closed",
+                        std::to_string(refused) + "/" + std::to_string(past) +
+                        " past the cap closed at once (slowest " + fmt_ms(slowest_refusal) +
+                        "), 1 warning; " + std::to_string(served) + "/" + std::to_string(freed) +
+                        " served after " + std::to_string(freed) + " closed",
                     test_name());
 }
 
@@ -331,7 +342,7 @@ TEST_CASE("hostile: max_connections idle connections with a low inherited open f
   bystander b(*d);
   std::vector<std::unique_ptr<policy_client>> idle;
   open_idle(idle, cap - 2, d->socket_path());
-  std::this_thread::sleep_for(attack_time);  // all held while the bystander asks
+  std::this_thread::sleep_for(attack_time);          // all held while the bystander asks
   CHECK(idle.back()->read_action(10) == "timeout");  // nothing unasked is answered
   REQUIRE(idle.back()->send(rcpt_request("good", "last-idle")));
   const auto last = idle.back()->read_action(3000);
@@ -339,10 +350,12 @@ TEST_CASE("hostile: max_connections idle connections with a low inherited open f
   CHECK(d->log().find("accept: Too many open files") == std::string::npos);
   const auto s = b.finish();
   idle.clear();
-  print_reliability(std::to_string(cap) + " connections (max_connections) with an inherited soft open file limit of 256",
-                    s, crashes(*d), "last connection " + (last.empty() ? std::string("closed") : last) +
-                                        ": the daemon raised its own soft limit",
-                    test_name());
+  print_reliability(
+      std::to_string(cap) + " connections (max_connections) with an inherited soft open file limit of 256", s,
+      crashes(*d),
+      "last connection " + (last.empty() ? std::string("closed") : last) +
+          ": the daemon raised its own soft limit",
+      test_name());
 }
 
 TEST_CASE("hostile: idle connections past the daemon's hard open file limit", "[hostile]") {
@@ -367,11 +380,11 @@ TEST_CASE("hostile: idle connections past the daemon's hard open file limit", "[
   CHECK(later == "DUNNO");
   const auto s = b.finish();
   idle.clear();
-  print_reliability("400 connections against a hard open file limit of 200 (prlimit), max_connections 1000", s,
-                    crashes(d),
-                    "excess waited in the listen backlog, " + std::to_string(warnings) + " warning in " +
-                        "2 s; served once 300 closed (" + (later.empty() ? std::string("closed") : later) + ")",
-                    test_name());
+  print_reliability(
+      "400 connections against a hard open file limit of 200 (prlimit), max_connections 1000", s, crashes(d),
+      "excess waited in the listen backlog, " + std::to_string(warnings) + " warning in " +
+          "2 s; served once 300 closed (" + (later.empty() ? std::string("closed") : later) + ")",
+      test_name());
 }
 
 TEST_CASE("hostile: clients that send pipelined requests and never read replies", "[hostile]") {
@@ -419,20 +432,22 @@ TEST_CASE("hostile: clients that send pipelined requests and never read replies"
     ::close(g.fd);
     most_sent = std::max(most_sent, g.sent);
     if (g.blocked && g.closed)
-      slowest_cut = std::max(slowest_cut, std::chrono::duration<double, std::milli>(*g.closed - *g.blocked).count());
+      slowest_cut =
+          std::max(slowest_cut, std::chrono::duration<double, std::milli>(*g.closed - *g.blocked).count());
   }
   CHECK(open == 0);
-  CHECK(slowest_cut <= 2500);                  // request_timeout (1 s) after the daemon's replies backed up
-  CHECK(most_sent < 16u * 1024 * 1024);        // the daemon stopped reading: bounded by socket buffers
+  CHECK(slowest_cut <= 2500);            // request_timeout (1 s) after the daemon's replies backed up
+  CHECK(most_sent < 16u * 1024 * 1024);  // the daemon stopped reading: bounded by socket buffers
   if (rss_is_meaningful) CHECK(rss_peak - rss_before < 16 * 1024);  // and buffered nothing of its own
   CHECK(d.log_count("cannot send reply") == n);
   const auto s = b.finish();
-  print_reliability(std::to_string(n) + " clients pipelining requests without ever reading replies, request_timeout 1s",
-                    s, crashes(d),
-                    "cut " + fmt_ms(slowest_cut) + " after their sends blocked; at most " +
-                        std::to_string(most_sent / 1024) + " kB accepted from one; daemon RSS +" +
-                        std::to_string(rss_peak - rss_before) + " kB",
-                    test_name());
+  print_reliability(
+      std::to_string(n) + " clients pipelining requests without ever reading replies, request_timeout 1s", s,
+      crashes(d),
+      "cut " + fmt_ms(slowest_cut) + " after their sends blocked; at most " +
+          std::to_string(most_sent / 1024) + " kB accepted from one; daemon RSS +" +
+          std::to_string(rss_peak - rss_before) + " kB",
+      test_name());
 }
 
 namespace {
@@ -441,11 +456,11 @@ namespace {
 // line; NUL is refused by the parser).
 std::string evil_request(int i) {
   const std::string esc = "\x1b";
-  return "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=127.0.0.1" + esc +
-         "[1m\nsasl_method=PLAIN\nsasl_username=mallory" + esc + "[31mRED" + esc + "[0m\a\b\r\x7f\nsender=" + esc +
-         "]0;owned\a" + std::string(10000, 's') + "@evil.example\nrecipient=r\x7f" + esc + "[2J\t@example.net" +
-         "\nqueue_id=Q" + esc + "[8m" + std::to_string(i) + "\ninstance=" + std::to_string(i) +
-         std::string(5000, 'i') + esc + "\n\n";
+  return "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=127.0.0.1" +
+         esc + "[1m\nsasl_method=PLAIN\nsasl_username=mallory" + esc + "[31mRED" + esc +
+         "[0m\a\b\r\x7f\nsender=" + esc + "]0;owned\a" + std::string(10000, 's') +
+         "@evil.example\nrecipient=r\x7f" + esc + "[2J\t@example.net" + "\nqueue_id=Q" + esc + "[8m" +
+         std::to_string(i) + "\ninstance=" + std::to_string(i) + std::string(5000, 'i') + esc + "\n\n";
 }
 
 }  // namespace
@@ -458,7 +473,8 @@ TEST_CASE("hostile: values made to break the log stay escaped - one line per dec
       int deferred = 0;
       const int n = [&] {
         policy_client c(d.socket_path());
-        return keep_attacking(20, 2000, [&](int i) { deferred += c.ask(evil_request(i)).starts_with("450 4.7.1 "); });
+        return keep_attacking(20, 2000,
+                              [&](int i) { deferred += c.ask(evil_request(i)).starts_with("450 4.7.1 "); });
       }();
       CHECK(deferred == n);
       const auto s = b.finish();
@@ -487,12 +503,13 @@ TEST_CASE("hostile: values made to break the log stay escaped - one line per dec
       CHECK(bad_shape == 0);
       CHECK(log.find('\x1b') == std::string::npos);
       CHECK(longest <= 12 * 1024);  // each value cut at 512 bytes before escaping
-      print_reliability("Log breakers (`log_format " + format + "`): ANSI escapes, BEL, BS, CR, DEL, TAB in " +
-                            "every logged field, a 10 kB sender, a 5 kB instance, x" + std::to_string(n),
-                        s, crashed,
-                        std::to_string(decisions) + " decisions = " + std::to_string(decisions) +
-                            " log lines, 0 raw control bytes, longest line " + std::to_string(longest) + " bytes",
-                        test_name());
+      print_reliability(
+          "Log breakers (`log_format " + format + "`): ANSI escapes, BEL, BS, CR, DEL, TAB in " +
+              "every logged field, a 10 kB sender, a 5 kB instance, x" + std::to_string(n),
+          s, crashed,
+          std::to_string(decisions) + " decisions = " + std::to_string(decisions) +
+              " log lines, 0 raw control bytes, longest line " + std::to_string(longest) + " bytes",
+          test_name());
     }
   }
 }
@@ -500,10 +517,12 @@ TEST_CASE("hostile: values made to break the log stay escaped - one line per dec
 TEST_CASE("hostile: usernames with colons and braces and 10 kB senders keep Redis keys distinct and bounded",
           "[hostile]") {
   redis_server redis;
-  daemon_process d(limits + "sender * 1000000/1h defer\n", "store = redis\nredis = " + redis.socket_path() + "\n");
+  daemon_process d(limits + "sender * 1000000/1h defer\n",
+                   "store = redis\nredis = " + redis.socket_path() + "\n");
   bystander b(d);
   const std::vector<std::string> users = {"a", "a:b", "{a}", "a}{b", "u:a", "}", "{", "x:{y}:z", "s:a"};
-  const std::string long_a = std::string(10000, 'L') + "1@example.com", long_b = std::string(10000, 'L') + "2@example.com";
+  const std::string long_a = std::string(10000, 'L') + "1@example.com",
+                    long_b = std::string(10000, 'L') + "2@example.com";
   int passed = 0, asked = 0;
   const int rounds = [&] {
     policy_client c(d.socket_path());
@@ -540,11 +559,12 @@ TEST_CASE("hostile: usernames with colons and braces and 10 kB senders keep Redi
   std::sort(counts.begin(), counts.end());
   const auto r = static_cast<std::uint64_t>(rounds);
   CHECK(counts == std::vector<std::uint64_t>{r, 2 * r});
-  print_reliability("Key breakers: usernames `a:b` `{a}` `a}{b` `}` `x:{y}:z` ..., two 10 kB senders differing "
-                    "at the end",
-                    s, crashes(d),
-                    std::to_string(keys.size()) + " Redis keys, all distinct, longest " + std::to_string(longest) +
-                        " bytes (long values hashed); long senders counted " + std::to_string(counts.front()) +
-                        " and " + std::to_string(counts.back()) + " in " + std::to_string(rounds) + " rounds",
-                    test_name());
+  print_reliability(
+      "Key breakers: usernames `a:b` `{a}` `a}{b` `}` `x:{y}:z` ..., two 10 kB senders differing "
+      "at the end",
+      s, crashes(d),
+      std::to_string(keys.size()) + " Redis keys, all distinct, longest " + std::to_string(longest) +
+          " bytes (long values hashed); long senders counted " + std::to_string(counts.front()) + " and " +
+          std::to_string(counts.back()) + " in " + std::to_string(rounds) + " rounds",
+      test_name());
 }
