@@ -5,6 +5,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -75,6 +76,25 @@ void set_socket_owner(const std::string& path, const std::string& owner) {
     throw std::runtime_error("chown " + path + ": " + std::strerror(errno));
 }
 
+// Every connection is one descriptor. A soft limit below max_connections (systemd's default is 1024)
+// would make accept fail with EMFILE long before the cap, so raise it as far as the hard limit allows,
+// and say so once if that is not enough.
+void raise_open_file_limit(std::size_t max_connections) {
+  constexpr rlim_t reserve = 64;  // listeners, log file, Redis, a reload's file reads
+  const rlim_t want = static_cast<rlim_t>(max_connections) + reserve;
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want) return;
+  const rlim_t can = rl.rlim_max == RLIM_INFINITY ? want : std::min(want, rl.rlim_max);
+  if (can > rl.rlim_cur) {
+    rl.rlim_cur = can;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur < want)
+    spdlog::warn("max_connections ({}) needs {} open files but the limit is {}: connections beyond that wait "
+                 "until others close (raise LimitNOFILE)",
+                 max_connections, want, rl.rlim_cur);
+}
+
 }  // namespace
 
 server::server(asio::io_context& io, const daemon_config& cfg, std::shared_ptr<const policy_snapshot> snap,
@@ -86,6 +106,7 @@ server::server(asio::io_context& io, const daemon_config& cfg, std::shared_ptr<c
 }
 
 void server::bind() {
+  raise_open_file_limit(cfg_.max_connections);
   for (const std::string& spec : cfg_.listen) {
     try {
       if (spec.rfind("inet:", 0) == 0) {
@@ -143,8 +164,12 @@ awaitable<void> server::accept_loop(Acceptor& acc, std::string name) {
     auto [ec, sock] = co_await acc.async_accept(tuple_awaitable);
     if (ec) {
       if (ec == asio::error::operation_aborted || draining_) break;
-      // EMFILE and friends: say so, pause briefly instead of spinning.
-      spdlog::warn("{}: accept: {}", name, ec.message());
+      // EMFILE and friends: say so (not on every retry), pause briefly instead of spinning.
+      auto now = steady_clock::now();
+      if (now - last_accept_warning_ > std::chrono::seconds(10)) {
+        last_accept_warning_ = now;
+        spdlog::warn("{}: accept: {}", name, ec.message());
+      }
       asio::steady_timer t(io_, std::chrono::milliseconds(100));
       co_await t.async_wait(tuple_awaitable);
       continue;
@@ -222,10 +247,13 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
   std::array<char, 8192> buf;
   std::string out;
   bool partial = false;  // bytes of a request have arrived, its end has not
+  // When the partial request began: its deadline does not move with each read, or a slow-loris sending
+  // one byte at a time would hold the connection for ever.
+  steady_clock::time_point began{};
   for (;;) {
     if (draining_ && !partial) co_return;
     conn->busy = partial;
-    set_deadline(steady_clock::now() + (partial ? cfg_.request_timeout : cfg_.idle_timeout));
+    set_deadline(partial ? began + cfg_.request_timeout : steady_clock::now() + cfg_.idle_timeout);
     auto [ec, n] = co_await sock.async_read_some(asio::buffer(buf), tuple_awaitable);
     if (ec) {
       if (partial && ec != asio::error::operation_aborted)
@@ -236,6 +264,8 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
       co_return;
     }
     conn->busy = true;
+    const auto arrived = steady_clock::now();
+    bool fresh = !partial;  // the bytes after a complete request begin a new one
     std::string_view data(buf.data(), n);
     while (!data.empty()) {
       auto r = parser.feed(data);
@@ -245,7 +275,11 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
       }
       data.remove_prefix(r.consumed);
       partial = r.status == parse_status::need_more;
-      if (partial) break;
+      if (partial) {
+        if (fresh) began = arrived;
+        break;
+      }
+      fresh = true;
       auto snap = snap_;  // keeps this request's rules alive across a reload
       verdict v = co_await evaluate(*snap, tracker, parser.request());
       append_reply(out, v.reply);

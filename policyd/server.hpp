@@ -73,7 +73,8 @@ class server {
   std::function<void(std::size_t)> on_drained_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;
   // Rate limits for our own warnings, so a flood cannot turn into a log flood.
-  std::chrono::steady_clock::time_point last_cap_warning_{}, last_store_warning_{}, last_refused_warning_{};
+  std::chrono::steady_clock::time_point last_cap_warning_{}, last_store_warning_{}, last_refused_warning_{},
+      last_accept_warning_{};
   std::uint64_t suppressed_store_warnings_ = 0;
   std::uint64_t requests_ = 0, rcpt_requests_ = 0;
   bool warned_no_rcpt_ = false;

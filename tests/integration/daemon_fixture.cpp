@@ -30,7 +30,7 @@ void write_file(const std::string& path, const std::string& text) {
   f << text;
 }
 
-bool wait_exit(pid_t pid, int timeout_ms, int* status) {
+bool wait_pid(pid_t pid, int timeout_ms, int* status) {
   for (int i = 0; i < timeout_ms / 10; ++i) {
     if (waitpid(pid, status, WNOHANG) == pid) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -109,12 +109,20 @@ int daemon_process::stop() {
   if (pid_ <= 0) return -1;
   int st = 0;
   ::kill(pid_, SIGTERM);
-  if (!wait_exit(pid_, 10000, &st)) {
+  if (!wait_pid(pid_, 10000, &st)) {
     ::kill(pid_, SIGKILL);
     waitpid(pid_, &st, 0);
     pid_ = -1;
     return -1;
   }
+  pid_ = -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int daemon_process::wait_exit(int timeout_ms) {
+  if (pid_ <= 0) return -1;
+  int st = 0;
+  if (!wait_pid(pid_, timeout_ms, &st)) return -2;
   pid_ = -1;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -132,6 +140,13 @@ bool daemon_process::wait_for_log(const std::string& text, int timeout_ms) const
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;
+}
+
+std::size_t daemon_process::log_count(const std::string& text) const {
+  const std::string s = log();
+  std::size_t n = 0;
+  for (auto p = s.find(text); p != std::string::npos; p = s.find(text, p + text.size())) ++n;
+  return n;
 }
 
 policy_client::policy_client(const std::string& unix_path) {

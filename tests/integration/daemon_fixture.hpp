@@ -23,9 +23,14 @@ class daemon_process {
   void signal(int sig);
   // SIGTERM and wait (bounded); returns the exit status (-1 if it had to be killed).
   int stop();
+  // Waits for an exit without signalling: the exit status, -1 if killed by a signal, -2 if still running
+  // after `timeout_ms`.
+  int wait_exit(int timeout_ms);
   std::string log() const;
   // Waits (bounded) until the log contains `text`; returns whether it did.
   bool wait_for_log(const std::string& text, int timeout_ms = 3000) const;
+  // Occurrences of `text` in the log.
+  std::size_t log_count(const std::string& text) const;
 
  private:
   std::string dir_, socket_;

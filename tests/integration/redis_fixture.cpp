@@ -195,9 +195,9 @@ void redis_server::wait_ready(std::chrono::milliseconds limit) {
 
 void redis_server::stop() {
   if (pid_ <= 0) return;
-  if (paused_) kill(pid_, SIGCONT);  // a stopped process would not act on SIGTERM
+  if (paused_) ::kill(pid_, SIGCONT);  // a stopped process would not act on SIGTERM
   paused_ = false;
-  kill(pid_, SIGTERM);
+  ::kill(pid_, SIGTERM);
   const auto deadline = std::chrono::steady_clock::now() + 5s;
   int status = 0;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -207,20 +207,29 @@ void redis_server::stop() {
     }
     std::this_thread::sleep_for(5ms);
   }
-  kill(pid_, SIGKILL);
+  ::kill(pid_, SIGKILL);
   waitpid(pid_, &status, 0);
   pid_ = 0;
 }
 
+void redis_server::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = 0;
+  paused_ = false;
+}
+
 void redis_server::pause() {
   if (pid_ <= 0) throw std::logic_error("redis_server::pause: not running");
-  kill(pid_, SIGSTOP);
+  ::kill(pid_, SIGSTOP);
   paused_ = true;
 }
 
 void redis_server::resume() {
   if (pid_ <= 0) throw std::logic_error("redis_server::resume: not running");
-  kill(pid_, SIGCONT);
+  ::kill(pid_, SIGCONT);
   paused_ = false;
 }
 

@@ -32,6 +32,7 @@ class redis_server {
   bool running() const { return pid_ > 0; }
 
   void stop();    // graceful (SIGTERM), bounded; returns when the process is gone
+  void kill();    // SIGKILL (a crash: no shutdown save); returns when the process is gone
   void start();   // again, on the same socket, port and dir; waits until it answers PING
   void pause();   // SIGSTOP: connections are accepted by the kernel, nothing is answered
   void resume();  // SIGCONT
