@@ -1,16 +1,18 @@
 #!/bin/sh
 # tests/fuzz/run.sh [SECONDS] — builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and
 # runs each for SECONDS (default 60) over a fresh copy of its seed corpus; prints executions and corpus
-# size per target and fails if any target crashes, hangs or runs out of memory (the input is kept under
-# build-fuzz/artifacts/). Not a test of its own: each crash found becomes a Catch2 test in tests/unit.
+# size per target and fails if any target crashes, hangs or runs out of memory (the input is kept in
+# build-fuzz/fuzz-run/TARGET/artifacts/). Each crash found becomes a Catch2 test in tests/unit.
 set -eu
 cd "$(dirname "$0")/../.."
 SECONDS_PER_TARGET=${1:-60}
 case $SECONDS_PER_TARGET in '' | *[!0-9]*) echo "usage: tests/fuzz/run.sh [SECONDS]" >&2; exit 64 ;; esac
 BUILD=build-fuzz
 
+# No -Werror here: warnings are enforced by CI's g++ build; clang warns about more (-Wsign-conversion is
+# part of its -Wconversion), and a clang-only warning should not stop the fuzzing.
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRATEGUARD_FUZZ=ON \
-  -DRATEGUARD_WERROR=ON >/dev/null
+  -DRATEGUARD_WERROR=OFF >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target fuzz_protocol fuzz_limits
 
 # Seeds: the captured real Postfix requests and the sample limits file, plus the hand-made ones (and any
