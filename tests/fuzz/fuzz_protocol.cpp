@@ -5,24 +5,14 @@
 // Not a unit test: regressions found here go to tests/unit/test_protocol.cpp.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "fuzz_check.hpp"
 #include "protocol.hpp"
 
 namespace {
-
-// assert() is compiled out in release builds; this one never is, and says which invariant broke.
-#define FUZZ_CHECK(cond)                                                                \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
 
 constexpr std::string_view policy_request_value = "smtpd_access_policy";
 
