@@ -94,4 +94,11 @@ store_result memory_store::check(const store_request& req) {
   return res;
 }
 
+// Placeholder until the admin operations land (branch store-admin): every command fails cleanly.
+void memory_store::start_admin(admin_request, boost::asio::any_completion_handler<void(admin_result)> done) {
+  admin_result r;
+  r.error = "not implemented yet";
+  std::move(done)(std::move(r));
+}
+
 }  // namespace rg

@@ -26,6 +26,7 @@ class memory_store final : public store {
 
  protected:
   void start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) override;
+  void start_admin(admin_request req, boost::asio::any_completion_handler<void(admin_result)> done) override;
 
  private:
   static constexpr std::size_t slots = buckets_per_window + 1;

@@ -577,4 +577,11 @@ void redis_store::start_check(store_request req, boost::asio::any_completion_han
   impl_->check(std::move(req), std::move(done));
 }
 
+// Placeholder until the admin operations land (branch store-admin): every command fails cleanly.
+void redis_store::start_admin(admin_request, boost::asio::any_completion_handler<void(admin_result)> done) {
+  admin_result r;
+  r.error = "not implemented yet";
+  std::move(done)(std::move(r));
+}
+
 }  // namespace rg

@@ -49,6 +49,7 @@ class redis_store final : public store {
 
  protected:
   void start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) override;
+  void start_admin(admin_request req, boost::asio::any_completion_handler<void(admin_result)> done) override;
 
  private:
   class impl;
