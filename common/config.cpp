@@ -167,6 +167,16 @@ const std::vector<option_def>& options() {
       {"ipv6_prefix", "IPv6 clients are counted per network of this prefix length",
        [](daemon_config& c, const std::string& v) { return set_number<unsigned>(c.ipv6_prefix, v, 16, 128); },
        [](const daemon_config& c) { return std::to_string(c.ipv6_prefix); }},
+      {"lock_time", "A tripped hold rule locks its key this long: every later message of the key is held (0: no lock)",
+       [](daemon_config& c, const std::string& v) { return set_duration(c.lock_time, v, ms(0), ms(30LL * 86400000)); },
+       [](const daemon_config& c) { return format_duration(c.lock_time); }},
+      {"control_socket", "Unix socket for rateguardctl, mode 0600 (empty: none)",
+       [](daemon_config& c, const std::string& v) -> std::string {
+         if (!v.empty() && v.front() != '/') return "\"" + v + "\" must be an absolute path or empty";
+         c.control_socket = v;
+         return {};
+       },
+       [](const daemon_config& c) { return c.control_socket; }},
       {"store", "memory (this process only) | redis (shared by every node on the same Redis)",
        [](daemon_config& c, const std::string& v) { return set_enum(c.store, v, store_names); },
        [](const daemon_config& c) { return enum_name(c.store, store_names); }},

@@ -32,6 +32,10 @@ struct daemon_config {
   std::string limits = "/etc/rateguard/limits.conf";
   run_mode mode = run_mode::enforce;
   unsigned ipv6_prefix = 64;
+  // A tripped hold rule locks its key this long (every later message of the key is held); 0: no locks.
+  std::chrono::milliseconds lock_time{std::chrono::hours(24)};
+  // rateguardctl's unix socket (mode 0600); empty: no control socket.
+  std::string control_socket = "/run/rateguard/control";
 
   store_kind store = store_kind::memory;
   std::string redis = "127.0.0.1:6379";

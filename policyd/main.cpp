@@ -41,7 +41,7 @@ loaded load_all(const std::string& config_path) {
   for (auto& w : lr.warnings) out.warnings.push_back(w.to_string());
   if (!lr.rules) return out;
   out.snapshot = std::make_shared<policy_snapshot>(make_snapshot(
-      std::move(*lr.rules), {cr.config->mode, cr.config->ipv6_prefix, cr.config->on_store_error}));
+      std::move(*lr.rules), {cr.config->mode, cr.config->ipv6_prefix, cr.config->on_store_error, cr.config->lock_time}));
   out.config = std::move(cr.config);
   return out;
 }
