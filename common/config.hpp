@@ -47,6 +47,9 @@ struct daemon_config {
   std::string redis_prefix = "rg:";
   store_error_action on_store_error = store_error_action::dunno;
   std::size_t memory_max_keys = 1000000;
+  // The hold journal's caps (both stores): entries kept at most, and their age at most.
+  std::size_t hold_journal_max = 10000;
+  std::chrono::milliseconds hold_journal_age{std::chrono::hours(24 * 7)};
 
   std::string log_target = "stderr";  // stderr | syslog | file:/path
   std::string log_format = "text";    // text | json

@@ -23,6 +23,7 @@ struct redis_options {
   std::chrono::milliseconds timeout{100};  // per-request deadline ("redis timeout")
   std::size_t max_pending = 4096;          // requests in flight to Redis; beyond: fail fast ("redis overloaded")
   std::string key_prefix = "rg:";
+  journal_caps journal;                    // the hold journal stream <key_prefix>holds
 };
 
 class redis_store final : public store {

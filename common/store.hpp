@@ -5,9 +5,11 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rg {
@@ -42,7 +44,8 @@ struct lock_info {
   std::string identity;        // as in counter_spec ("u:alice")
   std::int64_t since_ms = 0;   // when it was set (store clock)
   std::int64_t until_ms = 0;   // when it ends by itself (store clock)
-  std::string reason;          // why, one printable line (e.g. "limits.conf:7 61 messages per 1m"; "rateguardctl")
+  std::string reason;          // why, one printable line (e.g. "limits.conf:7 61 messages per 1m"; "rateguardctl");
+                               // cut at journal_field_max bytes
 };
 
 struct store_result {
@@ -54,6 +57,10 @@ struct store_result {
 };
 
 // One held message in the hold journal (Redis: a stream capped by length and age; memory: a bounded ring).
+// Each string field is cut at `journal_field_max` bytes, so a hostile 16 kB sender cannot make the journal's
+// memory exceed about journal_caps.max_entries x 9 x 512 bytes.
+inline constexpr std::size_t journal_field_max = 512;
+inline std::string_view cut_field(std::string_view s) { return s.substr(0, journal_field_max); }
 struct hold_record {
   std::string id;            // assigned by the store, increasing (Redis stream ID "ms-seq"); ignored when adding
   std::int64_t time_ms = 0;  // assigned by the store when adding (store clock)
@@ -66,6 +73,17 @@ struct hold_record {
   std::uint32_t recipients = 0;
 };
 
+// The hold journal's caps (settings hold_journal_max, hold_journal_age), the same on both stores: every
+// journal_add trims exactly to them (holds are rare, so exact trimming costs next to nothing).
+struct journal_caps {
+  std::size_t max_entries = 10000;
+  std::chrono::milliseconds max_age = std::chrono::hours(24 * 7);
+};
+
+// top examines at most this many identities of the asked kind (Redis: SCAN; memory: iteration), so one
+// command cannot keep the store busy without bound; admin_result.truncated says when it stopped early.
+inline constexpr std::size_t top_scan_max = 100000;
+
 // The counts of one window of an identity, as the check would see them now.
 struct window_count {
   char unit_tag = 'm';
@@ -75,19 +93,23 @@ struct window_count {
 
 struct identity_state {
   std::string identity;
-  std::vector<window_count> windows;  // every counter the identity has, sorted by (unit_tag, window_s)
+  std::vector<window_count> windows;  // every counter ever charged since the identity's data was created,
+                                      // sorted by (unit_tag, window_s); the count may be 0 by now
   std::optional<lock_info> lock;
 };
 
 // Operator commands (rateguardctl, through the daemon's control socket). None of them charges anything.
 enum class admin_op : std::uint8_t {
   status,        // identity -> identities = {its state} (no windows and no lock when unknown)
-  lock,          // identity, ttl_ms, reason -> changed = newly locked (an existing lock is kept as it is)
-  release,       // identity -> changed = a lock was removed
+  lock,          // identity, ttl_ms (> 0), reason -> changed = newly locked (an existing lock is kept as it
+                 // is); identities = {the identity with the lock now in force (new or kept), no windows}
+  release,       // identity -> changed = a lock in force was removed
   reset,         // identity -> changed = something was deleted (its counters and its lock)
   top,           // prefix ("u:"), unit_tag, window_s, limit -> the `limit` identities with the highest count
-                 // in that counter, highest first (identities without it are left out)
-  journal_add,   // record -> (the store trims by its own length and age caps)
+                 // (> 0) in that counter, highest first, ties by identity; each with that one window and its
+                 // lock; truncated = more than top_scan_max identities of that prefix exist
+  journal_add,   // record -> holds = {the record as stored: id, time_ms, fields cut}; then the store trims
+                 // to its caps: at most max_entries, none older than max_age before this one
   journal_read,  // since_ms, key ("" = all), limit -> holds, oldest first, at most `limit` (the newest ones)
 };
 
@@ -110,6 +132,7 @@ struct admin_result {
   bool ok = false;  // false: store failure, `error` says why
   std::string error;
   bool changed = false;
+  bool truncated = false;  // top: stopped after top_scan_max identities; the answer covers only those
   std::vector<identity_state> identities;
   std::vector<hold_record> holds;
 };

@@ -129,11 +129,13 @@ int main(int argc, char** argv) {
       ro.timeout = cfg.redis_timeout;
       ro.max_pending = cfg.redis_max_pending;
       ro.key_prefix = cfg.redis_prefix;
+      ro.journal = {cfg.hold_journal_max, cfg.hold_journal_age};
       auto r = std::make_unique<redis_store>(io.get_executor(), ro);
       redis = r.get();
       st = std::move(r);
     } else {
-      st = std::make_unique<memory_store>(cfg.memory_max_keys);
+      st = std::make_unique<memory_store>(cfg.memory_max_keys, memory_store::clock_fn{},
+                                          journal_caps{cfg.hold_journal_max, cfg.hold_journal_age});
     }
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
