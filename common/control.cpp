@@ -256,6 +256,8 @@ awaitable<std::string> cmd_top(const control_env& env, const fields& f) {
     rows.push_back(std::move(r));
   }
   o["top"] = std::move(rows);
+  // The store looked at only its first top_scan_max identities of that kind: say so, never hide it.
+  o["truncated"] = res.truncated;
   co_return json::serialize(o);
 }
 

@@ -170,6 +170,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows, const std::v
       line += ra ? rpad(r[i], w[i]) : (last ? r[i] : pad(r[i], w[i]));
       if (!last) line += "  ";
     }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
     std::cout << line << "\n";
   }
 }
@@ -209,6 +210,8 @@ int print_top(const json::object& o) {
     rows.push_back({str(get(ro, "count")), str(get(ro, "key")), get(ro, "locked").as_bool() ? "locked" : ""});
   }
   print_table(rows, {true, false, false});
+  if (get(o, "truncated").is_bool() && get(o, "truncated").as_bool())
+    std::cout << "# (the store has more keys of this kind than top scans: only the first ones were counted)\n";
   return ex_ok;
 }
 

@@ -421,8 +421,13 @@ awaitable<void> server::serve_control(asio::local::stream_protocol::socket sock)
       reply = R"({"ok":false,"code":"usage","error":"request too large"})";
     else if (ec)
       co_return;
-    else
-      reply = co_await run_control(control_env{store_, snap_, cfg_.lock_time}, in.substr(0, n));
+    else {
+      // Named, not temporaries in the co_await expression: g++ 12 destroys such a temporary twice (seen
+      // here as the snapshot's shared_ptr released once too often).
+      control_env env{store_, snap_, cfg_.lock_time};
+      in.resize(n);
+      reply = co_await run_control(std::move(env), std::move(in));
+    }
     reply += '\n';
     co_await asio::async_write(sock, asio::buffer(reply), tuple_awaitable);
   };
