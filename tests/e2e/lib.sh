@@ -64,6 +64,7 @@ start_rateguard() {
 listen = inet:127.0.0.1:$POLICY_PORT
 limits = limits.conf
 log_target = file:$T/rg/rateguardd.log
+control_socket = $T/rg/control
 store = memory
 ${RG_EXTRA_SETTINGS:-}
 EOF
@@ -89,6 +90,9 @@ stop_rateguard() {
 }
 
 rg_log() { cat "$T/rg/rateguardd.log" 2>/dev/null; }
+
+# rateguardctl against our rateguardd (RG_CTL names the binary; set by ctest).
+ctl() { "${RG_CTL:?RG_CTL must name the rateguardctl binary}" -c "$T/rg/rateguard.conf" "$@"; }
 
 # ---------------------------------------------------------------- Postfix
 
