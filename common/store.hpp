@@ -46,6 +46,7 @@ struct lock_info {
   std::int64_t until_ms = 0;   // when it ends by itself (store clock)
   std::string reason;          // why, one printable line (e.g. "limits.conf:7 61 messages per 1m"; "rateguardctl");
                                // cut at journal_field_max bytes
+  bool operator==(const lock_info&) const = default;
 };
 
 struct store_result {
@@ -71,6 +72,7 @@ struct hold_record {
   std::string reason;        // "rate", "locked: <lock reason>", ...
   std::string client, sender;
   std::uint32_t recipients = 0;
+  bool operator==(const hold_record&) const = default;
 };
 
 // The hold journal's caps (settings hold_journal_max, hold_journal_age), the same on both stores: every
@@ -89,6 +91,7 @@ struct window_count {
   char unit_tag = 'm';
   std::uint32_t window_s = 0;
   std::uint64_t count = 0;
+  bool operator==(const window_count&) const = default;
 };
 
 struct identity_state {
@@ -96,6 +99,7 @@ struct identity_state {
   std::vector<window_count> windows;  // every counter ever charged since the identity's data was created,
                                       // sorted by (unit_tag, window_s); the count may be 0 by now
   std::optional<lock_info> lock;
+  bool operator==(const identity_state&) const = default;
 };
 
 // Operator commands (rateguardctl, through the daemon's control socket). None of them charges anything.

@@ -7,75 +7,13 @@
 #include <optional>
 
 #include "memory_store.hpp"
+#include "store_requests.hpp"
 
 using namespace rg;
+using namespace rg::test;
 
 namespace {
-
 constexpr std::int64_t t0 = 1'700'000'000'000;  // a multiple of 60 s windows' 5 s buckets
-
-counter_spec counter(std::string identity, std::uint32_t window_s, std::uint64_t limit = 0, char tag = 'm',
-                     std::uint32_t cost = 1) {
-  return {std::move(identity), tag, window_s, cost, limit};
-}
-
-store_request request(std::vector<counter_spec> counters, std::int64_t now, bool charge = true) {
-  return {std::move(counters), now, charge};
-}
-
-admin_request op(admin_op o, std::string identity, std::int64_t now) {
-  admin_request r;
-  r.op = o;
-  r.identity = std::move(identity);
-  r.now_ms = now;
-  return r;
-}
-
-admin_request lock(std::string identity, std::int64_t ttl_ms, std::string reason, std::int64_t now) {
-  auto r = op(admin_op::lock, std::move(identity), now);
-  r.ttl_ms = ttl_ms;
-  r.reason = std::move(reason);
-  return r;
-}
-
-admin_request top(std::string prefix, char tag, std::uint32_t window_s, std::size_t limit, std::int64_t now) {
-  admin_request r;
-  r.op = admin_op::top;
-  r.prefix = std::move(prefix);
-  r.unit_tag = tag;
-  r.window_s = window_s;
-  r.limit = limit;
-  r.now_ms = now;
-  return r;
-}
-
-admin_request hold(std::string key, std::string queue_id, std::int64_t now) {
-  admin_request r;
-  r.op = admin_op::journal_add;
-  r.record.key = std::move(key);
-  r.record.queue_id = std::move(queue_id);
-  r.record.rule = "limits.conf:7";
-  r.record.reason = "rate";
-  r.record.recipients = 3;
-  r.now_ms = now;
-  return r;
-}
-
-admin_request holds(std::int64_t since, std::string key, std::size_t limit) {
-  admin_request r;
-  r.op = admin_op::journal_read;
-  r.since_ms = since;
-  r.key = std::move(key);
-  r.limit = limit;
-  return r;
-}
-
-std::vector<std::string> queue_ids(const admin_result& r) {
-  std::vector<std::string> out;
-  for (auto& h : r.holds) out.push_back(h.queue_id);
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("memory store: a lock is reported by check once per identity until it ends", "[memory_store]") {
