@@ -23,15 +23,17 @@ inline constexpr std::size_t control_max_lines = 256;
 // The most rows one top or holds command returns.
 inline constexpr std::size_t control_max_rows = 10000;
 
-// Why a command failed, for rateguardctl's exit code: "usage" (64), "store" (75).
-// Replies: {"ok":true,"command":"status",...} or {"ok":false,"code":"usage","error":"..."}.
+// What a command runs against.
 struct control_env {
   store& st;
   std::shared_ptr<const policy_snapshot> snap;  // the rules at the time the command arrived
   std::chrono::milliseconds lock_time;          // default --ttl of `lock` (1d when locks are off)
 };
 
-// `request` is the text up to and including the empty line. Completes within the store's deadline.
+// `request` is the text up to and including the empty line: "command=status\nkey=sasl_username:alice\n\n"
+// (explain: every other line is a policy attribute). The reply is {"ok":true,"command":"status",...}, or
+// {"ok":false,"code":"usage"|"store","error":"..."} (rateguardctl exits 64 or 75). Completes within the
+// store's deadline.
 boost::asio::awaitable<std::string> run_control(control_env env, std::string request);
 
 }  // namespace rg

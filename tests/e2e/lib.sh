@@ -43,6 +43,8 @@ free_port() {
 }
 
 # Polls `cmd` every 100 ms until it succeeds or `secs` pass (every wait in this suite is bounded).
+# To wait on a command's output, quote the whole test for eval: wait_until 5 eval '[ "$(sink_count)" -ge 2 ]'.
+# (An unquoted "$(...)" argument is expanded once, before the first poll, and the wait never sees a change.)
 wait_until() {
   local secs=$1 i
   shift
@@ -313,7 +315,7 @@ expect_rcpt_reply() {
 sink_count() { find "$T/sink" -type f | wc -l; }
 wait_sink_count() {
   local n=$1
-  wait_until 15 test "$(sink_count)" -ge "$n" || fail "sink has $(sink_count) messages, want $n"
+  wait_until 15 eval '[ "$(sink_count)" -ge "$n" ]' || fail "sink has $(sink_count) messages, want $n"
   sleep 0.3
   [ "$(sink_count)" -eq "$n" ] || fail "sink has $(sink_count) messages, want exactly $n"
 }
@@ -322,7 +324,7 @@ wait_sink_count() {
 queue_json() { postqueue -c "$T/conf" -j 2>/dev/null; }
 queue_ids_in() { queue_json | grep "\"queue_name\": *\"$1\"" | sed -n -E 's/.*"queue_id": *"([0-9A-F]+)".*/\1/p' | sort; }
 queue_count() { queue_json | grep -c '"queue_id"'; }
-wait_queue_empty() { wait_until 15 test "$(queue_count)" -eq 0 || fail "queue not empty: $(queue_json)"; }
+wait_queue_empty() { wait_until 15 eval '[ "$(queue_count)" -eq 0 ]' || fail "queue not empty: $(queue_json)"; }
 
 expect_log() {
   local pattern=$1 what=$2
