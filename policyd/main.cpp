@@ -59,8 +59,9 @@ std::string read_secret(const std::string& path) {
 // Settings that a reload cannot change in a running daemon.
 void warn_restart_needed(const daemon_config& running, const daemon_config& fresh) {
   if (running.listen != fresh.listen || running.store != fresh.store || running.redis != fresh.redis ||
-      running.log_target != fresh.log_target || running.redis_db != fresh.redis_db)
-    spdlog::warn("reload: listen, store, redis or log_target changed: restart rateguardd to apply them");
+      running.log_target != fresh.log_target || running.redis_db != fresh.redis_db ||
+      running.control_socket != fresh.control_socket)
+    spdlog::warn("reload: listen, store, redis, log_target or control_socket changed: restart rateguardd to apply them");
 }
 
 }  // namespace

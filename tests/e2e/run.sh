@@ -255,6 +255,11 @@ scenario_lock() {
   wait_queue_empty
 }
 
+# 8b. The same with store = redis: the lock and the journal (a Redis stream) live in Redis.
+scenario_lock_redis() {
+  RG_WITH_REDIS=1 scenario_lock
+}
+
 # Without root or the packages this cannot run at all: report "skipped" (ctest SKIP_RETURN_CODE 77,
 # shown as Skipped, not Passed) rather than fail a developer's plain `ctest`.
 missing=""
@@ -268,7 +273,7 @@ if [ "$(id -u)" -ne 0 ] || [ -n "$missing" ]; then
 fi
 
 case "${1:-}" in
-  auth_defer | hold | client_address | sender | recipients | daemon_down | reload | realm | redis_down | lock) "scenario_$1" ;;
-  *) echo "usage: $0 auth_defer|hold|client_address|sender|recipients|daemon_down|reload|realm|redis_down|lock" >&2; exit 2 ;;
+  auth_defer | hold | client_address | sender | recipients | daemon_down | reload | realm | redis_down | lock | lock_redis) "scenario_$1" ;;
+  *) echo "usage: $0 auth_defer|hold|client_address|sender|recipients|daemon_down|reload|realm|redis_down|lock|lock_redis" >&2; exit 2 ;;
 esac
 log "ok: $1"
