@@ -76,9 +76,11 @@ std::optional<std::int64_t> parse_time(const std::string& s) {
   std::tm tm{};
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
   char tail[8] = {};
+  // Fields converted -> the only length that form has: date; date + hh:mm; + :ss; + "Z".
   const int n = std::sscanf(s.c_str(), "%4d-%2d-%2d%*1[T ]%2d:%2d:%2d%7s", &y, &mo, &d, &h, &mi, &sec, tail);
-  if (n < 3 || (n == 3 && s.size() != 10) || (n == 4) || (n == 7 && std::strcmp(tail, "Z") != 0)) return std::nullopt;
-  if (n == 5 && !(s.size() == 16)) return std::nullopt;
+  const bool whole = (n == 3 && s.size() == 10) || (n == 5 && s.size() == 16) || (n == 6 && s.size() == 19) ||
+                     (n == 7 && s.size() == 20 && std::strcmp(tail, "Z") == 0);
+  if (!whole) return std::nullopt;
   if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;
