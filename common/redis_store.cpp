@@ -131,31 +131,25 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   r.charged = reply.element[0]->integer != 0;
   r.counts.reserve(counters);
   for (std::size_t i = 1; i <= counters; ++i) r.counts.push_back(static_cast<std::uint64_t>(reply.element[i]->integer));
-  // Locks are rare: this part allocates only when there is one.
+  if (reply.elements == counters + 1) return r;
+  // Locks are rare: only then are the keys numbered again (KEYS = distinct identities in order of first
+  // appearance), and the locks put in that order, like the memory store's (the script walks a hash).
+  std::vector<const std::string*> keys;
+  for (const auto& c : req.counters)
+    if (std::none_of(keys.begin(), keys.end(), [&](const std::string* k) { return *k == c.identity; })) keys.push_back(&c.identity);
+  std::vector<std::pair<std::size_t, lock_info>> locks;
   for (std::size_t i = counters + 1; i < reply.elements; i += 2) {
     const redisReply* k = reply.element[i];
     const redisReply* v = reply.element[i + 1];
-    if (!integer(k) || v == nullptr || v->type != REDIS_REPLY_STRING) return failure("redis: unexpected reply to the check script");
-    // The k-th distinct identity among the counters.
-    std::size_t distinct = 0;
-    const std::string* identity = nullptr;
-    for (std::size_t c = 0; c < counters && identity == nullptr; ++c) {
-      const auto& id = req.counters[c].identity;
-      bool seen = false;
-      for (std::size_t b = 0; b < c && !seen; ++b) seen = req.counters[b].identity == id;
-      if (!seen && ++distinct == static_cast<std::size_t>(k->integer)) identity = &id;
-    }
-    auto lock = identity != nullptr ? parse_lock_value(*identity, as_view(*v)) : std::nullopt;
+    const auto index = integer(k) ? static_cast<std::size_t>(k->integer) : 0;
+    auto lock = index >= 1 && index <= keys.size() && v != nullptr && v->type == REDIS_REPLY_STRING
+                    ? parse_lock_value(*keys[index - 1], as_view(*v))
+                    : std::nullopt;
     if (!lock) return failure("redis: unexpected lock in the check script's reply");
-    r.locks.push_back(std::move(*lock));
+    locks.emplace_back(index, std::move(*lock));
   }
-  // In order of first appearance, like the memory store (the script walks its keys in hash order).
-  std::sort(r.locks.begin(), r.locks.end(), [&](const lock_info& a, const lock_info& b) {
-    const auto pos = [&](const lock_info& l) {
-      return std::find_if(req.counters.begin(), req.counters.end(), [&](const counter_spec& c) { return c.identity == l.identity; });
-    };
-    return pos(a) < pos(b);
-  });
+  std::sort(locks.begin(), locks.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  for (auto& [index, lock] : locks) r.locks.push_back(std::move(lock));
   return r;
 }
 
@@ -837,29 +831,26 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
             reply.element[1]->type != REDIS_REPLY_ARRAY)
           return false;
         const redisReply& keys = *reply.element[1];
+        // Read-script calls of up to top_batch keys: {numkeys, keys..., now, window}.
         std::vector<std::string> batch;
-        for (std::size_t i = 0; i < keys.elements && !a.scan_done; ++i) {
+        const auto flush = [&] {
+          if (batch.empty()) return;
+          batch.insert(batch.begin(), std::to_string(batch.size()));
+          batch.push_back(std::to_string(q.now_ms));
+          batch.push_back(std::string(1, q.unit_tag) + std::to_string(q.window_s));
+          send_script(c, id, a, admin_cmd::counts, read_s, std::exchange(batch, {}));
+        };
+        for (std::size_t i = 0; i < keys.elements; ++i) {
           if (keys.element[i]->type != REDIS_REPLY_STRING) return false;
           if (++a.examined > top_scan_max) {
             r.truncated = true;
             a.scan_done = true;
             break;
           }
-          if (batch.empty()) batch = {"0"};
           batch.emplace_back(as_view(*keys.element[i]));
-          if (batch.size() == top_batch + 1 || i + 1 == keys.elements) {
-            batch[0] = std::to_string(batch.size() - 1);
-            batch.push_back(std::to_string(q.now_ms));
-            batch.push_back(std::string(1, q.unit_tag) + std::to_string(q.window_s));
-            send_script(c, id, a, admin_cmd::counts, read_s, std::exchange(batch, {}));
-          }
+          if (batch.size() == top_batch) flush();
         }
-        if (!batch.empty()) {  // cut short by top_scan_max
-          batch[0] = std::to_string(batch.size() - 1);
-          batch.push_back(std::to_string(q.now_ms));
-          batch.push_back(std::string(1, q.unit_tag) + std::to_string(q.window_s));
-          send_script(c, id, a, admin_cmd::counts, read_s, std::move(batch));
-        }
+        flush();
         const std::string_view cursor = as_view(*reply.element[0]);
         if (cursor == "0") a.scan_done = true;
         if (!a.scan_done) {

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <iostream>
 #include <sstream>
 
 #include <fcntl.h>
@@ -952,4 +953,57 @@ TEST_CASE("operator commands fail fast when not connected and complete exactly o
   run_for(io, 200ms);
   CHECK(errors.size() == 2);
   server.resume();
+}
+
+// Not run by ctest (hidden): prints the Redis memory a lock and a journal entry take, for the README/report.
+//   build/tests/integration_tests "[.measure]"
+TEST_CASE("measure Redis memory per lock and per journal entry", "[.measure]") {
+  env e;
+  const auto used = [&] {
+    const auto info = e.server.command({"INFO", "memory"});
+    const auto at = info.find("used_memory:");
+    REQUIRE(at != std::string::npos);
+    return std::stoll(info.substr(at + 12));
+  };
+  constexpr int n = 10000;
+  // Identities with the counters of a typical first RCPT (sasl_username: 1m 1h 1d messages, 1h recipients).
+  for (int i = 0; i < n; ++i) {
+    const std::string id = "u:user" + std::to_string(i) + "@example.com";
+    REQUIRE(e.check(request({counter(id, 60, 0), counter(id, 3600, 0), counter(id, 86400, 0), counter(id, 3600, 0, 1, 'r')},
+                            t0))
+                .charged);
+  }
+  // A lock value over hash-max-listpack-value (64 bytes) turns the hash from a listpack into a hash table:
+  // measured with a short reason (stays compact) and a long one.
+  const auto one_key = e.server.command({"MEMORY", "USAGE", "rg:{u:user0@example.com}"});
+  const auto lock_range = [&](int from, int to, const std::string& reason) {
+    const auto before = used();
+    for (int i = from; i < to; ++i)
+      REQUIRE(e.admin(sr::lock("u:user" + std::to_string(i) + "@example.com", 86'400'000, reason, t0)).changed);
+    return (used() - before) / (to - from);
+  };
+  const auto per_short_lock = lock_range(0, n / 2, "rateguardctl");
+  const auto per_long_lock = lock_range(n / 2, n, "/etc/rateguard/limits.conf:7 rcpt 2001/1h");
+  const auto one_key_short = e.server.command({"MEMORY", "USAGE", "rg:{u:user0@example.com}"});
+  const auto one_key_long = e.server.command({"MEMORY", "USAGE", "rg:{u:user" + std::to_string(n - 1) + "@example.com}"});
+  const auto before_journal = used();
+  for (int i = 0; i < n; ++i) {
+    auto h = sr::hold("sasl_username:user" + std::to_string(i) + "@example.com", "4F2A1B3C" + std::to_string(10000 + i), 0);
+    h.record.instance = "4c99.6b03e10a.8cd6e." + std::to_string(i);
+    h.record.rule = "/etc/rateguard/limits.conf:7";
+    h.record.reason = "locked: /etc/rateguard/limits.conf:7 rcpt 2001/1h";
+    h.record.client = "203.0.113.9";
+    h.record.sender = "user" + std::to_string(i) + "@example.com";
+    REQUIRE(e.admin(h).ok);
+  }
+  const auto after_journal = used();
+  std::cout << "identity hash, 4 counters (MEMORY USAGE): " << one_key << " bytes; locked with a short reason: "
+            << one_key_short << " bytes, with a long one: " << one_key_long << " bytes\n"
+            << "per lock (used_memory delta / " << n / 2 << "): short reason " << per_short_lock << " bytes, long reason "
+            << per_long_lock << " bytes\n"
+            << "per journal entry (used_memory delta / " << n << "): " << (after_journal - before_journal) / n
+            << " bytes; MEMORY USAGE rg:holds SAMPLES 0 / XLEN: "
+            << std::stoll(e.server.command({"MEMORY", "USAGE", "rg:holds", "SAMPLES", "0"})) /
+                   std::stoll(e.server.command({"XLEN", "rg:holds"}))
+            << " bytes\n";
 }
