@@ -95,7 +95,7 @@ std::optional<std::int64_t> parse_time(const std::string& s) {
 int exchange(const std::string& path, const std::string& request, std::string& answer) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return ex_software;
-  timeval tv{20, 0};  // above the daemon's own command deadline (at least 10 s)
+  timeval tv{120, 0};  // above the daemon's own command deadline (10 s, up to 10 x redis_timeout + 1 s)
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   sockaddr_un a{};

@@ -431,7 +431,11 @@ awaitable<void> server::serve_control(asio::local::stream_protocol::socket sock)
     reply += '\n';
     co_await asio::async_write(sock, asio::buffer(reply), tuple_awaitable);
   };
-  asio::steady_timer deadline(io_, std::max<std::chrono::milliseconds>(cfg_.request_timeout, std::chrono::seconds(10)));
+  // Long enough for the store's own deadline of its slowest command (top on Redis: 10 x redis_timeout, at
+  // least 5 s), so the store's answer, even an error, arrives before the cut.
+  const auto limit = std::max({cfg_.request_timeout, std::chrono::milliseconds(std::chrono::seconds(10)),
+                               10 * cfg_.redis_timeout + std::chrono::milliseconds(std::chrono::seconds(1))});
+  asio::steady_timer deadline(io_, limit);
   co_await (work() || deadline.async_wait(tuple_awaitable));
   boost::system::error_code ignored;
   sock.close(ignored);
