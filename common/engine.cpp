@@ -1,6 +1,7 @@
 // Decision engine: which counters a request touches (per key kind, the winning selector's lines), the
-// most severe exceeded limit, the reply text, and the per-message memory that keeps all RCPTs of one
-// message consistent and logs a held message again once Postfix has given it a queue ID.
+// most severe exceeded limit or a lock, the reply text, operator keys (KIND:VALUE), and the per-message
+// memory that keeps all RCPTs of one message consistent, logs a held message again once Postfix has given it
+// a queue ID, and hands out one hold journal record per held message when it is finished.
 #include "engine.hpp"
 
 #include <algorithm>
