@@ -220,3 +220,40 @@ TEST_CASE("rateguardctl exit codes and the control socket's mode", "[ctl]") {
   CHECK(::stat(d.control_path().c_str(), &st) != 0);  // removed at exit
   CHECK(d.ctl({"top"}, &out) == 69);                  // daemon gone
 }
+
+TEST_CASE("a held message is journaled when the next message begins or the connection closes", "[ctl]") {
+  daemon_process d("sasl_username * 1/1h hold\n", "lock_time = 0\n");
+  {
+    policy_client c(d.socket_path());
+    REQUIRE(send_message(c, "erin", "e1", "E001") == "DUNNO");
+    // No END-OF-MESSAGE (Postfix without smtpd_end_of_data_restrictions): the next instance finishes it.
+    REQUIRE(c.ask(rcpt_request("erin", "e2")).rfind("HOLD ", 0) == 0);
+    REQUIRE(c.ask(rcpt_request("erin", "e2", "E002")).rfind("HOLD ", 0) == 0);
+    REQUIRE(c.ask(rcpt_request("erin", "e3")).rfind("HOLD ", 0) == 0);  // over 1/1h again; no lock (lock_time 0)
+    auto holds = wait_holds(d, 1);
+    REQUIRE(holds.size() == 1);
+    CHECK(holds[0].as_object().at("queue_id").as_string() == "E002");
+    CHECK(holds[0].as_object().at("recipients").to_number<int>() == 2);
+    { policy_client other(d.socket_path()); }  // another connection's end finishes nothing of this one
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(wait_holds(d, 1).size() == 1);
+  }  // closing this connection finishes e3, which never got a queue ID
+  auto holds = wait_holds(d, 2);
+  REQUIRE(holds.size() == 2);
+  CHECK(holds[1].as_object().at("instance").as_string() == "e3");
+  CHECK(holds[1].as_object().at("queue_id").as_string() == "");
+  {
+    // smtpd_delay_open_until_valid_rcpt = no: the first RCPT already carries the queue ID.
+    policy_client c(d.socket_path());
+    REQUIRE(c.ask(rcpt_request("frank", "f1")) == "DUNNO");
+    REQUIRE(c.ask(rcpt_request("frank", "f2", "F002")).rfind("HOLD ", 0) == 0);
+  }
+  holds = wait_holds(d, 3);
+  REQUIRE(holds.size() == 3);
+  CHECK(holds[2].as_object().at("queue_id").as_string() == "F002");
+  CHECK(holds[2].as_object().at("key").as_string() == "sasl_username:frank");
+  std::string out;
+  CHECK(d.ctl({"holds"}, &out) == 0);
+  CHECK(out.find("postsuper -H E002\npostsuper -H F002\n") != std::string::npos);  // none for e3
+  CHECK(d.log().find(": lock: ") == std::string::npos);  // lock_time = 0: no locks
+}
