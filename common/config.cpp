@@ -180,6 +180,16 @@ const std::vector<option_def>& options() {
       {"ipv6_prefix", "IPv6 clients are counted per network of this prefix length",
        [](daemon_config& c, const std::string& v) { return set_number<unsigned>(c.ipv6_prefix, v, 16, 128); },
        [](const daemon_config& c) { return std::to_string(c.ipv6_prefix); }},
+      {"lock_time", "A tripped hold rule locks its key this long: every later message of the key is held (0: no lock)",
+       [](daemon_config& c, const std::string& v) { return set_duration(c.lock_time, v, ms(0), ms(30LL * 86400000)); },
+       [](const daemon_config& c) { return format_duration(c.lock_time); }},
+      {"control_socket", "Unix socket for rateguardctl, mode 0600 (empty: none)",
+       [](daemon_config& c, const std::string& v) -> std::string {
+         if (!v.empty() && v.front() != '/') return "\"" + v + "\" must be an absolute path or empty";
+         c.control_socket = v;
+         return {};
+       },
+       [](const daemon_config& c) { return c.control_socket; }},
       {"store", "memory (this process only) | redis (shared by every node on the same Redis)",
        [](daemon_config& c, const std::string& v) { return set_enum(c.store, v, store_names); },
        [](const daemon_config& c) { return enum_name(c.store, store_names); }},
@@ -212,6 +222,12 @@ const std::vector<option_def>& options() {
       {"memory_max_keys", "Identities the memory store tracks at most (bounds memory under sender floods)",
        [](daemon_config& c, const std::string& v) { return set_number<std::size_t>(c.memory_max_keys, v, 1000, 100000000); },
        [](const daemon_config& c) { return std::to_string(c.memory_max_keys); }},
+      {"hold_journal_max", "Held messages the hold journal keeps at most (older ones are dropped first)",
+       [](daemon_config& c, const std::string& v) { return set_number<std::size_t>(c.hold_journal_max, v, 1, 10000000); },
+       [](const daemon_config& c) { return std::to_string(c.hold_journal_max); }},
+      {"hold_journal_age", "Held messages older than this are dropped from the hold journal",
+       [](daemon_config& c, const std::string& v) { return set_duration(c.hold_journal_age, v, ms(60000), ms(365LL * 86400000)); },
+       [](const daemon_config& c) { return format_duration(c.hold_journal_age); }},
       {"log_target", "stderr (journald) | syslog | file:/path",
        [](daemon_config& c, const std::string& v) -> std::string {
          if (v == "stderr" || v == "syslog" || (v.rfind("file:/", 0) == 0 && v.size() > 6)) { c.log_target = v; return {}; }

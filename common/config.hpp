@@ -37,6 +37,10 @@ struct daemon_config {
   std::string limits = "/etc/rateguard/limits.conf";
   run_mode mode = run_mode::enforce;
   unsigned ipv6_prefix = 64;
+  // A tripped hold rule locks its key this long (every later message of the key is held); 0: no locks.
+  std::chrono::milliseconds lock_time{std::chrono::hours(24)};
+  // rateguardctl's unix socket (mode 0600); empty: no control socket.
+  std::string control_socket = "/run/rateguard/control";
 
   store_kind store = store_kind::memory;
   std::string redis = "127.0.0.1:6379";
@@ -48,6 +52,9 @@ struct daemon_config {
   std::string redis_prefix = "rg:";
   store_error_action on_store_error = store_error_action::dunno;
   std::size_t memory_max_keys = 1000000;
+  // The hold journal's caps (both stores): entries kept at most, and their age at most.
+  std::size_t hold_journal_max = 10000;
+  std::chrono::milliseconds hold_journal_age{std::chrono::hours(24 * 7)};
 
   std::string log_target = "stderr";  // stderr | syslog | file:/path
   std::string log_format = "text";    // text | json

@@ -2,6 +2,7 @@
 #include "decision_log.hpp"
 
 #include <cstdio>
+#include <ctime>
 
 #include "config.hpp"
 
@@ -75,6 +76,9 @@ std::string format_decision(const verdict& v, const policy_request& r, log_forma
            ",\"count\":" + std::to_string(v.hit->count) + ",\"limit\":" + std::to_string(v.hit->limit.count) +
            ",\"unit\":" + json_string(to_string(v.hit->limit.what));
     }
+    if (v.lock)
+      o += ",\"locked_key\":" + json_string(v.lock_key) + ",\"lock_until\":" + json_string(iso_time(v.lock->until_ms)) +
+           ",\"lock_reason\":" + json_string(v.lock->reason);
     o += ",\"client\":" + json_string(r.get(attr::client_address)) +
          ",\"sasl_username\":" + json_string(r.get(attr::sasl_username)) +
          ",\"sender\":" + json_string(r.get(attr::sender)) + ",\"recipient\":" + json_string(r.get(attr::recipient)) +
@@ -96,12 +100,41 @@ std::string format_decision(const verdict& v, const policy_request& r, log_forma
          " count=" + std::to_string(v.hit->count) + " limit=" + std::to_string(v.hit->limit.count) +
          " unit=" + std::string(to_string(v.hit->limit.what));
   }
+  if (v.lock)
+    o += " locked=" + escape_log_value(v.lock_key) + " lock_until=" + iso_time(v.lock->until_ms) +
+         " lock_reason=\"" + escape_log_value(v.lock->reason) + "\"";
   o += " client=" + escape_log_value(r.get(attr::client_address)) +
        " sasl_username=" + escape_log_value(r.get(attr::sasl_username)) +
        " sender=<" + escape_log_value(r.get(attr::sender)) + ">" +
        " recipient=<" + escape_log_value(r.get(attr::recipient)) + ">" +
        " instance=" + escape_log_value(r.get(attr::instance), 64);
   return o;
+}
+
+std::string format_lock(const std::string& key, const std::string& rule, std::int64_t until_ms,
+                        const std::string& reason, const policy_request& r, log_format f) {
+  const std::string& qid = r.get(attr::queue_id);
+  if (f == log_format::json)
+    return "{\"queue_id\":" + json_string(qid.empty() ? "NOQUEUE" : qid) + ",\"action\":\"lock\",\"key\":" +
+           json_string(key) + ",\"rule\":" + json_string(rule) + ",\"until\":" + json_string(iso_time(until_ms)) +
+           ",\"reason\":" + json_string(reason) + ",\"client\":" + json_string(r.get(attr::client_address)) +
+           ",\"sasl_username\":" + json_string(r.get(attr::sasl_username)) +
+           ",\"sender\":" + json_string(r.get(attr::sender)) + ",\"instance\":" + json_string(r.get(attr::instance)) +
+           "}";
+  return (qid.empty() ? std::string("NOQUEUE") : escape_log_value(qid, 64)) + ": lock: key=" + escape_log_value(key) +
+         " rule=" + escape_log_value(rule) + " until=" + iso_time(until_ms) + " reason=\"" +
+         escape_log_value(reason) + "\" client=" + escape_log_value(r.get(attr::client_address)) +
+         " sasl_username=" + escape_log_value(r.get(attr::sasl_username)) + " sender=<" +
+         escape_log_value(r.get(attr::sender)) + "> instance=" + escape_log_value(r.get(attr::instance), 64);
+}
+
+std::string iso_time(std::int64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 }  // namespace rg

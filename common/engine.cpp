@@ -1,10 +1,14 @@
 // Decision engine: which counters a request touches (per key kind, the winning selector's lines), the
-// most severe exceeded limit, the reply text, and the per-message memory that keeps all RCPTs of one
-// message consistent and logs a held message again once Postfix has given it a queue ID.
+// most severe exceeded limit or a lock, the reply text, operator keys (KIND:VALUE), and the per-message
+// memory that keeps all RCPTs of one message consistent, logs a held message again once Postfix has given it
+// a queue ID, and hands out one hold journal record per held message when it is finished.
 #include "engine.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <limits>
 #include <cstdio>
+#include <utility>
 
 
 namespace rg {
@@ -25,6 +29,14 @@ char unit_tag(unit u) { return u == unit::messages ? 'm' : 'r'; }
 std::string_view sender_domain_of(std::string_view sender) {
   auto at = sender.rfind('@');
   return at == std::string_view::npos ? std::string_view() : sender.substr(at + 1);
+}
+
+constexpr std::string_view identity_prefixes[] = {"u:", "ip:", "s:", "d:"};  // by key_kind
+
+// "61 messages in 1m, limit 60"
+std::string exceeded_text(const limit_hit& h) {
+  return std::to_string(h.count) + " " + std::string(to_string(h.limit.what)) + " in " +
+         format_duration(std::chrono::seconds(h.limit.seconds)) + ", limit " + std::to_string(h.limit.count);
 }
 
 std::string generated_text(const limit_hit& h) {
@@ -48,8 +60,7 @@ std::string to_lower(std::string_view s) {
 }
 
 std::string counter_identity(key_kind k, std::string_view v) {
-  static constexpr std::string_view prefixes[] = {"u:", "ip:", "s:", "d:"};
-  std::string id(prefixes[static_cast<std::size_t>(k)]);
+  std::string id(identity_prefixes[static_cast<std::size_t>(k)]);
   if (v.size() <= 200) {
     id += v;
     return id;
@@ -72,6 +83,82 @@ std::string reply_for(const limit_hit& h, const std::string& custom_text) {
     case action::none: break;
   }
   return "DUNNO";
+}
+
+std::string key_name(key_kind k, std::string_view value) {
+  std::string s(to_string(k));
+  s += ':';
+  s += value;
+  return s;
+}
+
+std::optional<parsed_key> parse_key(std::string_view text, unsigned ipv6_prefix, std::string* why) {
+  auto fail = [&](std::string w) -> std::optional<parsed_key> {
+    if (why) *why = std::move(w);
+    return std::nullopt;
+  };
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return fail("a key is KIND:VALUE, e.g. sasl_username:alice");
+  const auto kind = key_kind_from_string(text.substr(0, colon));
+  if (!kind)
+    return fail("unknown key kind \"" + std::string(text.substr(0, colon)) +
+                "\" (sasl_username, client_address, sender or sender_domain)");
+  const std::string_view v = text.substr(colon + 1);
+  if (v.empty()) return fail("empty value in key " + std::string(text));
+  std::string value;
+  if (*kind == key_kind::client_address) {
+    // An address, or the network its bucket prints as ("2001:db8:1:2::/64"): counted like the engine counts.
+    std::optional<ip_address> ip;
+    if (v.find('/') != std::string_view::npos) {
+      if (auto c = parse_cidr(v)) ip = c->net;
+    } else {
+      ip = parse_ip(v);
+    }
+    if (!ip) return fail("not an IP address or network: " + std::string(v));
+    value = ip_bucket(*ip, ipv6_prefix);
+  } else {
+    value = to_lower(v);
+  }
+  parsed_key k{*kind, value, counter_identity(*kind, value), key_name(*kind, value)};
+  return k;
+}
+
+std::string key_of_identity(std::string_view identity) {
+  for (std::size_t i = 0; i < key_kind_count; ++i)
+    if (identity.substr(0, identity_prefixes[i].size()) == identity_prefixes[i])
+      return key_name(static_cast<key_kind>(i), identity.substr(identity_prefixes[i].size()));
+  return std::string(identity);
+}
+
+std::string lock_reason(const limit_hit& h) { return h.rule_where + " " + exceeded_text(h); }
+
+std::vector<key_match> match_request(const policy_snapshot& snap, const policy_request& r) {
+  std::vector<key_match> out;
+  const rule_set& rules = snap.rules;
+  if (const auto& u = r.get(attr::sasl_username); !u.empty() && rules.has_kind(key_kind::sasl_username)) {
+    std::string v = to_lower(u);
+    const auto* m = rules.match(key_kind::sasl_username, v);
+    out.push_back({key_kind::sasl_username, v, v, m});
+  }
+  if (rules.has_kind(key_kind::client_address)) {
+    const std::string& text = r.get(attr::client_address);
+    if (auto ip = parse_ip(text)) {
+      // A plain IPv4 address is already its own canonical bucket: skip re-formatting it (hot path).
+      const bool plain_v4 = !ip->v6 && text.find(':') == std::string::npos;
+      out.push_back({key_kind::client_address, text, plain_v4 ? text : ip_bucket(*ip, snap.settings.ipv6_prefix),
+                     rules.match_address(*ip)});
+    }
+  }
+  if (const auto& s = r.get(attr::sender); !s.empty()) {
+    std::string v = to_lower(s);
+    if (rules.has_kind(key_kind::sender)) out.push_back({key_kind::sender, v, v, rules.match(key_kind::sender, v)});
+    if (rules.has_kind(key_kind::sender_domain)) {
+      std::string d(sender_domain_of(v));
+      const auto* m = d.empty() ? nullptr : rules.match(key_kind::sender_domain, d);
+      if (!d.empty()) out.push_back({key_kind::sender_domain, d, d, m});
+    }
+  }
+  return out;
 }
 
 policy_snapshot make_snapshot(rule_set rules, engine_settings settings) {
@@ -105,11 +192,14 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
   const std::string& state = r.get(attr::protocol_state);
   const std::string& inst = r.get(attr::instance);
   if (inst != instance_) {
+    finish_message();  // a new instance on the connection: the previous message is done
     instance_ = inst;
     message_verdict_.reset();
     rcpt_seen_ = false;
     queue_id_logged_ = false;
+    rcpts_ = 0;
   }
+  note_request(r);
   const bool has_queue_id = !r.get(attr::queue_id).empty();
 
   if (state == "END-OF-MESSAGE") {
@@ -120,6 +210,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
       p.immediate.repeated = true;
       p.immediate.log = true;
     }
+    finish_message();
     return p;
   }
   if (state != "RCPT") return p;
@@ -165,31 +256,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
       }
     }
   };
-
-  const rule_set& rules = snap.rules;
-  if (const auto& u = r.get(attr::sasl_username); !u.empty() && rules.has_kind(key_kind::sasl_username)) {
-    std::string v = to_lower(u);
-    const auto* m = rules.match(key_kind::sasl_username, v);  // before v is moved into add()
-    add(key_kind::sasl_username, m, std::move(v));
-  }
-  if (rules.has_kind(key_kind::client_address)) {
-    const std::string& text = r.get(attr::client_address);
-    if (auto ip = parse_ip(text)) {
-      // A plain IPv4 address is already its own canonical bucket: skip re-formatting it (hot path).
-      const bool plain_v4 = !ip->v6 && text.find(':') == std::string::npos;
-      add(key_kind::client_address, rules.match_address(*ip),
-          plain_v4 ? text : ip_bucket(*ip, snap.settings.ipv6_prefix));
-    }
-  }
-  if (const auto& s = r.get(attr::sender); !s.empty()) {
-    std::string v = to_lower(s);
-    if (rules.has_kind(key_kind::sender)) add(key_kind::sender, rules.match(key_kind::sender, v), v);
-    if (rules.has_kind(key_kind::sender_domain)) {
-      std::string d(sender_domain_of(v));
-      const auto* m = d.empty() ? nullptr : rules.match(key_kind::sender_domain, d);
-      add(key_kind::sender_domain, m, std::move(d));
-    }
-  }
+  for (key_match& m : match_request(snap, r)) add(m.kind, m.rules, std::move(m.key));
   p.counters = p.req.counters.size();
   p.needs_store = p.counters > 0;
   return p;
@@ -218,24 +285,88 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
       worst_count = count;
     }
   }
-  if (!worst) return v;
+  // A locked key holds the message, unless a limit refuses it outright (defer and reject win).
+  const lock_info* lock = res.locks.empty() ? nullptr : &res.locks.front();
+  const bool locked = lock && (!worst || !refuses(worst->r->act));
+  if (!worst && !locked) return v;
 
-  limit_hit h{worst->r->act, worst->kind, worst->key, worst->r->where(), *worst->limit, worst_count};
-  v.act = h.act;
   v.log = true;
+  if (worst) {
+    v.hit = limit_hit{worst->r->act, worst->kind, worst->key, worst->r->where(), *worst->limit, worst_count};
+    v.act = worst->r->act;
+  }
+  if (locked) {
+    v.act = action::hold;
+    v.lock = *lock;
+    v.lock_key = key_of_identity(lock->identity);
+  }
   if (snap.settings.mode == run_mode::dry_run) {
     v.dry_run = true;
-  } else {
-    v.reply = reply_for(h, worst->r->text);
-    const bool whole_message = h.act == action::hold || (refuses(h.act) && h.limit.what == unit::messages);
-    if (whole_message) {
-      message_verdict_ = v;
-      message_verdict_->hit = h;
-      if (!r.get(attr::queue_id).empty()) queue_id_logged_ = true;
-    }
+    return v;
   }
-  v.hit = std::move(h);
+  if (locked) {
+    const std::string kind = v.lock_key.substr(0, v.lock_key.find(':'));
+    v.reply = "HOLD rateguard: this " + kind + " is locked, message held for review";
+  } else {
+    v.reply = reply_for(*v.hit, worst->r->text);
+  }
+  const bool hold_tripped = v.hit && v.hit->act == action::hold;
+  if (hold_tripped && snap.settings.lock_time.count() > 0) {
+    const std::string id = counter_identity(v.hit->kind, v.hit->key);
+    if (std::none_of(res.locks.begin(), res.locks.end(), [&](const lock_info& l) { return l.identity == id; }))
+      v.set_lock_ms = snap.settings.lock_time.count();
+  }
+  const bool whole_message = v.act == action::hold || (refuses(v.act) && v.hit->limit.what == unit::messages);
+  if (whole_message) {
+    message_verdict_ = v;
+    message_verdict_->set_lock_ms = 0;  // later RCPTs of the message lock nothing again
+    if (!r.get(attr::queue_id).empty()) queue_id_logged_ = true;
+  }
+  if (v.act == action::hold) {
+    hold_record rec;
+    rec.queue_id = r.get(attr::queue_id);
+    rec.instance = instance_;
+    if (locked) {
+      rec.key = v.lock_key;
+      rec.rule = hold_tripped ? v.hit->rule_where : std::string();
+      rec.reason = "locked: " + lock->reason;
+    } else {
+      rec.key = key_name(v.hit->kind, v.hit->key);
+      rec.rule = v.hit->rule_where;
+      rec.reason = exceeded_text(*v.hit);
+    }
+    rec.client = r.get(attr::client_address);
+    rec.sender = r.get(attr::sender);
+    rec.recipients = rcpts_;
+    held_ = std::move(rec);
+  }
   return v;
 }
+
+void message_tracker::note_request(const policy_request& r) {
+  const std::string& state = r.get(attr::protocol_state);
+  if (state == "RCPT") ++rcpts_;
+  if (!held_) return;
+  if (const auto& q = r.get(attr::queue_id); !q.empty()) held_->queue_id = q;
+  held_->recipients = rcpts_;
+  // END-OF-MESSAGE knows how many recipients Postfix finally accepted.
+  if (state == "END-OF-MESSAGE") {
+    unsigned long n = 0;
+    const std::string& c = r.get(attr::recipient_count);
+    const auto [ptr, ec] = std::from_chars(c.data(), c.data() + c.size(), n);
+    if (ec == std::errc() && ptr == c.data() + c.size() && n > 0 && n <= std::numeric_limits<std::uint32_t>::max())
+      held_->recipients = static_cast<std::uint32_t>(n);
+  }
+}
+
+void message_tracker::finish_message() {
+  if (!held_) return;
+  finished_.push_back(std::move(*held_));
+  held_.reset();
+}
+
+void message_tracker::end_connection() { finish_message(); }
+
+std::vector<hold_record> message_tracker::take_finished() { return std::exchange(finished_, {}); }
 
 }  // namespace rg

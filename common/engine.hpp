@@ -3,6 +3,7 @@
 // own: the caller runs the store request in between, so tests drive it synchronously with a fake clock.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -20,6 +21,7 @@ struct engine_settings {
   run_mode mode = run_mode::enforce;
   unsigned ipv6_prefix = 64;
   store_error_action on_store_error = store_error_action::dunno;
+  std::chrono::milliseconds lock_time{0};  // a tripped hold rule locks its key this long; 0: no lock
 };
 
 // What the daemon decides with: swapped as a whole on SIGHUP; a request finishes on the one it began with.
@@ -50,6 +52,13 @@ struct verdict {
   action act = action::none;  // what the rules decided (also in dry-run, where the reply is DUNNO)
   std::string reply;          // the text after "action=" sent to Postfix
   std::optional<limit_hit> hit;
+  // The lock that holds this message (when no more severe limit refuses it), and its key
+  // ("sasl_username:alice"); the first of the request's locked identities.
+  std::optional<lock_info> lock;
+  std::string lock_key;
+  // > 0: a hold rule tripped in enforce mode and its key is not locked yet: the caller locks
+  // counter_identity(hit->kind, hit->key) for this long, with lock_reason(*hit).
+  std::int64_t set_lock_ms = 0;
   bool dry_run = false;
   bool store_failed = false;
   std::string store_error;
@@ -86,17 +95,55 @@ class message_tracker {
 
   const std::string& instance() const { return instance_; }
 
+  // Hold journal records of held messages that are finished: at END-OF-MESSAGE, when a new instance
+  // shows the previous message is done (prepare), or when the connection ends (end_connection). At most
+  // one record per held message, with the queue ID if Postfix sent one. Takes them out.
+  std::vector<hold_record> take_finished();
+  // The connection is closing: the message in progress (if held) is finished.
+  void end_connection();
+
  private:
+  void finish_message();  // the current message is done: its journal record (if held) becomes ready
+  void note_request(const policy_request& r);  // queue ID and recipients of a held message
+
   std::string instance_;
   std::optional<verdict> message_verdict_;  // hold / defer / reject decided at the first RCPT
   bool rcpt_seen_ = false;                  // the message unit is counted at the first RCPT only
   bool queue_id_logged_ = false;
+  std::optional<hold_record> held_;         // the journal record of the held message in progress
+  std::uint32_t rcpts_ = 0;                 // RCPTs of the message in progress
+  std::vector<hold_record> finished_;
 };
 
 // The identity a value is counted under ("u:alice", "ip:192.0.2.1", "s:...", "d:..."): lower case, and
 // hashed beyond 200 bytes so a hostile 10 kB sender cannot make huge keys.
 std::string counter_identity(key_kind k, std::string_view normalized_value);
 std::string to_lower(std::string_view s);
+// Operator keys, "KIND:VALUE" as in the decision log ("sasl_username:alice", "client_address:2001:db8::/64").
+std::string key_name(key_kind k, std::string_view value);
+struct parsed_key {
+  key_kind kind;
+  std::string value;     // normalized as the engine counts it (lower case; client_address as its bucket)
+  std::string identity;  // counter_identity(kind, value)
+  std::string name;      // key_name(kind, value)
+};
+// Parses and normalizes a key like the engine normalizes request values; nullopt with `why` if malformed.
+std::optional<parsed_key> parse_key(std::string_view text, unsigned ipv6_prefix, std::string* why = nullptr);
+// The key an identity stands for ("u:alice" -> "sasl_username:alice"); the identity itself if unknown.
+std::string key_of_identity(std::string_view identity);
+// Why a tripped hold rule locks its key: "limits.conf:7 61 messages in 1m, limit 60".
+std::string lock_reason(const limit_hit& h);
+
+// One key kind of a request: the value compared with the selectors, the value counted, the winning lines.
+struct key_match {
+  key_kind kind;
+  std::string compared;  // what the selectors saw ("alice@example.com", "2001:db8::5")
+  std::string key;       // what is counted ("2001:db8::/64")
+  const std::vector<const rule*>* rules = nullptr;  // the winning selector's lines; null: none matched
+};
+// Every key kind the rules have and the request carries a value for (rateguardctl explain; prepare).
+std::vector<key_match> match_request(const policy_snapshot& snap, const policy_request& r);
+
 // The reply text for an action (defer: "450 4.7.1 ...", hold: "HOLD ...", ...).
 std::string reply_for(const limit_hit& h, const std::string& custom_text);
 

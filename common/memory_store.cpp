@@ -1,7 +1,7 @@
-// In-process bucketed sliding windows: a ring of 13 buckets per identity, unit and window. Expired
-// identities are swept at most every few seconds, and the number of identities is capped so a flood of
-// made-up senders cannot grow memory without bound (past the cap the store answers with an error and the
-// daemon applies on_store_error).
+// In-process bucketed sliding windows: a ring of 13 buckets per identity, unit and window, a lock beside
+// them, and the hold journal as a ring capped by length and age. Expired identities are swept at most
+// every few seconds, and the number of identities is capped so a flood of made-up senders cannot grow
+// memory without bound (past the cap the store answers with an error and the daemon applies on_store_error).
 #include "memory_store.hpp"
 
 #include <algorithm>
@@ -13,9 +13,12 @@ namespace {
 std::int64_t bucket_width_ms(std::uint32_t window_s) {
   return std::max<std::int64_t>(1, static_cast<std::int64_t>(window_s) * 1000 / buckets_per_window);
 }
+
+constexpr std::string_view store_full = "memory store full (memory_max_keys)";
 }  // namespace
 
-memory_store::memory_store(std::size_t max_keys, clock_fn clock) : max_keys_(max_keys), clock_(std::move(clock)) {}
+memory_store::memory_store(std::size_t max_keys, clock_fn clock, journal_caps caps)
+    : max_keys_(max_keys), clock_(std::move(clock)), caps_(caps) {}
 
 std::int64_t memory_store::now_ms() const {
   if (clock_) return clock_();
@@ -27,9 +30,43 @@ void memory_store::start_check(store_request req, boost::asio::any_completion_ha
   std::move(done)(check(req));
 }
 
+void memory_store::start_admin(admin_request req, boost::asio::any_completion_handler<void(admin_result)> done) {
+  std::move(done)(admin(req));
+}
+
 void memory_store::sweep(std::int64_t now) {
   last_sweep_ms_ = now;
   std::erase_if(identities_, [now](const auto& kv) { return kv.second.expires_ms <= now; });
+}
+
+memory_store::identity* memory_store::live(const std::string& id, std::int64_t now) {
+  const auto it = identities_.find(id);
+  return it == identities_.end() || it->second.expires_ms <= now ? nullptr : &it->second;
+}
+
+memory_store::identity* memory_store::live_or_new(const std::string& id, std::int64_t now) {
+  auto it = identities_.find(id);
+  if (it == identities_.end()) {
+    if (identities_.size() >= max_keys_) return nullptr;
+    return &identities_.emplace(id, identity{}).first->second;
+  }
+  // Redis would have dropped the key by now: start afresh, not with its old windows and lock. (0: created by
+  // this or a refused request and never charged; keep the windows a previous counter just added.)
+  if (it->second.expires_ms != 0 && it->second.expires_ms <= now) it->second = identity{};
+  return &it->second;
+}
+
+// Every bucket of the window that is not older than buckets_per_window counts whole (store.hpp).
+std::uint64_t memory_store::count(const window_counter& w, std::int64_t now) {
+  const std::int64_t cur = now / bucket_width_ms(w.window_s);
+  std::uint64_t n = 0;
+  for (std::size_t s = 0; s < slots; ++s)
+    if (w.index[s] >= cur - static_cast<std::int64_t>(buckets_per_window) && w.index[s] <= cur) n += w.count[s];
+  return n;
+}
+
+const memory_store::lock_state* memory_store::lock_in_force(const identity& i, std::int64_t now) {
+  return i.lock && i.lock->until_ms > now ? &*i.lock : nullptr;
 }
 
 store_result memory_store::check(const store_request& req) {
@@ -44,18 +81,16 @@ store_result memory_store::check(const store_request& req) {
   bool allowed = true;
   for (std::size_t i = 0; i < req.counters.size(); ++i) {
     const counter_spec& c = req.counters[i];
-    auto it = identities_.find(c.identity);
-    if (it == identities_.end() && req.charge) {
-      if (identities_.size() >= max_keys_) {
-        res.error = "memory store full (memory_max_keys)";
-        res.counts.clear();
-        return res;
-      }
-      it = identities_.emplace(c.identity, identity{}).first;
+    identity* id = req.charge ? live_or_new(c.identity, now) : live(c.identity, now);
+    if (id == nullptr && req.charge) {
+      res.error = store_full;
+      res.counts.clear();
+      res.locks.clear();
+      return res;
     }
-    std::uint64_t count = 0;
-    if (it != identities_.end()) {
-      auto& windows = it->second.windows;
+    std::uint64_t n = 0;
+    if (id != nullptr) {
+      auto& windows = id->windows;
       auto w = std::find_if(windows.begin(), windows.end(),
                             [&](const window_counter& x) { return x.unit_tag == c.unit_tag && x.window_s == c.window_s; });
       if (w == windows.end() && req.charge) {
@@ -65,14 +100,17 @@ store_result memory_store::check(const store_request& req) {
         w = std::prev(windows.end());
       }
       if (w != windows.end()) {
-        found[i] = {&it->second, static_cast<std::size_t>(w - windows.begin())};
-        const std::int64_t cur = now / bucket_width_ms(c.window_s);
-        for (std::size_t s = 0; s < slots; ++s)
-          if (w->index[s] >= cur - static_cast<std::int64_t>(buckets_per_window) && w->index[s] <= cur) count += w->count[s];
+        found[i] = {id, static_cast<std::size_t>(w - windows.begin())};
+        n = count(*w, now);
       }
+      // Each locked identity once, however many of its counters the request has.
+      const lock_state* l = lock_in_force(*id, now);
+      if (l != nullptr && std::none_of(res.locks.begin(), res.locks.end(),
+                                       [&](const lock_info& x) { return x.identity == c.identity; }))
+        res.locks.push_back({c.identity, l->since_ms, l->until_ms, l->reason});
     }
-    res.counts.push_back(count);
-    if (c.refuse_limit > 0 && count + c.cost > c.refuse_limit) allowed = false;
+    res.counts.push_back(n);
+    if (c.refuse_limit > 0 && n + c.cost > c.refuse_limit) allowed = false;
   }
   res.ok = true;
   res.charged = req.charge && allowed;
@@ -92,6 +130,133 @@ store_result memory_store::check(const store_request& req) {
     id->expires_ms = std::max(id->expires_ms, now + static_cast<std::int64_t>(c.window_s) * 1000 + 2 * width);
   }
   return res;
+}
+
+// --- operator commands ---------------------------------------------------------------------------------------
+
+identity_state memory_store::state_of(const std::string& id, const identity& i, std::int64_t now) {
+  identity_state st;
+  st.identity = id;
+  for (const auto& w : i.windows) {
+    // A window created by a refused request was never charged: Redis has no field for it either.
+    if (std::all_of(w.index.begin(), w.index.end(), [](std::int64_t x) { return x < 0; })) continue;
+    st.windows.push_back({w.unit_tag, w.window_s, count(w, now)});
+  }
+  std::sort(st.windows.begin(), st.windows.end(), [](const window_count& a, const window_count& b) {
+    return std::pair(a.unit_tag, a.window_s) < std::pair(b.unit_tag, b.window_s);
+  });
+  if (const lock_state* l = lock_in_force(i, now)) st.lock = lock_info{id, l->since_ms, l->until_ms, l->reason};
+  return st;
+}
+
+admin_result memory_store::admin(const admin_request& req) {
+  const std::int64_t now = req.now_ms != 0 ? req.now_ms : now_ms();
+  if (now - last_sweep_ms_ > 5000 || identities_.size() >= max_keys_) sweep(now);
+  admin_result r;
+  r.ok = true;
+  switch (req.op) {
+    case admin_op::status: {
+      const identity* i = live(req.identity, now);
+      r.identities.push_back(i != nullptr ? state_of(req.identity, *i, now) : identity_state{req.identity, {}, {}});
+      break;
+    }
+    case admin_op::lock: {
+      if (req.ttl_ms <= 0) return admin_result{false, "lock: ttl must be positive", {}, {}, {}, {}};
+      identity* i = live_or_new(req.identity, now);
+      if (i == nullptr) return admin_result{false, std::string(store_full), {}, {}, {}, {}};
+      if (lock_in_force(*i, now) == nullptr) {
+        i->lock = lock_state{now, now + req.ttl_ms, std::string(cut_field(req.reason))};
+        i->expires_ms = std::max(i->expires_ms, i->lock->until_ms);
+        r.changed = true;
+      }
+      r.identities.push_back({req.identity, {}, lock_info{req.identity, i->lock->since_ms, i->lock->until_ms, i->lock->reason}});
+      break;
+    }
+    case admin_op::release: {
+      identity* i = live(req.identity, now);
+      if (i != nullptr && i->lock) {
+        r.changed = lock_in_force(*i, now) != nullptr;
+        i->lock.reset();
+      }
+      break;
+    }
+    case admin_op::reset:
+      r.changed = live(req.identity, now) != nullptr;
+      identities_.erase(req.identity);
+      break;
+    case admin_op::top:
+      r.identities = top(req, now, r.truncated);
+      break;
+    case admin_op::journal_add:
+      journal_add(req.record, now);
+      r.holds.push_back(journal_.back());
+      journal_trim(journal_.back().time_ms);
+      break;
+    case admin_op::journal_read:
+      r.holds = journal_read(req);
+      break;
+  }
+  return r;
+}
+
+std::vector<identity_state> memory_store::top(const admin_request& req, std::int64_t now, bool& truncated) const {
+  std::vector<std::pair<std::uint64_t, const std::string*>> hits;
+  std::size_t examined = 0;
+  for (const auto& [id, i] : identities_) {
+    if (!id.starts_with(req.prefix) || i.expires_ms <= now) continue;
+    if (++examined > top_scan_max) {
+      truncated = true;
+      break;
+    }
+    for (const auto& w : i.windows) {
+      if (w.unit_tag != req.unit_tag || w.window_s != req.window_s) continue;
+      if (const auto n = count(w, now); n > 0) hits.emplace_back(n, &id);
+    }
+  }
+  const std::size_t n = std::min(req.limit, hits.size());
+  std::partial_sort(hits.begin(), hits.begin() + static_cast<std::ptrdiff_t>(n), hits.end(),
+                    [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : *a.second < *b.second; });
+  std::vector<identity_state> out;
+  out.reserve(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    const identity& i = identities_.at(*hits[k].second);
+    identity_state st{*hits[k].second, {{req.unit_tag, req.window_s, hits[k].first}}, {}};
+    if (const lock_state* l = lock_in_force(i, now)) st.lock = lock_info{st.identity, l->since_ms, l->until_ms, l->reason};
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+// Ids follow a Redis stream's rule: "ms-seq", ms never going back (a clock that steps back keeps the last ms
+// and counts seq up), so the ids of both stores sort and compare the same way.
+void memory_store::journal_add(hold_record rec, std::int64_t now) {
+  if (now > journal_last_ms_) {
+    journal_last_ms_ = now;
+    journal_last_seq_ = 0;
+  } else {
+    ++journal_last_seq_;
+  }
+  rec.time_ms = journal_last_ms_;
+  rec.id = std::to_string(journal_last_ms_) + "-" + std::to_string(journal_last_seq_);
+  for (std::string* f : {&rec.queue_id, &rec.instance, &rec.key, &rec.rule, &rec.reason, &rec.client, &rec.sender})
+    f->resize(cut_field(*f).size());
+  journal_.push_back(std::move(rec));
+}
+
+void memory_store::journal_trim(std::int64_t newest_ms) {
+  while (journal_.size() > caps_.max_entries) journal_.pop_front();
+  const std::int64_t oldest_kept = newest_ms - caps_.max_age.count();
+  while (!journal_.empty() && journal_.front().time_ms < oldest_kept) journal_.pop_front();
+}
+
+std::vector<hold_record> memory_store::journal_read(const admin_request& req) const {
+  std::vector<hold_record> out;
+  for (auto it = journal_.rbegin(); it != journal_.rend() && out.size() < req.limit; ++it) {
+    if (it->time_ms < req.since_ms) break;
+    if (req.key.empty() || it->key == req.key) out.push_back(*it);
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace rg

@@ -1,5 +1,6 @@
-// The check-and-charge script: every counter of a request read with one HGETALL per identity, all
-// charged or none, stale buckets deleted, TTLs only raised. Keys are binary-safe hiredis arguments.
+// The Lua scripts: check-and-charge (every counter of a request read with one HGETALL per identity, all
+// charged or none, stale buckets deleted, TTLs only raised, locks in force reported from the same HGETALL),
+// and the operator scripts (read, lock, release, journal add). Keys are binary-safe arguments.
 #include "redis_script.hpp"
 
 #include <array>
@@ -36,7 +37,7 @@ for i = 1, n do
   if not list then list = {}; byprefix[prefix] = list end
   list[#list + 1] = i
 end
-local old = {}
+local old, locks = {}, nil
 for k, byprefix in pairs(want) do
   local flat = redis.call('HGETALL', KEYS[k])
   local o = {}
@@ -54,6 +55,15 @@ for k, byprefix in pairs(want) do
         end
       elseif idx then
         o[#o + 1] = f
+      end
+    elseif f == 'lock' then
+      -- "until:since:reason"; one that has ended is ignored (release or the key's TTL removes it)
+      local v = flat[j + 1]
+      local u = tonumber(string.match(v, '^%d+'))
+      if u and u > now then
+        locks = locks or {}
+        locks[#locks + 1] = k
+        locks[#locks + 1] = v
       end
     end
   end
@@ -88,12 +98,125 @@ if charged then
 end
 local out = {charged and 1 or 0}
 for i = 1, n do out[i + 1] = counts[i] end
+if locks then
+  for j = 1, #locks do out[n + 1 + j] = locks[j] end
+end
 return out
 )lua";
+
+// The operator scripts. Each takes time like the check (ARGV[1] = now_ms, 0: Redis TIME) and reads a lock the
+// way the check does, so "in force" means the same everywhere.
+#define RG_LUA_NOW \
+  "local now = tonumber(ARGV[1])\n" \
+  "if now == 0 then\n" \
+  "  local t = redis.call('TIME')\n" \
+  "  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+  "end\n"
+
+// Read-only: per key {lock in force or '', window prefix, count, ...}, counted exactly as the check counts;
+// ARGV[2] = one window prefix ("m60") to report only that one (top), '' for all (status).
+constexpr std::string_view read_text = "-- rateguard read: status and top\n" RG_LUA_NOW R"lua(
+local only = ARGV[2]
+local out = {}
+for k = 1, #KEYS do
+  local flat = redis.call('HGETALL', KEYS[k])
+  local counts, order, lock = {}, {}, ''
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    local p = string.find(f, ':', 2, true)
+    if p then
+      local prefix = string.sub(f, 1, p - 1)
+      local w = tonumber(string.sub(prefix, 2))
+      if w and w > 0 and (only == '' or prefix == only) then
+        local c = counts[prefix]
+        if not c then c = 0; order[#order + 1] = prefix end
+        local cur = math.floor(now / math.floor(w * 1000 / 12))
+        local idx = tonumber(string.sub(f, p + 1))
+        if idx and idx >= cur - 12 and idx <= cur then c = c + tonumber(flat[j + 1]) end
+        counts[prefix] = c
+      end
+    elseif f == 'lock' then
+      local u = tonumber(string.match(flat[j + 1], '^%d+'))
+      if u and u > now then lock = flat[j + 1] end
+    end
+  end
+  local e = {lock}
+  for _, prefix in ipairs(order) do e[#e + 1] = prefix; e[#e + 1] = counts[prefix] end
+  out[k] = e
+end
+return out
+)lua";
+
+// ARGV[2] = ttl_ms, ARGV[3] = reason -> {1 set / 0 kept, the lock in force}. The key's TTL is raised to the
+// lock's, never lowered, so the counters and the lock live at least as long as the lock.
+constexpr std::string_view lock_text = "-- rateguard lock\n" RG_LUA_NOW R"lua(
+local v = redis.call('HGET', KEYS[1], 'lock')
+if v then
+  local u = tonumber(string.match(v, '^%d+'))
+  if u and u > now then return {0, v} end
+end
+local ttl = tonumber(ARGV[2])
+v = string.format('%d:%d:', now + ttl, now) .. ARGV[3]
+redis.call('HSET', KEYS[1], 'lock', v)
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {1, v}
+)lua";
+
+// -> 1 when a lock in force was removed (one that had ended is removed too, but answers 0).
+constexpr std::string_view release_text = "-- rateguard release\n" RG_LUA_NOW R"lua(
+local v = redis.call('HGET', KEYS[1], 'lock')
+if not v then return 0 end
+redis.call('HDEL', KEYS[1], 'lock')
+local u = tonumber(string.match(v, '^%d+'))
+if u and u > now then return 1 end
+return 0
+)lua";
+
+// KEYS[1] = the stream; ARGV[2] = max entries, ARGV[3] = max age in ms, then field/value pairs -> the new ID.
+// Trimmed exactly (holds are rare: the cost is one entry per add) by length, then by age relative to the new
+// entry. An injected clock gives the ID's milliseconds, never going back, as XADD * does with Redis' clock.
+constexpr std::string_view journal_add_text = "-- rateguard hold journal add\n" R"lua(
+local id = '*'
+local now = tonumber(ARGV[1])
+if now ~= 0 then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local ms = tonumber(string.match(last[1][1], '^%d+'))
+    if ms > now then now = ms end
+  end
+  id = string.format('%d-*', now)
+end
+local args = {'XADD', KEYS[1], 'MAXLEN', ARGV[2], id}
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+local added = redis.call(unpack(args))
+local oldest = tonumber(string.match(added, '^%d+')) - tonumber(ARGV[3])
+if oldest > 0 then redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', oldest)) end
+return added
+)lua";
+
+#undef RG_LUA_NOW
 
 }  // namespace
 
 std::string_view check_script() { return script_text; }
+std::string_view read_script() { return read_text; }
+std::string_view lock_script() { return lock_text; }
+std::string_view release_script() { return release_text; }
+std::string_view journal_add_script() { return journal_add_text; }
+
+std::optional<lock_info> parse_lock_value(std::string_view identity, std::string_view v) {
+  lock_info l;
+  l.identity = identity;
+  const char* p = v.data();
+  const char* end = v.data() + v.size();
+  for (std::int64_t* field : {&l.until_ms, &l.since_ms}) {
+    const auto r = std::from_chars(p, end, *field);
+    if (r.ec != std::errc() || r.ptr == end || *r.ptr != ':') return std::nullopt;
+    p = r.ptr + 1;
+  }
+  l.reason.assign(p, end);
+  return l;
+}
 
 void append_array_header(std::string& out, std::size_t elements) {
   char buf[24];

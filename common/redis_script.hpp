@@ -1,9 +1,11 @@
-// The Redis check-and-charge Lua script (the algorithm of store.hpp, run atomically inside Redis) and the
-// RESP bytes of one call. No I/O here: redis_store sends it, the benchmark feeds it to redis-benchmark.
+// The Redis Lua scripts (check-and-charge: the algorithm of store.hpp, run atomically inside Redis; the
+// operator scripts), the lock field's encoding and the RESP bytes of one call. No I/O here: redis_store
+// sends them, the benchmark feeds the check script to redis-benchmark.
 #pragma once
 
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +15,16 @@
 namespace rg {
 
 std::string_view check_script();
+// The operator scripts (layouts in redis_script.cpp): read (status, top; read-only), lock, release,
+// journal_add.
+std::string_view read_script();
+std::string_view lock_script();
+std::string_view release_script();
+std::string_view journal_add_script();
+
+// A lock is the hash field "lock" of its identity's key: "until_ms:since_ms:reason" (the scripts need only
+// the leading number to tell whether it is in force).
+std::optional<lock_info> parse_lock_value(std::string_view identity, std::string_view value);
 // RESP writing: an array header, then its elements as bulk strings (binary-safe: lengths, not C strings).
 void append_array_header(std::string& out, std::size_t elements);
 void append_bulk(std::string& out, std::string_view s);

@@ -1,6 +1,7 @@
 // redis_store: connection life cycle (connect, handshake, serve, back off), the pipelined request FIFO with
-// per-request deadlines. The Lua script and its arguments are in redis_script. Everything runs on one executor; nothing here
-// blocks. Not here: rules, decisions, Postfix; not thread-safe (one single-threaded io_context assumed).
+// per-request deadlines, and the operator commands (several pipelined commands each, one deadline). The Lua
+// scripts and their arguments are in redis_script. Everything runs on one executor; nothing here blocks.
+// Not here: rules, decisions, Postfix; not thread-safe (one single-threaded io_context assumed).
 #include "redis_store.hpp"
 
 #include "redis_script.hpp"
@@ -39,7 +40,7 @@ using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using socket_type = asio::generic::stream_protocol::socket;
 using handler_type = asio::any_completion_handler<void(store_result)>;
-
+using admin_handler = asio::any_completion_handler<void(admin_result)>;
 
 // RAII for the hiredis objects we own.
 struct reader_deleter {
@@ -102,20 +103,151 @@ store_result failure(std::string error) {
   return r;
 }
 
-store_result parse_check_reply(const redisReply& reply, std::size_t counters) {
+admin_result admin_failure(std::string error) {
+  admin_result r;
+  r.ok = false;
+  r.error = std::move(error);
+  return r;
+}
+
+std::string_view as_view(const redisReply& r) { return {r.str, r.len}; }
+
+bool is_array(const redisReply* r, std::size_t elements) {
+  return r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == elements;
+}
+
+// {charged, count per counter..., then per locked key: key index (1-based, in order of first appearance
+// among the counters, as append_check_call numbers them), lock value}.
+store_result parse_check_reply(const redisReply& reply, const store_request& req) {
   if (reply.type == REDIS_REPLY_ERROR) return failure("redis error: " + to_redis_error("EVALSHA", nullptr, &reply).text);
-  const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements == counters + 1 &&
-                        std::all_of(reply.element, reply.element + reply.elements, [](const redisReply* e) {
-                          return e != nullptr && e->type == REDIS_REPLY_INTEGER && e->integer >= 0;
-                        });
+  const std::size_t counters = req.counters.size();
+  const auto integer = [](const redisReply* e) { return e != nullptr && e->type == REDIS_REPLY_INTEGER && e->integer >= 0; };
+  const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements >= counters + 1 &&
+                        (reply.elements - counters - 1) % 2 == 0 &&
+                        std::all_of(reply.element, reply.element + counters + 1, integer);
   if (!shape_ok) return failure("redis: unexpected reply to the check script");
   store_result r;
   r.ok = true;
   r.charged = reply.element[0]->integer != 0;
   r.counts.reserve(counters);
-  for (std::size_t i = 1; i < reply.elements; ++i) r.counts.push_back(static_cast<std::uint64_t>(reply.element[i]->integer));
+  for (std::size_t i = 1; i <= counters; ++i) r.counts.push_back(static_cast<std::uint64_t>(reply.element[i]->integer));
+  if (reply.elements == counters + 1) return r;
+  // Locks are rare: only then are the keys numbered again (KEYS = distinct identities in order of first
+  // appearance), and the locks put in that order, like the memory store's (the script walks a hash).
+  std::vector<const std::string*> keys;
+  for (const auto& c : req.counters)
+    if (std::none_of(keys.begin(), keys.end(), [&](const std::string* k) { return *k == c.identity; })) keys.push_back(&c.identity);
+  std::vector<std::pair<std::size_t, lock_info>> locks;
+  for (std::size_t i = counters + 1; i < reply.elements; i += 2) {
+    const redisReply* k = reply.element[i];
+    const redisReply* v = reply.element[i + 1];
+    const auto index = integer(k) ? static_cast<std::size_t>(k->integer) : 0;
+    auto lock = index >= 1 && index <= keys.size() && v != nullptr && v->type == REDIS_REPLY_STRING
+                    ? parse_lock_value(*keys[index - 1], as_view(*v))
+                    : std::nullopt;
+    if (!lock) return failure("redis: unexpected lock in the check script's reply");
+    locks.emplace_back(index, std::move(*lock));
+  }
+  std::sort(locks.begin(), locks.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  for (auto& [index, lock] : locks) r.locks.push_back(std::move(lock));
   return r;
 }
+
+// One key's {lock in force or '', window prefix, count, ...} from the read script.
+std::optional<identity_state> parse_state(std::string identity, const redisReply* e) {
+  if (e == nullptr || e->type != REDIS_REPLY_ARRAY || e->elements % 2 != 1) return std::nullopt;
+  identity_state st;
+  const redisReply* lock = e->element[0];
+  if (lock->type != REDIS_REPLY_STRING) return std::nullopt;
+  if (lock->len > 0 && !(st.lock = parse_lock_value(identity, as_view(*lock)))) return std::nullopt;
+  for (std::size_t i = 1; i + 1 < e->elements; i += 2) {
+    const redisReply* prefix = e->element[i];
+    const redisReply* count = e->element[i + 1];
+    if (prefix->type != REDIS_REPLY_STRING || prefix->len < 2 || count->type != REDIS_REPLY_INTEGER || count->integer < 0)
+      return std::nullopt;
+    window_count w;
+    w.unit_tag = prefix->str[0];
+    const auto r = std::from_chars(prefix->str + 1, prefix->str + prefix->len, w.window_s);
+    if (r.ec != std::errc() || r.ptr != prefix->str + prefix->len) return std::nullopt;
+    w.count = static_cast<std::uint64_t>(count->integer);
+    st.windows.push_back(w);
+  }
+  std::sort(st.windows.begin(), st.windows.end(), [](const window_count& a, const window_count& b) {
+    return std::pair(a.unit_tag, a.window_s) < std::pair(b.unit_tag, b.window_s);
+  });
+  st.identity = std::move(identity);
+  return st;
+}
+
+// The journal's stream fields, in the order XADD writes them (every entry has all of them, so Redis stores
+// the names once per stream node).
+constexpr std::array<std::string_view, 8> journal_fields = {"queue_id", "instance", "key",    "rule",
+                                                             "reason",   "client",   "sender", "recipients"};
+
+// "ms-seq" -> ms.
+std::int64_t stream_id_ms(std::string_view id) {
+  std::int64_t ms = 0;
+  std::from_chars(id.data(), id.data() + id.size(), ms);
+  return ms;
+}
+
+// One stream entry [id, [field, value, ...]] -> a hold record; unknown fields are ignored.
+std::optional<hold_record> parse_hold(const redisReply* e) {
+  if (!is_array(e, 2) || e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
+    return std::nullopt;
+  hold_record h;
+  h.id = as_view(*e->element[0]);
+  h.time_ms = stream_id_ms(h.id);
+  const redisReply* f = e->element[1];
+  for (std::size_t i = 0; i + 1 < f->elements; i += 2) {
+    if (f->element[i]->type != REDIS_REPLY_STRING || f->element[i + 1]->type != REDIS_REPLY_STRING) return std::nullopt;
+    const auto name = as_view(*f->element[i]);
+    const auto value = as_view(*f->element[i + 1]);
+    if (name == "recipients") {
+      std::from_chars(value.data(), value.data() + value.size(), h.recipients);
+      continue;
+    }
+    std::string* to = name == "queue_id" ? &h.queue_id
+                      : name == "instance" ? &h.instance
+                      : name == "key"      ? &h.key
+                      : name == "rule"     ? &h.rule
+                      : name == "reason"   ? &h.reason
+                      : name == "client"   ? &h.client
+                      : name == "sender"   ? &h.sender
+                                           : nullptr;
+    if (to != nullptr) to->assign(value);
+  }
+  return h;
+}
+
+// A Redis glob matching `s` literally.
+std::string glob_escape(std::string_view s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+// The scripts the store loads at every (re)connect, by index: the check first (the hot path).
+enum script_index : std::size_t { check_s, read_s, lock_s, release_s, journal_add_s, script_count };
+std::string_view script_text(std::size_t i) {
+  switch (i) {
+    case check_s: return check_script();
+    case read_s: return read_script();
+    case lock_s: return lock_script();
+    case release_s: return release_script();
+    default: return journal_add_script();
+  }
+}
+
+// top: identities per read-script call (each an HGETALL inside one script; 100 keep a call well under a
+// millisecond, so the checks pipelined behind it are not held up), and keys per SCAN step.
+constexpr std::size_t top_batch = 100;
+constexpr std::string_view top_scan_count = "1000";
+// journal_read: entries per XREVRANGE.
+constexpr std::size_t journal_page = 1000;
 
 struct target {
   bool is_unix = false;
@@ -185,11 +317,13 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
         opts_(std::move(opts)),
         target_(parse_address(opts_.address)),
         stall_limit_(std::max<clock_type::duration>(1s, 5 * opts_.timeout)),
+        long_timeout_(std::max<clock_type::duration>(5s, 10 * opts_.timeout)),
         deadline_timer_(ex_),
         connect_timer_(ex_),
         retry_timer_(ex_) {
     if (opts_.timeout <= 0ms) throw std::invalid_argument("redis timeout must be positive");
     if (opts_.max_pending == 0) throw std::invalid_argument("redis max_pending must be positive");
+    if (opts_.journal.max_entries == 0) throw std::invalid_argument("hold journal max entries must be positive");
   }
 
   void start() {
@@ -235,13 +369,38 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     start_write(conn_);
   }
 
+  void admin(admin_request req, admin_handler done) {
+    if (state_ != state::connected) {
+      return complete_later(std::move(done), state_ == state::stopped ? "redis store stopped" : "redis not connected");
+    }
+    if (conn_->wire.size() >= opts_.max_pending) return complete_later(std::move(done), "redis overloaded");
+    if (req.op == admin_op::lock && req.ttl_ms <= 0) return complete_later(std::move(done), "lock: ttl must be positive");
+    if ((req.op == admin_op::top || req.op == admin_op::journal_read) && req.limit == 0) {
+      admin_result empty;
+      empty.ok = true;
+      return asio::post(ex_, asio::append(std::move(done), std::move(empty)));
+    }
+    const auto id = next_id_++;
+    const bool long_op = req.op == admin_op::top || req.op == admin_op::journal_read;
+    // Built in place: Boost 1.81's any_completion_handler move assignment recurses without end (it copies
+    // from the lvalue), so the handler is only ever move-constructed.
+    const auto deadline = clock_type::now() + (long_op ? long_timeout_ : clock_type::duration(opts_.timeout));
+    auto& a = admins_.try_emplace(id, std::move(req), std::move(done), deadline).first->second;
+    admin_begin(*conn_, id, a);
+    arm_deadline_timer();
+    start_write(conn_);
+  }
+
  private:
   enum class state { idle, connecting, connected, stopped };
-  enum class slot_kind { auth, select, script_load, check };
+  enum class slot_kind { auth, select, script_load, check, admin };
 
+  // What one reply answers. Checks and operator commands each find their own state by `id` (and a late
+  // reply, after a deadline removed that state, finds none and is dropped): checks in calls_, parsed by
+  // parse_check_reply; operator commands in admins_, each command's parser chosen by its admin_cmd.
   struct wire_slot {
     slot_kind kind;
-    std::uint64_t id;  // calls_ key for `check`
+    std::uint64_t id;  // calls_ key (check), admins_ key (admin), script index (script_load)
     clock_type::time_point sent;
   };
 
@@ -266,6 +425,29 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     store_request req;
     handler_type done;
     bool eval_sent;  // resent with EVAL after NOSCRIPT: a second NOSCRIPT cannot happen
+  };
+
+  // One command of an operator command on the wire. Kept whole until its reply, so a NOSCRIPT can be
+  // answered by sending the same call with EVAL.
+  struct admin_cmd {
+    enum step_kind : std::uint8_t { once, scan, counts, page } step = once;  // what the reply answers
+    std::size_t script = script_count;  // a script index, or script_count: a plain command
+    std::vector<std::string> args;      // after "EVALSHA sha" for a script, else the whole command
+    bool eval_sent = false;
+  };
+
+  struct admin_call {
+    admin_call(admin_request r, admin_handler h, clock_type::time_point d)
+        : req(std::move(r)), done(std::move(h)), deadline(d) {}
+    admin_request req;
+    admin_handler done;
+    clock_type::time_point deadline;
+    std::deque<admin_cmd> sent;  // this operation's commands awaiting replies, in wire order
+    admin_result result;
+    // top: keys examined so far; the scan is over (cursor 0 or top_scan_max); identities with a count > 0
+    std::size_t examined = 0;
+    bool scan_done = false;
+    std::vector<std::tuple<std::uint64_t, std::string, std::optional<lock_info>>> hits;  // (count, identity, lock)
   };
 
   // --- connection life cycle -------------------------------------------------------------------------------
@@ -360,8 +542,10 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       append_command(c->out, {"SELECT", std::to_string(opts_.db)});
       c->wire.push_back({slot_kind::select, 0, now});
     }
-    append_command(c->out, {"SCRIPT", "LOAD", check_script()});
-    c->wire.push_back({slot_kind::script_load, 0, now});
+    for (std::size_t i = 0; i < script_count; ++i) {
+      append_command(c->out, {"SCRIPT", "LOAD", script_text(i)});
+      c->wire.push_back({slot_kind::script_load, i, now});
+    }
     start_write(c);
   }
 
@@ -416,8 +600,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   // --- requests --------------------------------------------------------------------------------------------
 
   void send_check(connection& c, std::uint64_t id, const store_request& req, bool with_eval) {
-    append_check_call(c.out, with_eval ? "EVAL" : "EVALSHA", with_eval ? check_script() : std::string_view(sha_), req,
-                      opts_.key_prefix);
+    append_check_call(c.out, with_eval ? "EVAL" : "EVALSHA", with_eval ? check_script() : std::string_view(shas_[check_s]),
+                      req, opts_.key_prefix);
     c.wire.push_back({slot_kind::check, id, clock_type::now()});
   }
 
@@ -448,10 +632,12 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
         return;
       case slot_kind::script_load:
         if (reply->type != REDIS_REPLY_STRING) return close(*c, to_redis_error("SCRIPT LOAD", nullptr, reply.get()).text);
-        sha_.assign(reply->str, reply->len);
-        reloading_ = false;
-        if (!c->up) became_up(*c);
+        shas_[slot.id].assign(reply->str, reply->len);
+        if (slot.id == check_s) reloading_ = false;
+        if (!c->up && slot.id == script_count - 1) became_up(*c);
         return;
+      case slot_kind::admin:
+        return on_admin_reply(c, slot.id, *reply);
       case slot_kind::check:
         break;
     }
@@ -465,23 +651,271 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       if (!reloading_) {
         reloading_ = true;
         append_command(c->out, {"SCRIPT", "LOAD", check_script()});
-        c->wire.push_back({slot_kind::script_load, 0, clock_type::now()});
+        c->wire.push_back({slot_kind::script_load, check_s, clock_type::now()});
       }
       return start_write(c);
     }
     auto done = std::move(it->second.done);
-    const auto counters = it->second.req.counters.size();
+    auto result = parse_check_reply(*reply, it->second.req);
     calls_.erase(it);  // before invoking: the handler may issue the next request
-    complete_now(std::move(done), parse_check_reply(*reply, counters));
+    complete_now(std::move(done), std::move(result));
+  }
+
+  // --- operator commands -----------------------------------------------------------------------------------
+
+  std::string key_of(std::string_view identity) const {
+    std::string k;
+    k.reserve(opts_.key_prefix.size() + identity.size() + 2);
+    k.append(opts_.key_prefix).append("{").append(identity).append("}");
+    return k;
+  }
+
+  void send_admin(connection& c, std::uint64_t id, admin_call& a, admin_cmd cmd) {
+    if (cmd.script < script_count) {
+      append_array_header(c.out, 2 + cmd.args.size());
+      append_bulk(c.out, cmd.eval_sent ? std::string_view("EVAL") : std::string_view("EVALSHA"));
+      append_bulk(c.out, cmd.eval_sent ? script_text(cmd.script) : std::string_view(shas_[cmd.script]));
+    } else {
+      append_array_header(c.out, cmd.args.size());
+    }
+    for (const auto& arg : cmd.args) append_bulk(c.out, arg);
+    c.wire.push_back({slot_kind::admin, id, clock_type::now()});
+    a.sent.push_back(std::move(cmd));
+  }
+
+  void send_script(connection& c, std::uint64_t id, admin_call& a, admin_cmd::step_kind step, std::size_t script,
+                   std::vector<std::string> args) {
+    send_admin(c, id, a, admin_cmd{step, script, std::move(args), false});
+  }
+
+  void admin_begin(connection& c, std::uint64_t id, admin_call& a) {
+    const admin_request& q = a.req;
+    const std::string now = std::to_string(q.now_ms);
+    switch (q.op) {
+      case admin_op::status:
+        return send_script(c, id, a, admin_cmd::once, read_s, {"1", key_of(q.identity), now, ""});
+      case admin_op::lock:
+        return send_script(c, id, a, admin_cmd::once, lock_s,
+                           {"1", key_of(q.identity), now, std::to_string(q.ttl_ms), std::string(cut_field(q.reason))});
+      case admin_op::release:
+        return send_script(c, id, a, admin_cmd::once, release_s, {"1", key_of(q.identity), now});
+      case admin_op::reset:
+        return send_admin(c, id, a, admin_cmd{admin_cmd::once, script_count, {"DEL", key_of(q.identity)}, false});
+      case admin_op::journal_add: {
+        const hold_record& h = q.record;
+        std::vector<std::string> args = {"1", opts_.key_prefix + "holds", now, std::to_string(opts_.journal.max_entries),
+                                         std::to_string(opts_.journal.max_age.count())};
+        const std::array<const std::string*, 7> values = {&h.queue_id, &h.instance, &h.key, &h.rule,
+                                                           &h.reason,   &h.client,   &h.sender};
+        for (std::size_t i = 0; i < values.size(); ++i) {
+          args.emplace_back(journal_fields[i]);
+          args.emplace_back(cut_field(*values[i]));
+        }
+        args.emplace_back(journal_fields[7]);
+        args.push_back(std::to_string(h.recipients));
+        return send_script(c, id, a, admin_cmd::once, journal_add_s, std::move(args));
+      }
+      case admin_op::journal_read:
+        return send_journal_page(c, id, a, "+");
+      case admin_op::top:
+        return send_admin(c, id, a, admin_cmd{admin_cmd::scan, script_count, scan_args("0", q.prefix), false});
+    }
+  }
+
+  std::vector<std::string> scan_args(std::string cursor, std::string_view prefix) const {
+    return {"SCAN", std::move(cursor), "MATCH", glob_escape(opts_.key_prefix + "{" + std::string(prefix)) + "*", "COUNT",
+            std::string(top_scan_count)};
+  }
+
+  // Newest first, from `from` down to since_ms.
+  void send_journal_page(connection& c, std::uint64_t id, admin_call& a, std::string from) {
+    const auto& q = a.req;
+    const std::size_t want = q.key.empty() ? std::min(q.limit - a.result.holds.size(), journal_page) : journal_page;
+    send_admin(c, id, a,
+               admin_cmd{admin_cmd::page,
+                         script_count,
+                         {"XREVRANGE", opts_.key_prefix + "holds", std::move(from),
+                          q.since_ms > 0 ? std::to_string(q.since_ms) : std::string("-"), "COUNT", std::to_string(want)},
+                         false});
+  }
+
+  void on_admin_reply(const std::shared_ptr<connection>& c, std::uint64_t id, const redisReply& reply) {
+    const auto it = admins_.find(id);
+    if (it == admins_.end()) return;  // timed out already: the late reply is dropped
+    admin_call& a = it->second;
+    if (a.sent.empty()) return close(*c, "reply without a request");
+    admin_cmd cmd = std::move(a.sent.front());
+    a.sent.pop_front();
+    const std::string_view context = cmd.script < script_count ? std::string_view("EVALSHA") : std::string_view(cmd.args[0]);
+    if (reply.type == REDIS_REPLY_ERROR) {
+      if (cmd.script < script_count && !cmd.eval_sent && to_redis_error(context, nullptr, &reply).code == redis_errc::noscript) {
+        // As for the check: the script did not run, so EVAL is side-effect free; reload it for the next ones.
+        const auto script = cmd.script;
+        cmd.eval_sent = true;
+        send_admin(*c, id, a, std::move(cmd));
+        append_command(c->out, {"SCRIPT", "LOAD", script_text(script)});
+        c->wire.push_back({slot_kind::script_load, script, clock_type::now()});
+        return start_write(c);
+      }
+      a.result.error = "redis error: " + to_redis_error(context, nullptr, &reply).text;
+      return finish_admin(it);
+    }
+    if (!admin_step(*c, id, a, cmd, reply)) {
+      if (a.result.error.empty()) a.result.error = fmt::format("redis: unexpected reply to {}", context);
+      return finish_admin(it);
+    }
+    if (a.sent.empty()) return finish_admin(it);
+    start_write(c);
+  }
+
+  // Takes one reply of `a` into its result, sending what comes next; false when the reply is malformed.
+  bool admin_step(connection& c, std::uint64_t id, admin_call& a, const admin_cmd& cmd, const redisReply& reply) {
+    const admin_request& q = a.req;
+    admin_result& r = a.result;
+    switch (cmd.step) {
+      case admin_cmd::once:
+        switch (q.op) {
+          case admin_op::status: {
+            auto st = reply.type == REDIS_REPLY_ARRAY && reply.elements == 1 ? parse_state(q.identity, reply.element[0])
+                                                                             : std::nullopt;
+            if (!st) return false;
+            r.identities.push_back(std::move(*st));
+            return true;
+          }
+          case admin_op::lock: {
+            if (!is_array(&reply, 2) || reply.element[0]->type != REDIS_REPLY_INTEGER ||
+                reply.element[1]->type != REDIS_REPLY_STRING)
+              return false;
+            auto lock = parse_lock_value(q.identity, as_view(*reply.element[1]));
+            if (!lock) return false;
+            r.changed = reply.element[0]->integer == 1;
+            r.identities.push_back({q.identity, {}, std::move(lock)});
+            return true;
+          }
+          case admin_op::release:
+          case admin_op::reset:
+            if (reply.type != REDIS_REPLY_INTEGER) return false;
+            r.changed = reply.integer > 0;
+            return true;
+          case admin_op::journal_add: {
+            if (reply.type != REDIS_REPLY_STRING) return false;
+            hold_record h = q.record;
+            h.id = as_view(reply);
+            h.time_ms = stream_id_ms(h.id);
+            for (std::string* f : {&h.queue_id, &h.instance, &h.key, &h.rule, &h.reason, &h.client, &h.sender})
+              f->resize(cut_field(*f).size());
+            r.holds.push_back(std::move(h));
+            return true;
+          }
+          default:
+            return false;
+        }
+      case admin_cmd::page: {
+        if (reply.type != REDIS_REPLY_ARRAY) return false;
+        for (std::size_t i = 0; i < reply.elements; ++i) {
+          auto h = parse_hold(reply.element[i]);
+          if (!h) return false;
+          if (r.holds.size() < q.limit && (q.key.empty() || h->key == q.key)) r.holds.push_back(std::move(*h));
+        }
+        const std::size_t asked = std::stoul(cmd.args.back());
+        if (r.holds.size() < q.limit && reply.elements == asked) {
+          // More may be older: the next page starts just below the last ID seen.
+          send_journal_page(c, id, a, "(" + std::string(as_view(*reply.element[reply.elements - 1]->element[0])));
+        } else {
+          std::reverse(r.holds.begin(), r.holds.end());  // oldest first
+        }
+        return true;
+      }
+      case admin_cmd::scan: {
+        if (!is_array(&reply, 2) || reply.element[0]->type != REDIS_REPLY_STRING ||
+            reply.element[1]->type != REDIS_REPLY_ARRAY)
+          return false;
+        const redisReply& keys = *reply.element[1];
+        // Read-script calls of up to top_batch keys: {numkeys, keys..., now, window}.
+        std::vector<std::string> batch;
+        const auto flush = [&] {
+          if (batch.empty()) return;
+          batch.insert(batch.begin(), std::to_string(batch.size()));
+          batch.push_back(std::to_string(q.now_ms));
+          batch.push_back(std::string(1, q.unit_tag) + std::to_string(q.window_s));
+          send_script(c, id, a, admin_cmd::counts, read_s, std::exchange(batch, {}));
+        };
+        for (std::size_t i = 0; i < keys.elements; ++i) {
+          if (keys.element[i]->type != REDIS_REPLY_STRING) return false;
+          if (++a.examined > top_scan_max) {
+            r.truncated = true;
+            a.scan_done = true;
+            break;
+          }
+          batch.emplace_back(as_view(*keys.element[i]));
+          if (batch.size() == top_batch) flush();
+        }
+        flush();
+        const std::string_view cursor = as_view(*reply.element[0]);
+        if (cursor == "0") a.scan_done = true;
+        if (!a.scan_done) {
+          send_admin(c, id, a, admin_cmd{admin_cmd::scan, script_count, scan_args(std::string(cursor), q.prefix), false});
+        }
+        if (a.scan_done && a.sent.empty()) finish_top(a);
+        return true;
+      }
+      case admin_cmd::counts: {
+        const std::size_t n = cmd.args.size() - 3;  // numkeys, keys..., now, window
+        if (!is_array(&reply, n)) return false;
+        const std::size_t skip = opts_.key_prefix.size() + 1;
+        for (std::size_t i = 0; i < n; ++i) {
+          const std::string& key = cmd.args[1 + i];
+          if (key.size() <= skip || key.back() != '}') continue;  // not "<prefix>{identity}": not ours
+          std::string identity = key.substr(skip, key.size() - skip - 1);
+          auto st = parse_state(identity, reply.element[i]);
+          if (!st) return false;
+          if (!st->windows.empty() && st->windows[0].count > 0)
+            a.hits.emplace_back(st->windows[0].count, std::move(identity), std::move(st->lock));
+        }
+        if (a.scan_done && a.sent.empty()) finish_top(a);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Highest count first, ties by identity; SCAN may return a key twice, so duplicates go first.
+  void finish_top(admin_call& a) {
+    auto& hits = a.hits;
+    std::sort(hits.begin(), hits.end(), [](const auto& x, const auto& y) { return std::get<1>(x) < std::get<1>(y); });
+    hits.erase(std::unique(hits.begin(), hits.end(), [](const auto& x, const auto& y) { return std::get<1>(x) == std::get<1>(y); }),
+               hits.end());
+    std::stable_sort(hits.begin(), hits.end(), [](const auto& x, const auto& y) { return std::get<0>(x) > std::get<0>(y); });
+    for (std::size_t i = 0; i < hits.size() && i < a.req.limit; ++i) {
+      auto& [count, identity, lock] = hits[i];
+      a.result.identities.push_back({std::move(identity), {{a.req.unit_tag, a.req.window_s, count}}, std::move(lock)});
+    }
+    hits.clear();
+  }
+
+  void finish_admin(std::map<std::uint64_t, admin_call>::iterator it) {
+    auto done = std::move(it->second.done);
+    auto result = std::move(it->second.result);
+    result.ok = result.error.empty();
+    if (!result.ok) {
+      result.identities.clear();
+      result.holds.clear();
+      result.changed = result.truncated = false;
+    }
+    admins_.erase(it);  // its commands still on the wire find no state: their replies are dropped
+    complete_now(std::move(done), std::move(result));
   }
 
   // --- deadlines -------------------------------------------------------------------------------------------
 
-  // Deadlines are pushed in time order (same timeout for all), so one timer set to the earliest suffices.
+  // Check deadlines are pushed in time order (same timeout for all), so one timer set to the earliest
+  // suffices; the few operator commands in flight are looked at one by one.
   void arm_deadline_timer() {
     while (!timeouts_.empty() && !calls_.contains(timeouts_.front().second)) timeouts_.pop_front();
     std::optional<clock_type::time_point> next;
     if (!timeouts_.empty()) next = timeouts_.front().first;
+    for (const auto& [id, a] : admins_)
+      if (!next || a.deadline < *next) next = a.deadline;
     if (conn_ && conn_->up && !conn_->wire.empty()) {
       const auto stall_at = conn_->wire.front().sent + stall_limit_;
       if (!next || stall_at < *next) next = stall_at;
@@ -508,6 +942,15 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       calls_.erase(it);  // its wire slot stays: the reply still comes, in order, and is dropped
       complete_now(std::move(done), failure("redis timeout"));
     }
+    std::vector<std::uint64_t> late;  // first collected: a handler may stop the store and empty admins_
+    for (const auto& [id, a] : admins_)
+      if (a.deadline <= now) late.push_back(id);
+    for (const auto id : late) {
+      const auto it = admins_.find(id);
+      if (it == admins_.end()) continue;
+      it->second.result.error = "redis timeout";
+      finish_admin(it);
+    }
     if (conn_ && conn_->up && !conn_->wire.empty() && now - conn_->wire.front().sent >= stall_limit_) {
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(stall_limit_).count();
       close(*conn_, fmt::format("no reply for {} ms", ms));
@@ -517,32 +960,41 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
   // --- completion ------------------------------------------------------------------------------------------
 
-  // From initiation: never inline (the caller is still inside async_check).
+  // From initiation: never inline (the caller is still inside async_check / async_admin).
   void complete_later(handler_type done, std::string error) {
     // Posted to our executor, then run on the handler's own associated executor (ours if it has none).
     asio::post(ex_, asio::append(std::move(done), failure(std::move(error))));
   }
+  void complete_later(admin_handler done, std::string error) {
+    asio::post(ex_, asio::append(std::move(done), admin_failure(std::move(error))));
+  }
 
   // From our own completion: inline when already on the handler's executor. Callers have removed the call's
   // state first, so the handler may re-enter the store.
-  void complete_now(handler_type done, store_result r) {
+  template <typename Handler, typename Result>
+  void complete_now(Handler done, Result r) {
     asio::dispatch(ex_, asio::append(std::move(done), std::move(r)));
   }
 
   void fail_all(std::string_view error) {
     auto doomed = std::exchange(calls_, {});
+    auto doomed_admins = std::exchange(admins_, {});
     timeouts_.clear();
     if (conn_) {
       conn_->out.clear();
       conn_->wire.clear();
     }
     for (auto& [id, c] : doomed) complete_now(std::move(c.done), failure(std::string(error)));
+    for (auto& [id, a] : doomed_admins) complete_now(std::move(a.done), admin_failure(std::string(error)));
   }
 
   asio::any_io_executor ex_;
   redis_options opts_;
   target target_;
   clock_type::duration stall_limit_;  // the oldest request unanswered this long: drop the connection
+  // Deadline of top and journal_read, which take several round trips (SCAN steps, pages): max(5 s, 10 x
+  // timeout). The other operator commands have the check's `timeout`.
+  clock_type::duration long_timeout_;
   asio::steady_timer deadline_timer_;
   asio::steady_timer connect_timer_;
   asio::steady_timer retry_timer_;
@@ -550,12 +1002,13 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   bool started_ = false;
   state state_ = state::idle;
   std::shared_ptr<connection> conn_;
-  std::string sha_;
+  std::array<std::string, script_count> shas_;
   bool reloading_ = false;
   bool outage_reported_ = false;
   clock_type::time_point down_since_{};
   std::uint64_t next_id_ = 1;
   std::map<std::uint64_t, call> calls_;  // ordered: failures complete in request order
+  std::map<std::uint64_t, admin_call> admins_;
   std::deque<std::pair<clock_type::time_point, std::uint64_t>> timeouts_;
 };
 
@@ -575,6 +1028,10 @@ std::string_view redis_store::lua_script() { return check_script(); }
 
 void redis_store::start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) {
   impl_->check(std::move(req), std::move(done));
+}
+
+void redis_store::start_admin(admin_request req, boost::asio::any_completion_handler<void(admin_result)> done) {
+  impl_->admin(std::move(req), std::move(done));
 }
 
 }  // namespace rg

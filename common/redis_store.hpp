@@ -1,6 +1,11 @@
 // redis_store: the counter store shared by every node, one Lua call (EVALSHA) per request on one pipelined
-// connection. Asio owns the socket, deadlines and reconnects; hiredis is only the RESP encoder/decoder.
+// connection, and on the same connection the operator commands (locks, status, top, hold journal). Asio owns
+// the socket, deadlines and reconnects; hiredis is only the RESP encoder/decoder.
 // Not a general Redis client: no Sentinel, no Cluster routing, no TLS (hiredis 0.14 has none), no RESP3.
+//
+// Keys: <prefix>{<identity>} is a hash per identity: its counter buckets ("m60:<bucket>" = count) and its
+// lock ("lock" = "until_ms:since_ms:reason"), with a TTL covering the longest window and the lock;
+// <prefix>holds is the hold journal, a stream trimmed exactly to redis_options.journal on every add.
 #pragma once
 
 #include "store.hpp"
@@ -20,9 +25,11 @@ struct redis_options {
   std::string username;                    // optional ACL user
   std::string password;                    // optional AUTH; never logged
   int db = 0;                              // SELECT when non-zero
-  std::chrono::milliseconds timeout{100};  // per-request deadline ("redis timeout")
+  std::chrono::milliseconds timeout{100};  // per-request deadline ("redis timeout"); also of the operator
+                                           // commands, except top and journal_read: max(5 s, 10 x timeout)
   std::size_t max_pending = 4096;          // requests in flight to Redis; beyond: fail fast ("redis overloaded")
   std::string key_prefix = "rg:";
+  journal_caps journal;                    // the hold journal stream <key_prefix>holds
 };
 
 class redis_store final : public store {
@@ -44,11 +51,13 @@ class redis_store final : public store {
 
   // The check-and-charge script (the benchmark reuses it with redis-benchmark).
   // KEYS = distinct keys; ARGV = now_ms (0: Redis TIME), charge (1/0), then per counter: key index (1-based),
-  // unit tag, window_s, cost, refuse_limit. Returns {charged (1/0), count per counter...}.
+  // unit tag, window_s, cost, refuse_limit. Returns {charged (1/0), count per counter..., then for each key
+  // with a lock in force: key index, lock value}.
   static std::string_view lua_script();
 
  protected:
   void start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) override;
+  void start_admin(admin_request req, boost::asio::any_completion_handler<void(admin_result)> done) override;
 
  private:
   class impl;

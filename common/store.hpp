@@ -5,8 +5,11 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rg {
@@ -33,11 +36,109 @@ struct store_request {
   bool charge = true;       // false: only read the counts (rateguardctl explain)
 };
 
+// A lock (circuit breaker) on one identity: while it lasts, every message of that identity is held. It lives
+// with the identity's counters (Redis: a field of the identity's hash, so the check script sees it without an
+// extra command; memory: beside the windows), so every node sharing the store sees it. The identity's data
+// must not expire before the lock does.
+struct lock_info {
+  std::string identity;        // as in counter_spec ("u:alice")
+  std::int64_t since_ms = 0;   // when it was set (store clock)
+  std::int64_t until_ms = 0;   // when it ends by itself (store clock)
+  std::string reason;          // why, one printable line (e.g. "limits.conf:7 61 messages per 1m"; "rateguardctl");
+                               // cut at journal_field_max bytes
+  bool operator==(const lock_info&) const = default;
+};
+
 struct store_result {
   bool ok = false;                   // false: store failure; `error` says why, counts are empty
   std::string error;
   std::vector<std::uint64_t> counts; // per counter, the count before this request (same order)
-  bool charged = false;
+  bool charged = false;              // a lock does not change charging: a held message is accepted
+  std::vector<lock_info> locks;      // the request's identities that are locked now, each once
+};
+
+// One held message in the hold journal (Redis: a stream capped by length and age; memory: a bounded ring).
+// Each string field is cut at `journal_field_max` bytes, so a hostile 16 kB sender cannot make the journal's
+// memory exceed about journal_caps.max_entries x 9 x 512 bytes.
+inline constexpr std::size_t journal_field_max = 512;
+inline std::string_view cut_field(std::string_view s) { return s.substr(0, journal_field_max); }
+struct hold_record {
+  std::string id;            // assigned by the store, increasing (Redis stream ID "ms-seq"); ignored when adding
+  std::int64_t time_ms = 0;  // assigned by the store when adding (store clock)
+  std::string queue_id;      // empty when Postfix never sent one (e.g. the message was aborted)
+  std::string instance;
+  std::string key;           // as in the decision log: "sasl_username:alice"
+  std::string rule;          // "limits.conf:7", or empty for a lock set by hand
+  std::string reason;        // "rate", "locked: <lock reason>", ...
+  std::string client, sender;
+  std::uint32_t recipients = 0;
+  bool operator==(const hold_record&) const = default;
+};
+
+// The hold journal's caps (settings hold_journal_max, hold_journal_age), the same on both stores: every
+// journal_add trims exactly to them (holds are rare, so exact trimming costs next to nothing).
+struct journal_caps {
+  std::size_t max_entries = 10000;
+  std::chrono::milliseconds max_age = std::chrono::hours(24 * 7);
+};
+
+// top examines at most this many identities of the asked kind (Redis: SCAN; memory: iteration), so one
+// command cannot keep the store busy without bound; admin_result.truncated says when it stopped early.
+inline constexpr std::size_t top_scan_max = 100000;
+
+// The counts of one window of an identity, as the check would see them now.
+struct window_count {
+  char unit_tag = 'm';
+  std::uint32_t window_s = 0;
+  std::uint64_t count = 0;
+  bool operator==(const window_count&) const = default;
+};
+
+struct identity_state {
+  std::string identity;
+  std::vector<window_count> windows;  // every counter ever charged since the identity's data was created,
+                                      // sorted by (unit_tag, window_s); the count may be 0 by now
+  std::optional<lock_info> lock;
+  bool operator==(const identity_state&) const = default;
+};
+
+// Operator commands (rateguardctl, through the daemon's control socket). None of them charges anything.
+enum class admin_op : std::uint8_t {
+  status,        // identity -> identities = {its state} (no windows and no lock when unknown)
+  lock,          // identity, ttl_ms (> 0), reason -> changed = newly locked (an existing lock is kept as it
+                 // is); identities = {the identity with the lock now in force (new or kept), no windows}
+  release,       // identity -> changed = a lock in force was removed
+  reset,         // identity -> changed = something was deleted (its counters and its lock)
+  top,           // prefix ("u:"), unit_tag, window_s, limit -> the `limit` identities with the highest count
+                 // (> 0) in that counter, highest first, ties by identity; each with that one window and its
+                 // lock; truncated = more than top_scan_max identities of that prefix exist
+  journal_add,   // record -> holds = {the record as stored: id, time_ms, fields cut}; then the store trims
+                 // to its caps: at most max_entries, none older than max_age before this one
+  journal_read,  // since_ms, key ("" = all), limit -> holds, oldest first, at most `limit` (the newest ones)
+};
+
+struct admin_request {
+  admin_op op = admin_op::status;
+  std::string identity;           // status, lock, release, reset
+  std::int64_t ttl_ms = 0;        // lock
+  std::string reason;             // lock
+  std::string prefix;             // top
+  char unit_tag = 'm';            // top
+  std::uint32_t window_s = 0;     // top
+  std::size_t limit = 20;         // top, journal_read
+  std::int64_t since_ms = 0;      // journal_read
+  std::string key;                // journal_read
+  hold_record record;             // journal_add
+  std::int64_t now_ms = 0;        // 0: the store's own clock (tests inject one)
+};
+
+struct admin_result {
+  bool ok = false;  // false: store failure, `error` says why
+  std::string error;
+  bool changed = false;
+  bool truncated = false;  // top: stopped after top_scan_max identities; the answer covers only those
+  std::vector<identity_state> identities;
+  std::vector<hold_record> holds;
 };
 
 class store {
@@ -57,10 +158,22 @@ class store {
         token, std::move(req));
   }
 
+  // Completes exactly once, on the caller's executor, within the store's deadline (top may take several
+  // round trips: it still has one overall deadline).
+  template <typename Token>
+  auto async_admin(admin_request req, Token&& token) {
+    return boost::asio::async_initiate<Token, void(admin_result)>(
+        [this](auto handler, admin_request r) {
+          start_admin(std::move(r), boost::asio::any_completion_handler<void(admin_result)>(std::move(handler)));
+        },
+        token, std::move(req));
+  }
+
   virtual std::string name() const = 0;  // "memory" / "redis"
 
  protected:
   virtual void start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) = 0;
+  virtual void start_admin(admin_request req, boost::asio::any_completion_handler<void(admin_result)> done) = 0;
 };
 
 }  // namespace rg

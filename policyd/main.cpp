@@ -45,7 +45,7 @@ loaded load_all(const std::string& config_path) {
   for (auto& w : lr.warnings) out.warnings.push_back(w.to_string());
   if (!lr.rules) return out;
   out.snapshot = std::make_shared<policy_snapshot>(make_snapshot(
-      std::move(*lr.rules), {cr.config->mode, cr.config->ipv6_prefix, cr.config->on_store_error}));
+      std::move(*lr.rules), {cr.config->mode, cr.config->ipv6_prefix, cr.config->on_store_error, cr.config->lock_time}));
   out.config = std::move(cr.config);
   return out;
 }
@@ -74,9 +74,10 @@ void warn_restart_needed(const daemon_config& running, const daemon_config& fres
   if (running.listen != fresh.listen || running.store != fresh.store || running.redis != fresh.redis ||
       running.log_target != fresh.log_target || running.redis_db != fresh.redis_db ||
       running.redis_username != fresh.redis_username || running.redis_password_file != fresh.redis_password_file ||
-      running.user != fresh.user || running.group != fresh.group || running.allow_root != fresh.allow_root)
-    spdlog::warn("reload: listen, user, group, allow_root, store, redis* or log_target changed: restart rateguardd "
-                 "to apply them");
+      running.user != fresh.user || running.group != fresh.group || running.allow_root != fresh.allow_root ||
+      running.control_socket != fresh.control_socket)
+    spdlog::warn("reload: listen, user, group, allow_root, store, redis*, log_target or control_socket changed: "
+                 "restart rateguardd to apply them");
 }
 
 }  // namespace
@@ -163,11 +164,13 @@ int main(int argc, char** argv) {
       ro.timeout = cfg.redis_timeout;
       ro.max_pending = cfg.redis_max_pending;
       ro.key_prefix = cfg.redis_prefix;
+      ro.journal = {cfg.hold_journal_max, cfg.hold_journal_age};
       auto r = std::make_unique<redis_store>(io.get_executor(), ro);
       redis = r.get();
       st = std::move(r);
     } else {
-      st = std::make_unique<memory_store>(cfg.memory_max_keys);
+      st = std::make_unique<memory_store>(cfg.memory_max_keys, memory_store::clock_fn{},
+                                          journal_caps{cfg.hold_journal_max, cfg.hold_journal_age});
     }
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());

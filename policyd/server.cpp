@@ -10,15 +10,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
+
+#include "control.hpp"
 
 namespace rg {
 
@@ -107,6 +111,7 @@ server::server(asio::io_context& io, const daemon_config& cfg, std::shared_ptr<c
 
 void server::bind() {
   raise_open_file_limit(cfg_.max_connections);
+  bind_control();
   for (const std::string& spec : cfg_.listen) {
     try {
       if (spec.rfind("inet:", 0) == 0) {
@@ -153,6 +158,10 @@ void server::start() {
   for (auto& [acc, path] : unix_) {
     asio::co_spawn(io_, accept_loop(acc, "unix:" + path), [](std::exception_ptr e) { log_exception(e, "accept"); });
     spdlog::info("listening on unix:{}", path);
+  }
+  if (control_) {
+    asio::co_spawn(io_, control_loop(), [](std::exception_ptr e) { log_exception(e, "control"); });
+    spdlog::info("control socket {}", cfg_.control_socket);
   }
 }
 
@@ -232,18 +241,21 @@ awaitable<void> server::serve(Socket sock, std::string peer) {
     deadline = t;
     if (t < timer.expiry()) timer.expires_at(t);
   };
-  co_await (serve_requests(sock, peer, conn, set_deadline) || watchdog());
+  message_tracker tracker;  // here, not in serve_requests: it outlives a connection cut by the watchdog
+  co_await (serve_requests(sock, peer, conn, tracker, set_deadline) || watchdog());
   boost::system::error_code ignored;
   sock.close(ignored);
+  tracker.end_connection();  // the message in progress is finished too
+  journal(tracker.take_finished());
   conns_.erase(conn);
   check_drained();
 }
 
 template <typename Socket>
 awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, conn_iter conn,
+                                       message_tracker& tracker,
                                        const std::function<void(steady_clock::time_point)>& set_deadline) {
   request_parser parser;
-  message_tracker tracker;
   std::array<char, 8192> buf;
   std::string out;
   bool partial = false;  // bytes of a request have arrived, its end has not
@@ -294,6 +306,7 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
       }
       out.clear();
     }
+    journal(tracker.take_finished());  // after the reply: the journal never delays Postfix
   }
 }
 
@@ -310,7 +323,157 @@ awaitable<verdict> server::evaluate(const policy_snapshot& snap, message_tracker
   if (v.log) log_verdict(v, r);
   else if (spdlog::should_log(spdlog::level::debug))
     spdlog::debug("{}", format_decision(v, r, format_));
+  // Rare (a hold rule tripping on a key not locked yet), so the extra round trip before the reply is
+  // affordable, and the next message of the key is already held.
+  if (v.set_lock_ms > 0 && v.hit) co_await set_lock(v, r);
   co_return v;
+}
+
+awaitable<void> server::set_lock(const verdict& v, const policy_request& r) {
+  admin_request q;
+  q.op = admin_op::lock;
+  q.identity = counter_identity(v.hit->kind, v.hit->key);
+  q.ttl_ms = v.set_lock_ms;
+  q.reason = lock_reason(*v.hit);
+  const std::string reason = q.reason;
+  const std::string key = key_name(v.hit->kind, v.hit->key);
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  std::int64_t until_ms = now_ms + v.set_lock_ms;
+  admin_result res = co_await store_.async_admin(std::move(q), use_awaitable);
+  if (!res.ok) {
+    warn_limited(last_lock_warning_, "cannot lock " + escape_log_value(key) + ": " + escape_log_value(res.error));
+    co_return;
+  }
+  if (!res.changed) co_return;  // another connection or node locked it first, and logged it
+  for (const identity_state& s : res.identities)
+    if (s.lock) until_ms = s.lock->until_ms;
+  spdlog::info("{}", format_lock(key, v.hit->rule_where, until_ms, reason, r, format_));
+}
+
+void server::journal(std::vector<hold_record> records) {
+  // Bounded: a store that stops answering must not pile up coroutines without end.
+  constexpr std::size_t max_pending = 1000;
+  for (hold_record& rec : records) {
+    if (journal_pending_ >= max_pending) {
+      warn_limited(last_journal_warning_, "hold journal: " + std::to_string(max_pending) +
+                                              " writes pending: record of queue ID " +
+                                              escape_log_value(rec.queue_id.empty() ? "NOQUEUE" : rec.queue_id, 64) +
+                                              " not written");
+      continue;
+    }
+    ++journal_pending_;
+    asio::co_spawn(io_, write_journal(std::move(rec)), [](std::exception_ptr e) { log_exception(e, "journal"); });
+  }
+}
+
+awaitable<void> server::write_journal(hold_record rec) {
+  admin_request q;
+  q.op = admin_op::journal_add;
+  q.record = std::move(rec);
+  const std::string qid = q.record.queue_id.empty() ? std::string("NOQUEUE") : q.record.queue_id;
+  admin_result res = co_await store_.async_admin(std::move(q), use_awaitable);
+  --journal_pending_;
+  if (!res.ok)
+    warn_limited(last_journal_warning_, "hold journal: cannot record " + escape_log_value(qid, 64) + ": " +
+                                            escape_log_value(res.error));
+  check_drained();
+}
+
+void server::warn_limited(steady_clock::time_point& last, const std::string& text) {
+  // One line a second at most per kind of warning: a broken store must not flood the log.
+  const auto now = steady_clock::now();
+  if (now - last < std::chrono::seconds(1)) return;
+  last = now;
+  spdlog::warn("{}", text);
+}
+
+void server::bind_control() {
+  const std::string& path = cfg_.control_socket;
+  if (path.empty()) return;
+  try {
+    // /run/rateguard is not there on a fresh boot without systemd's RuntimeDirectory=: make it.
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    asio::local::stream_protocol::endpoint ep(path);
+    struct stat st {};
+    if (lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
+      // A live socket belongs to a running rateguardd: stealing it would leave that one unreachable.
+      asio::local::stream_protocol::socket probe(io_);
+      boost::system::error_code ec;
+      probe.connect(ep, ec);
+      if (!ec) throw std::runtime_error(path + " is in use by another process");
+      ::unlink(path.c_str());
+    }
+    asio::local::stream_protocol::acceptor acc(io_);
+    acc.open();
+    acc.bind(ep);
+    acc.listen(16);
+    // Commands change locks and counters: the daemon's own user only (rateguardctl runs as root or it).
+    if (chmod(path.c_str(), 0600) != 0) throw std::runtime_error("chmod " + path + ": " + std::strerror(errno));
+    control_.emplace(std::move(acc));
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("control_socket " + path + ": " + e.code().message());
+  } catch (const std::filesystem::filesystem_error& e) {
+    throw std::runtime_error("control_socket " + path + ": " + e.code().message());
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("control_socket " + std::string(e.what()));
+  }
+}
+
+awaitable<void> server::control_loop() {
+  // rateguardctl runs one command at a time; a few at once is plenty, more is a runaway script.
+  constexpr std::size_t max_control_connections = 16;
+  while (!draining_ && control_) {
+    auto [ec, sock] = co_await control_->async_accept(tuple_awaitable);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || draining_) break;
+      spdlog::warn("control socket: accept: {}", ec.message());
+      asio::steady_timer t(io_, std::chrono::milliseconds(100));
+      co_await t.async_wait(tuple_awaitable);
+      continue;
+    }
+    if (control_conns_ >= max_control_connections) {
+      warn_limited(last_control_warning_, "control socket: " + std::to_string(max_control_connections) +
+                                              " commands in progress: closing new connections");
+      continue;  // `sock` closes as it goes out of scope
+    }
+    asio::co_spawn(io_, serve_control(std::move(sock)), [](std::exception_ptr e) { log_exception(e, "control"); });
+  }
+}
+
+awaitable<void> server::serve_control(asio::local::stream_protocol::socket sock) {
+  ++control_conns_;
+  // One command per connection, read, run and answered within one deadline (a tool that never finishes
+  // its request, or never reads the answer, is cut).
+  auto work = [&]() -> awaitable<void> {
+    std::string in;
+    auto [ec, n] = co_await asio::async_read_until(sock, asio::dynamic_buffer(in, control_max_request), "\n\n",
+                                                   tuple_awaitable);
+    std::string reply;
+    if (ec == asio::error::not_found)
+      reply = R"({"ok":false,"code":"usage","error":"request too large"})";
+    else if (ec)
+      co_return;
+    else {
+      // Named, not temporaries in the co_await expression: g++ 12 destroys such a temporary twice (seen
+      // here as the snapshot's shared_ptr released once too often).
+      control_env env{store_, snap_, cfg_.lock_time};
+      in.resize(n);
+      reply = co_await run_control(std::move(env), std::move(in));
+    }
+    reply += '\n';
+    co_await asio::async_write(sock, asio::buffer(reply), tuple_awaitable);
+  };
+  // Long enough for the store's own deadline of its slowest command (top on Redis: 10 x redis_timeout, at
+  // least 5 s), so the store's answer, even an error, arrives before the cut.
+  const auto limit = std::max({cfg_.request_timeout, std::chrono::milliseconds(std::chrono::seconds(10)),
+                               10 * cfg_.redis_timeout + std::chrono::milliseconds(std::chrono::seconds(1))});
+  asio::steady_timer deadline(io_, limit);
+  co_await (work() || deadline.async_wait(tuple_awaitable));
+  boost::system::error_code ignored;
+  sock.close(ignored);
+  --control_conns_;
 }
 
 void server::log_verdict(const verdict& v, const policy_request& r) {
@@ -360,6 +523,10 @@ void server::shutdown(std::function<void(std::size_t)> done) {
     acc.close(ignored);
     ::unlink(path.c_str());
   }
+  if (control_) {
+    control_->close(ignored);
+    ::unlink(cfg_.control_socket.c_str());
+  }
   // Idle connections go now; busy ones after their answer (serve_requests checks draining_).
   for (auto& c : conns_)
     if (!c.busy) c.close();
@@ -376,7 +543,8 @@ void server::shutdown(std::function<void(std::size_t)> done) {
 }
 
 void server::check_drained() {
-  if (!draining_ || !conns_.empty() || !on_drained_) return;
+  // Journal records of messages finished by the shutdown itself are written before exiting.
+  if (!draining_ || !conns_.empty() || journal_pending_ > 0 || !on_drained_) return;
   if (drain_timer_) drain_timer_->cancel();
   auto cb = std::move(on_drained_);
   on_drained_ = nullptr;

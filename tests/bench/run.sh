@@ -72,6 +72,7 @@ limits = limits.conf
 store = $3
 redis = $RSOCK
 log_target = file:$d/rateguardd.log
+control_socket = $d/control
 max_connections = 2000
 EOF
   "$DAEMON" -c "$d/rateguard.conf" 2>"$d/stderr" &

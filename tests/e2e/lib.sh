@@ -45,8 +45,8 @@ free_port() {
 }
 
 # Polls `cmd` every 100 ms until it succeeds or `secs` pass (every wait in this suite is bounded).
-# A condition with $(...) goes to eval in single quotes (wait_until 5 eval '[ "$(f)" -eq 1 ]'): unquoted,
-# it would be expanded once at the call and never polled.
+# To wait on a command's output, quote the whole test for eval: wait_until 5 eval '[ "$(sink_count)" -ge 2 ]'.
+# (An unquoted "$(...)" argument is expanded once, before the first poll, and the wait never sees a change.)
 wait_until() {
   local secs=$1 i
   shift
@@ -69,6 +69,7 @@ start_rateguard() {
 listen = inet:127.0.0.1:$POLICY_PORT
 limits = limits.conf
 log_target = file:$T/rg/rateguardd.log
+control_socket = $T/rg/control
 store = memory
 user = nobody
 group = nogroup
@@ -96,6 +97,9 @@ stop_rateguard() {
 }
 
 rg_log() { cat "$T/rg/rateguardd.log" 2>/dev/null; }
+
+# rateguardctl against our rateguardd (RG_CTL names the binary; set by ctest).
+ctl() { "${RG_CTL:?RG_CTL must name the rateguardctl binary}" -c "$T/rg/rateguard.conf" "$@"; }
 
 # ---------------------------------------------------------------- Postfix
 

@@ -20,6 +20,9 @@
 #ifndef RG_DAEMON
 #error "RG_DAEMON must name the rateguardd binary"
 #endif
+#ifndef RG_CTL
+#error "RG_CTL must name the rateguardctl binary"
+#endif
 
 namespace rg::test {
 
@@ -48,7 +51,8 @@ daemon_process::daemon_process(const std::string& limits, const std::string& set
   write_limits(limits);
   // Stays root in its private 0700 dir (allow_root); `settings` may name a user instead (test_privileges).
   write_file(dir_ + "/rateguard.conf", "listen = unix:" + socket_ + "\nlimits = limits.conf\nlog_target = file:" +
-                                           dir_ + "/rateguardd.log\nallow_root = yes\n" + settings);
+                                           dir_ + "/rateguardd.log\nallow_root = yes\ncontrol_socket = " +
+                                           control_path() + "\n" + settings);
   pid_ = fork();
   if (pid_ == 0) {
     std::string conf = dir_ + "/rateguard.conf";
@@ -125,6 +129,12 @@ int daemon_process::wait_exit(int timeout_ms) {
   if (!wait_pid(pid_, timeout_ms, &st)) return -2;
   pid_ = -1;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int daemon_process::ctl(const std::vector<std::string>& args, std::string* output) const {
+  std::vector<std::string> argv{RG_CTL, "-c", config_path()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv, output);
 }
 
 std::string daemon_process::log() const {

@@ -1,5 +1,6 @@
 // Test fixture: runs the real rateguardd binary in a private temp directory (its own config, limits,
-// unix socket and log file) and a small blocking policy client. Kills only the process it started.
+// unix socket, control socket and log file), a small blocking policy client, and rateguardctl against it.
+// Kills only the process it started.
 #pragma once
 
 #include <string>
@@ -17,6 +18,11 @@ class daemon_process {
   daemon_process& operator=(const daemon_process&) = delete;
 
   const std::string& socket_path() const { return socket_; }
+  std::string control_path() const { return dir_ + "/control"; }
+  std::string config_path() const { return dir_ + "/rateguard.conf"; }
+  // Runs rateguardctl -c <this daemon's config> ARGS (bounded by its own deadlines); returns its exit status,
+  // stdout and stderr into `output`.
+  int ctl(const std::vector<std::string>& args, std::string* output = nullptr) const;
   const std::string& dir() const { return dir_; }
   pid_t pid() const { return pid_; }
   void write_limits(const std::string& limits);

@@ -83,3 +83,21 @@ TEST_CASE("settings that only make sense together are refused alone", "[config]"
   CHECK(r.errors[1].text == path + ": group is set but user is not");
   CHECK(r.errors[2].text == path + ": redis_username is set but redis_password_file is not");
 }
+
+TEST_CASE("hold journal caps: defaults and bounds", "[config]") {
+  const daemon_config d;
+  CHECK(d.hold_journal_max == 10000);
+  CHECK(d.hold_journal_age == std::chrono::hours(24 * 7));
+  auto good = load_config(write_conf("hold_journal_max = 500\nhold_journal_age = 2d\n"));
+  REQUIRE(good.config);
+  CHECK(good.config->hold_journal_max == 500);
+  CHECK(good.config->hold_journal_age == std::chrono::hours(48));
+  auto n = non_default_settings(*good.config);
+  CHECK(std::find(n.begin(), n.end(), "hold_journal_age = 2d") != n.end());
+  auto path = write_conf("hold_journal_max = 0\nhold_journal_age = 10s\n");
+  auto bad = load_config(path);
+  CHECK_FALSE(bad.config);
+  REQUIRE(bad.errors.size() == 2);
+  CHECK(bad.errors[0].text.find(path + ":1: hold_journal_max: ") == 0);
+  CHECK(bad.errors[1].text.find(path + ":2: hold_journal_age: ") == 0);
+}

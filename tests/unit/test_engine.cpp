@@ -285,3 +285,234 @@ TEST_CASE("an IPv4-mapped IPv6 client is counted with its IPv4 address", "[engin
   CHECK(v.act == action::defer);
   CHECK(v.hit->key == "192.0.2.1");
 }
+
+// ---- locks, lock requests and the hold journal, driven with fake store results ----
+
+namespace {
+
+// Runs one request through prepare and finish with a made-up store answer: every counter at `count`, and
+// the given identities locked.
+verdict with_store(const policy_snapshot& snap, message_tracker& t, const policy_request& r, std::uint64_t count,
+                   const std::vector<std::string>& locked = {}) {
+  auto p = t.prepare(snap, r, 1);
+  if (!p.needs_store) return p.immediate;
+  store_result res;
+  res.ok = true;
+  res.counts.assign(p.counters, count);
+  for (auto& id : locked) res.locks.push_back(lock_info{id, 1000, 2000, "limits.conf:9 7 messages in 1m, limit 6"});
+  return t.finish(snap, r, p, res);
+}
+
+policy_request eom(const std::string& instance, const std::string& queue_id, const std::string& rcpts) {
+  auto r = rcpt("alice", instance, queue_id);
+  r.set(attr::protocol_state) = "END-OF-MESSAGE";
+  r.set(attr::recipient_count) = rcpts;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a locked key holds the message unless a limit refuses it", "[engine][lock]") {
+  struct row {
+    const char* limits;
+    std::uint64_t count;  // every counter's count before the request
+    bool locked;
+    run_mode mode;
+    action act;
+    const char* reply_prefix;
+  };
+  const row rows[] = {
+      {"sasl_username * 100/1h defer\n", 0, true, run_mode::enforce, action::hold, "HOLD rateguard: this sasl_username is locked"},
+      {"sasl_username * 100/1h defer\n", 100, true, run_mode::enforce, action::defer, "450 4.7.1 "},
+      {"sasl_username * 100/1h reject\n", 100, true, run_mode::enforce, action::reject, "550 5.7.1 "},
+      {"sasl_username * 100/1h warn\n", 100, true, run_mode::enforce, action::hold, "HOLD rateguard: this sasl_username is locked"},
+      {"sasl_username * 100/1h hold\n", 100, true, run_mode::enforce, action::hold, "HOLD rateguard: this sasl_username is locked"},
+      {"sasl_username * 100/1h defer\n", 0, false, run_mode::enforce, action::none, "DUNNO"},
+      {"sasl_username * 100/1h defer\n", 0, true, run_mode::dry_run, action::hold, "DUNNO"},
+  };
+  for (const row& w : rows) {
+    INFO(w.limits << " count=" << w.count << " locked=" << w.locked);
+    auto snap = snapshot(w.limits, w.mode);
+    message_tracker t;
+    auto v = with_store(snap, t, rcpt("alice", "m1"), w.count,
+                        w.locked ? std::vector<std::string>{"u:alice"} : std::vector<std::string>{});
+    CHECK(v.act == w.act);
+    CHECK(v.reply.rfind(w.reply_prefix, 0) == 0);
+    const bool lock_applies = w.locked && !refuses(w.act);
+    CHECK(v.lock.has_value() == lock_applies);
+    if (lock_applies) {
+      CHECK(v.lock_key == "sasl_username:alice");
+      CHECK(v.log);
+      CHECK(format_decision(v, rcpt("alice", "m1"), log_format::text)
+                .find(" locked=sasl_username:alice lock_until=1970-01-01T00:00:02Z lock_reason=\"limits.conf:9 7 "
+                      "messages in 1m, limit 6\"") != std::string::npos);
+    }
+    // The whole message is held: a later RCPT gets the same answer without asking the store.
+    if (w.act == action::hold && w.mode == run_mode::enforce) {
+      auto p = t.prepare(snap, rcpt("alice", "m1"), 1);
+      CHECK_FALSE(p.needs_store);
+      CHECK(p.immediate.act == action::hold);
+    }
+  }
+}
+
+TEST_CASE("a tripped hold rule asks for a lock of its key - once and only in enforce mode", "[engine][lock]") {
+  struct row {
+    const char* limits;
+    std::chrono::milliseconds lock_time;
+    run_mode mode;
+    std::vector<std::string> locked;
+    std::int64_t want;
+  };
+  const std::chrono::milliseconds day = std::chrono::hours(24);
+  const row rows[] = {
+      {"sasl_username * 5/1h hold\n", day, run_mode::enforce, {}, day.count()},
+      {"sasl_username * 5/1h hold\n", day, run_mode::enforce, {"u:alice"}, 0},  // locked already
+      {"sasl_username * 5/1h hold\n", day, run_mode::enforce, {"ip:127.0.0.1"}, day.count()},  // another key's lock
+      {"sasl_username * 5/1h hold\n", std::chrono::milliseconds(0), run_mode::enforce, {}, 0},  // locks off
+      {"sasl_username * 5/1h hold\n", day, run_mode::dry_run, {}, 0},
+      {"sasl_username * 5/1h defer\n", day, run_mode::enforce, {}, 0},  // only hold rules lock
+      {"sasl_username * 5/1h warn\n", day, run_mode::enforce, {}, 0},
+  };
+  for (const row& w : rows) {
+    INFO(w.limits << " lock_time=" << w.lock_time.count() << " locked=" << w.locked.size());
+    auto snap = snapshot(w.limits, w.mode);
+    snap.settings.lock_time = w.lock_time;
+    message_tracker t;
+    auto v = with_store(snap, t, rcpt("alice", "m1"), 5, w.locked);
+    CHECK(v.set_lock_ms == w.want);
+    if (w.want > 0) {
+      REQUIRE(v.hit);
+      CHECK(counter_identity(v.hit->kind, v.hit->key) == "u:alice");
+      CHECK(lock_reason(*v.hit) == "limits.conf:1 6 messages in 1h, limit 5");
+      // The message's later RCPTs repeat the hold but do not ask again.
+      CHECK(t.prepare(snap, rcpt("alice", "m1", "Q1"), 1).immediate.set_lock_ms == 0);
+    }
+  }
+}
+
+TEST_CASE("one journal record per held message - when the message is finished", "[engine][journal]") {
+  auto snap = snapshot("sasl_username * 5/1h hold\n");
+  SECTION("END-OF-MESSAGE finishes it: queue ID and Postfix's recipient count") {
+    message_tracker t;
+    REQUIRE(with_store(snap, t, rcpt("alice", "m1"), 5).act == action::hold);
+    CHECK(with_store(snap, t, rcpt("alice", "m1", "8E891A72062"), 5).act == action::hold);
+    CHECK(with_store(snap, t, rcpt("alice", "m1", "8E891A72062"), 5).act == action::hold);
+    CHECK(t.take_finished().empty());  // not finished yet
+    with_store(snap, t, eom("m1", "8E891A72062", "2"), 5);
+    auto recs = t.take_finished();
+    REQUIRE(recs.size() == 1);
+    CHECK(recs[0].queue_id == "8E891A72062");
+    CHECK(recs[0].recipients == 2);  // END-OF-MESSAGE's count wins over the 3 RCPTs seen
+    CHECK(recs[0].instance == "m1");
+    CHECK(recs[0].key == "sasl_username:alice");
+    CHECK(recs[0].rule == "limits.conf:1");
+    CHECK(recs[0].reason == "6 messages in 1h, limit 5");
+    CHECK(recs[0].client == "127.0.0.1");
+    CHECK(recs[0].sender == "alice@example.com");
+    // A resent END-OF-MESSAGE and the connection's end add nothing.
+    with_store(snap, t, eom("m1", "8E891A72062", "2"), 5);
+    t.end_connection();
+    CHECK(t.take_finished().empty());
+  }
+  SECTION("a new instance finishes it: the RCPTs seen, the queue ID of a later RCPT") {
+    message_tracker t;
+    REQUIRE(with_store(snap, t, rcpt("alice", "m1"), 5).act == action::hold);
+    with_store(snap, t, rcpt("alice", "m1", "4F2A1B3C"), 5);
+    with_store(snap, t, rcpt("alice", "m2"), 0);  // the next message is not held
+    auto recs = t.take_finished();
+    REQUIRE(recs.size() == 1);
+    CHECK(recs[0].queue_id == "4F2A1B3C");
+    CHECK(recs[0].recipients == 2);
+    t.end_connection();
+    CHECK(t.take_finished().empty());
+  }
+  SECTION("the connection's end finishes it, without a queue ID if Postfix never sent one") {
+    message_tracker t;
+    REQUIRE(with_store(snap, t, rcpt("alice", "m1"), 5).act == action::hold);
+    t.end_connection();
+    auto recs = t.take_finished();
+    REQUIRE(recs.size() == 1);
+    CHECK(recs[0].queue_id.empty());
+    CHECK(recs[0].recipients == 1);
+  }
+  SECTION("a message held by a lock names the lock") {
+    message_tracker t;
+    REQUIRE(with_store(snap, t, rcpt("alice", "m1", "Q9"), 0, {"u:alice"}).act == action::hold);
+    with_store(snap, t, eom("m1", "Q9", "1"), 0);
+    auto recs = t.take_finished();
+    REQUIRE(recs.size() == 1);
+    CHECK(recs[0].key == "sasl_username:alice");
+    CHECK(recs[0].rule.empty());
+    CHECK(recs[0].reason == "locked: limits.conf:9 7 messages in 1m, limit 6");
+  }
+  SECTION("messages that are not held - and dry-run holds - write nothing") {
+    message_tracker t;
+    with_store(snap, t, rcpt("alice", "m1"), 0);
+    with_store(snap, t, eom("m1", "Q1", "1"), 0);
+    with_store(snap, t, rcpt("alice", "m2"), 7);  // over the limit: m2 is held
+    auto dry = snapshot("sasl_username * 5/1h hold\n", run_mode::dry_run);
+    message_tracker d;
+    CHECK(with_store(dry, d, rcpt("alice", "m1"), 5).act == action::hold);
+    d.end_connection();
+    CHECK(d.take_finished().empty());
+    t.end_connection();
+    CHECK(t.take_finished().size() == 1);  // m2 only
+  }
+}
+
+TEST_CASE("operator keys are normalized like the engine counts", "[engine][key]") {
+  struct row {
+    const char* text;
+    const char* name;      // "" = malformed
+    const char* identity;
+  };
+  const row rows[] = {
+      {"sasl_username:Alice@Example.COM", "sasl_username:alice@example.com", "u:alice@example.com"},
+      {"SASL_USERNAME:bob", "sasl_username:bob", "u:bob"},
+      {"client_address:192.0.2.7", "client_address:192.0.2.7", "ip:192.0.2.7"},
+      {"client_address:2001:DB8:1:2::5", "client_address:2001:db8:1:2::/64", "ip:2001:db8:1:2::/64"},
+      {"client_address:2001:db8:1:2::/64", "client_address:2001:db8:1:2::/64", "ip:2001:db8:1:2::/64"},
+      {"client_address:::ffff:192.0.2.7", "client_address:192.0.2.7", "ip:192.0.2.7"},
+      {"sender:Bob@Example.com", "sender:bob@example.com", "s:bob@example.com"},
+      {"sender_domain:Example.com", "sender_domain:example.com", "d:example.com"},
+      {"alice", "", ""},
+      {"user:alice", "", ""},
+      {"sasl_username:", "", ""},
+      {"client_address:not-an-ip", "", ""},
+  };
+  for (const row& w : rows) {
+    INFO(w.text);
+    std::string why;
+    auto k = parse_key(w.text, 64, &why);
+    if (std::string(w.name).empty()) {
+      CHECK_FALSE(k);
+      CHECK_FALSE(why.empty());
+      continue;
+    }
+    REQUIRE(k);
+    CHECK(k->name == w.name);
+    CHECK(k->identity == w.identity);
+    CHECK(key_of_identity(k->identity) == w.name);
+  }
+  // The engine counts a request's client under the same identity as the key names it.
+  auto snap = snapshot("client_address * 1/1h defer\n");
+  message_tracker t;
+  auto p = t.prepare(snap, rcpt("", "m", "", "2001:db8:1:2::77"), 1);
+  REQUIRE(p.req.counters.size() == 1);
+  CHECK(p.req.counters[0].identity == parse_key("client_address:2001:db8:1:2::5", 64)->identity);
+}
+
+TEST_CASE("the lock line is one escaped line - text and JSON", "[engine][log]") {
+  auto r = rcpt("alice", "i\n1", "", "127.0.0.1", "evil\n@example.com");
+  auto text = format_lock("sasl_username:alice", "limits.conf:7", 86'400'000, "limits.conf:7 61 messages in 1m\n", r,
+                          log_format::text);
+  CHECK(text.rfind("NOQUEUE: lock: key=sasl_username:alice rule=limits.conf:7 until=1970-01-02T00:00:00Z "
+                   "reason=\"limits.conf:7 61 messages in 1m\\x0a\" client=127.0.0.1 sasl_username=alice "
+                   "sender=<evil\\x0a@example.com> instance=i\\x0a1",
+                   0) == 0);
+  auto json = format_lock("sasl_username:alice", "limits.conf:7", 86'400'000, "x", r, log_format::json);
+  CHECK(json.find('\n') == std::string::npos);
+  CHECK(json.find("\"action\":\"lock\",\"key\":\"sasl_username:alice\"") != std::string::npos);
+  CHECK(json.find("\"until\":\"1970-01-02T00:00:00Z\"") != std::string::npos);
+}

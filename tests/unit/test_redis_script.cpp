@@ -45,3 +45,17 @@ TEST_CASE("append_check_call matches hiredis byte for byte with shared and binar
   append_command(cmd, {"SCRIPT", "LOAD", check_script()});
   CHECK(cmd == hiredis_format({"SCRIPT", "LOAD", std::string(check_script())}));
 }
+
+TEST_CASE("the lock field decodes until since and a reason that may hold colons", "[redis_script]") {
+  const auto l = parse_lock_value("u:alice", "1700000060000:1700000000000:limits.conf:7 61 messages per 1m");
+  REQUIRE(l);
+  CHECK(l->identity == "u:alice");
+  CHECK(l->until_ms == 1'700'000'060'000);
+  CHECK(l->since_ms == 1'700'000'000'000);
+  CHECK(l->reason == "limits.conf:7 61 messages per 1m");
+  CHECK(parse_lock_value("u:a", "5:4:")->reason.empty());
+  for (const char* bad : {"", "garbage", "5", "5:", "5:4", "x:4:r", "5:y:r", "-:4:r"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_lock_value("u:a", bad));
+  }
+}

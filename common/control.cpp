@@ -1,0 +1,421 @@
+// Operator commands: parsing the name=value request, running status / top / holds / lock / release / reset /
+// explain against the store (async_admin; explain: a read-only async_check) and the rules snapshot, and the
+// JSON reply. Nothing here charges a counter.
+#include "control.hpp"
+
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+#include <charconv>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "config.hpp"
+#include "decision_log.hpp"
+
+namespace rg {
+
+namespace json = boost::json;
+using boost::asio::awaitable;
+using boost::asio::use_awaitable;
+
+namespace {
+
+// Bytes >= 0x80 become the UTF-8 of U+0080..U+00FF (Latin-1, like the JSON decision log), so a hostile
+// value never makes the reply invalid UTF-8, and ASCII stays as it is.
+json::string jstr(std::string_view s) {
+  json::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back(static_cast<char>(0xC0 | (c >> 6)));
+      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    }
+  }
+  return out;
+}
+
+std::string failure(std::string_view code, std::string_view text) {
+  json::object o;
+  o["ok"] = false;
+  o["code"] = jstr(code);
+  o["error"] = jstr(text);
+  return json::serialize(o);
+}
+
+using fields = std::vector<std::pair<std::string_view, std::string_view>>;
+
+// name=value lines up to the empty line (the size is bounded by the reader); false with `why` if malformed.
+bool parse_fields(std::string_view text, fields& out, std::string& why) {
+  while (!text.empty()) {
+    const auto nl = text.find('\n');
+    if (nl == std::string_view::npos) break;
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) return true;
+    if (out.size() >= control_max_lines) {
+      why = "more than " + std::to_string(control_max_lines) + " lines";
+      return false;
+    }
+    const auto eq = line.find('=');
+    if (eq == std::string_view::npos || eq == 0 || line.find('\0') != std::string_view::npos) {
+      why = "a line is not name=value";
+      return false;
+    }
+    out.emplace_back(line.substr(0, eq), line.substr(eq + 1));
+  }
+  why = "request not ended by an empty line";
+  return false;
+}
+
+std::optional<std::string_view> field(const fields& f, std::string_view name) {
+  std::optional<std::string_view> v;
+  for (auto& [n, value] : f)
+    if (n == name) v = value;  // the last one wins, as in the policy protocol
+  return v;
+}
+
+template <typename T>
+std::optional<T> number(std::string_view s) {
+  T v{};
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+json::object lock_json(const lock_info& l) {
+  json::object o;
+  o["key"] = jstr(key_of_identity(l.identity));
+  o["since"] = jstr(iso_time(l.since_ms));
+  o["until"] = jstr(iso_time(l.until_ms));
+  o["since_ms"] = l.since_ms;
+  o["until_ms"] = l.until_ms;
+  o["reason"] = jstr(l.reason);
+  return o;
+}
+
+json::object ok_reply(std::string_view command) {
+  json::object o;
+  o["ok"] = true;
+  o["command"] = jstr(command);
+  return o;
+}
+
+char unit_tag_of(unit u) { return u == unit::messages ? 'm' : 'r'; }
+std::string_view unit_of_tag(char t) { return t == 'm' ? "messages" : "recipients"; }
+
+// The lines of the limits file that apply to a key (the winning selector), as the engine would match it.
+const std::vector<const rule*>* rules_for_key(const policy_snapshot& snap, const parsed_key& k) {
+  if (k.kind == key_kind::client_address) {
+    auto c = parse_cidr(k.value);
+    return c ? snap.rules.match_address(c->net) : nullptr;
+  }
+  return snap.rules.match(k.kind, k.value);
+}
+
+awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
+  admin_request q;
+  q.op = admin_op::status;
+  q.identity = k.identity;
+  admin_result res = co_await env.st.async_admin(std::move(q), use_awaitable);
+  if (!res.ok) co_return failure("store", res.error);
+
+  struct row {
+    std::uint64_t count = 0;
+    json::array limits;
+  };
+  std::map<std::pair<char, std::uint32_t>, row> rows;  // sorted by unit, then window
+  std::optional<lock_info> lock;
+  for (const identity_state& s : res.identities) {
+    if (s.identity != k.identity) continue;
+    for (const window_count& w : s.windows) rows[{w.unit_tag, w.window_s}].count = w.count;
+    if (s.lock) lock = s.lock;
+  }
+  const bool known = !rows.empty() || lock;
+  bool counted = false, exempt = false;
+  if (const auto* rules = rules_for_key(*env.snap, k)) {
+    for (const rule* ru : *rules) {
+      if (ru->act == action::none) exempt = true;
+      for (const window_limit& lim : ru->limits) {
+        counted = true;
+        json::object l;
+        l["rule"] = jstr(ru->where());
+        l["selector"] = jstr(ru->selector);
+        l["action"] = jstr(to_string(ru->act));
+        l["limit"] = lim.count;
+        rows[{unit_tag_of(lim.what), lim.seconds}].limits.push_back(std::move(l));
+      }
+    }
+  }
+  json::object o = ok_reply("status");
+  o["key"] = jstr(k.name);
+  o["identity"] = jstr(k.identity);
+  o["found"] = known;
+  // A lock works through the counters the rules check: a key no rule counts is never checked.
+  o["counted"] = counted && !exempt;
+  json::array counters;
+  for (auto& [w, r] : rows) {
+    json::object c;
+    c["unit"] = jstr(unit_of_tag(w.first));
+    c["window"] = jstr(format_duration(std::chrono::seconds(w.second)));
+    c["window_s"] = w.second;
+    c["count"] = r.count;
+    c["limits"] = std::move(r.limits);
+    counters.push_back(std::move(c));
+  }
+  o["counters"] = std::move(counters);
+  if (lock) o["lock"] = lock_json(*lock);
+  else o["lock"] = nullptr;
+  co_return json::serialize(o);
+}
+
+awaitable<std::string> cmd_change(const control_env& env, const fields& f, admin_op op, const parsed_key& k,
+                                  std::string_view name) {
+  admin_request q;
+  q.op = op;
+  q.identity = k.identity;
+  if (op == admin_op::lock) {
+    q.ttl_ms = env.lock_time.count() > 0 ? env.lock_time.count() : std::int64_t{86'400'000};
+    if (auto t = field(f, "ttl")) {
+      auto d = parse_duration(*t);
+      if (!d || d->count() <= 0 || d->count() > 365LL * 86'400'000)
+        co_return failure("usage", "bad --ttl \"" + std::string(*t) + "\" (e.g. 30m, 12h, 7d; at most 365d)");
+      q.ttl_ms = d->count();
+    }
+    q.reason = "rateguardctl";
+    if (auto r = field(f, "reason")) {
+      if (r->empty() || r->size() > 200)
+        co_return failure("usage", "--reason must have 1 to 200 characters");
+      for (unsigned char c : *r)
+        if (c < 0x20 || c == 0x7f) co_return failure("usage", "--reason must be printable text");
+      q.reason = std::string(*r);
+    }
+  }
+  admin_result res = co_await env.st.async_admin(std::move(q), use_awaitable);
+  if (!res.ok) co_return failure("store", res.error);
+  json::object o = ok_reply(name);
+  o["key"] = jstr(k.name);
+  o["changed"] = res.changed;
+  for (const identity_state& s : res.identities)
+    if (s.identity == k.identity && s.lock) o["lock"] = lock_json(*s.lock);
+  co_return json::serialize(o);
+}
+
+awaitable<std::string> cmd_top(const control_env& env, const fields& f) {
+  key_kind kind = key_kind::sasl_username;
+  if (auto by = field(f, "by")) {
+    auto k = key_kind_from_string(*by);
+    if (!k) co_return failure("usage", "--by must be sasl_username, client_address, sender or sender_domain");
+    kind = *k;
+  }
+  std::uint32_t window_s = 3600;
+  if (auto w = field(f, "window")) {
+    auto d = parse_duration(*w);
+    if (!d || d->count() < 1000 || d->count() % 1000 != 0 || d->count() > 30LL * 86'400'000)
+      co_return failure("usage", "bad --window \"" + std::string(*w) + "\" (a window of the limits file, e.g. 1h)");
+    window_s = static_cast<std::uint32_t>(d->count() / 1000);
+  }
+  unit what = unit::messages;
+  if (auto u = field(f, "unit")) {
+    auto parsed = unit_from_string(*u);
+    if (!parsed) co_return failure("usage", "--unit must be messages or recipients");
+    what = *parsed;
+  }
+  std::size_t n = 20;
+  if (auto v = field(f, "n")) {
+    auto parsed = number<std::size_t>(*v);
+    if (!parsed || *parsed == 0 || *parsed > control_max_rows)
+      co_return failure("usage", "-n must be 1 to " + std::to_string(control_max_rows));
+    n = *parsed;
+  }
+  admin_request q;
+  q.op = admin_op::top;
+  q.prefix = counter_identity(kind, "");  // "u:"
+  q.unit_tag = unit_tag_of(what);
+  q.window_s = window_s;
+  q.limit = n;
+  admin_result res = co_await env.st.async_admin(std::move(q), use_awaitable);
+  if (!res.ok) co_return failure("store", res.error);
+  json::object o = ok_reply("top");
+  o["by"] = jstr(to_string(kind));
+  o["unit"] = jstr(to_string(what));
+  o["window"] = jstr(format_duration(std::chrono::seconds(window_s)));
+  json::array rows;
+  for (const identity_state& s : res.identities) {
+    std::uint64_t count = 0;
+    for (const window_count& w : s.windows)
+      if (w.unit_tag == q.unit_tag && w.window_s == window_s) count = w.count;
+    json::object r;
+    r["key"] = jstr(key_of_identity(s.identity));
+    r["count"] = count;
+    r["locked"] = s.lock.has_value();
+    rows.push_back(std::move(r));
+  }
+  o["top"] = std::move(rows);
+  // The store looked at only its first top_scan_max identities of that kind: say so, never hide it.
+  o["truncated"] = res.truncated;
+  co_return json::serialize(o);
+}
+
+awaitable<std::string> cmd_holds(const control_env& env, const fields& f) {
+  admin_request q;
+  q.op = admin_op::journal_read;
+  q.limit = 1000;
+  if (auto s = field(f, "since_ms")) {
+    auto v = number<std::int64_t>(*s);
+    if (!v || *v < 0) co_return failure("usage", "bad since_ms");
+    q.since_ms = *v;
+  }
+  if (auto k = field(f, "key")) {
+    std::string why;
+    auto parsed = parse_key(*k, env.snap->settings.ipv6_prefix, &why);
+    if (!parsed) co_return failure("usage", why);
+    q.key = parsed->name;
+  }
+  if (auto v = field(f, "n")) {
+    auto parsed = number<std::size_t>(*v);
+    if (!parsed || *parsed == 0 || *parsed > control_max_rows)
+      co_return failure("usage", "-n must be 1 to " + std::to_string(control_max_rows));
+    q.limit = *parsed;
+  }
+  admin_result res = co_await env.st.async_admin(std::move(q), use_awaitable);
+  if (!res.ok) co_return failure("store", res.error);
+  json::object o = ok_reply("holds");
+  json::array rows;
+  for (const hold_record& h : res.holds) {
+    json::object r;
+    r["id"] = jstr(h.id);
+    r["time"] = jstr(iso_time(h.time_ms));
+    r["time_ms"] = h.time_ms;
+    r["queue_id"] = jstr(h.queue_id);
+    r["instance"] = jstr(h.instance);
+    r["key"] = jstr(h.key);
+    r["rule"] = jstr(h.rule);
+    r["reason"] = jstr(h.reason);
+    r["client"] = jstr(h.client);
+    r["sender"] = jstr(h.sender);
+    r["recipients"] = h.recipients;
+    rows.push_back(std::move(r));
+  }
+  o["holds"] = std::move(rows);
+  co_return json::serialize(o);
+}
+
+awaitable<std::string> cmd_explain(const control_env& env, const fields& f) {
+  const policy_snapshot& snap = *env.snap;
+  policy_request r;
+  r.set(attr::request) = "smtpd_access_policy";
+  r.set(attr::protocol_state) = "RCPT";
+  r.set(attr::instance) = "rateguardctl-explain";
+  for (auto& [name, value] : f) {
+    if (name == "command") continue;
+    auto a = attr_from_name(name);
+    // A typo ("sasl_user=alice") would silently explain another request: refuse it.
+    if (!a) co_return failure("usage", "unknown attribute \"" + std::string(name) + "\"");
+    r.set(*a) = std::string(value);
+  }
+  message_tracker t;
+  auto p = t.prepare(snap, r);
+  store_result res;
+  res.ok = true;
+  verdict v = p.immediate;
+  if (p.needs_store) {
+    p.req.charge = false;  // explain never counts
+    store_request sr = p.req;
+    res = co_await env.st.async_check(std::move(sr), use_awaitable);
+    if (!res.ok) co_return failure("store", res.error);
+    v = t.finish(snap, r, p, res);
+  }
+
+  json::object o = ok_reply("explain");
+  o["protocol_state"] = jstr(r.get(attr::protocol_state));
+  json::array keys;
+  for (const key_match& m : match_request(snap, r)) {
+    json::object k;
+    k["kind"] = jstr(to_string(m.kind));
+    k["compared"] = jstr(m.compared);  // what the selectors saw (sasl_username with its realm, ...)
+    k["counted_as"] = jstr(key_name(m.kind, m.key));
+    json::array rules;
+    if (m.rules) {
+      k["selector"] = jstr(m.rules->front()->selector);
+      for (const rule* ru : *m.rules) {
+        json::object jr;
+        jr["rule"] = jstr(ru->where());
+        jr["selector"] = jstr(ru->selector);
+        jr["action"] = jstr(to_string(ru->act));
+        json::array limits;
+        for (const window_limit& lim : ru->limits) {
+          json::object l;
+          l["unit"] = jstr(to_string(lim.what));
+          l["window"] = jstr(format_duration(std::chrono::seconds(lim.seconds)));
+          l["limit"] = lim.count;
+          for (const auto& c : p.candidates) {
+            if (c.r != ru || c.limit != &lim || c.counter >= res.counts.size()) continue;
+            l["count"] = res.counts[c.counter];
+            l["cost"] = c.cost;
+            l["exceeded"] = res.counts[c.counter] + c.cost > lim.count;
+          }
+          limits.push_back(std::move(l));
+        }
+        jr["limits"] = std::move(limits);
+        rules.push_back(std::move(jr));
+      }
+    } else {
+      k["selector"] = nullptr;
+    }
+    k["rules"] = std::move(rules);
+    keys.push_back(std::move(k));
+  }
+  o["keys"] = std::move(keys);
+  json::array locks;
+  for (const lock_info& l : res.locks) locks.push_back(lock_json(l));
+  o["locks"] = std::move(locks);
+  json::object d;
+  d["action"] = jstr(v.act == action::none ? std::string_view("dunno") : to_string(v.act));
+  d["reply"] = jstr(v.reply);
+  d["dry_run"] = v.dry_run;
+  if (v.hit) {
+    d["key"] = jstr(key_name(v.hit->kind, v.hit->key));
+    d["rule"] = jstr(v.hit->rule_where);
+    d["count"] = v.hit->count;
+    d["limit"] = v.hit->limit.count;
+    d["window"] = jstr(format_duration(std::chrono::seconds(v.hit->limit.seconds)));
+  }
+  if (v.lock) d["locked_key"] = jstr(v.lock_key);
+  d["would_lock"] = v.set_lock_ms > 0;
+  o["decision"] = std::move(d);
+  o["charged"] = false;
+  co_return json::serialize(o);
+}
+
+}  // namespace
+
+awaitable<std::string> run_control(control_env env, std::string request) {
+  fields f;
+  std::string why;
+  if (!parse_fields(request, f, why)) co_return failure("usage", why);
+  const auto cmd = field(f, "command");
+  if (!cmd) co_return failure("usage", "no command= line");
+  if (*cmd == "explain") co_return co_await cmd_explain(env, f);
+  if (*cmd == "top") co_return co_await cmd_top(env, f);
+  if (*cmd == "holds") co_return co_await cmd_holds(env, f);
+
+  static constexpr std::pair<std::string_view, admin_op> keyed[] = {
+      {"status", admin_op::status}, {"lock", admin_op::lock}, {"release", admin_op::release}, {"reset", admin_op::reset}};
+  for (const auto& [name, op] : keyed) {
+    if (*cmd != name) continue;
+    const auto k = field(f, "key");
+    if (!k) co_return failure("usage", std::string(name) + " needs a key");
+    auto parsed = parse_key(*k, env.snap->settings.ipv6_prefix, &why);
+    if (!parsed) co_return failure("usage", why);
+    if (op == admin_op::status) co_return co_await cmd_status(env, *parsed);
+    co_return co_await cmd_change(env, f, op, *parsed, name);
+  }
+  co_return failure("usage", "unknown command \"" + std::string(*cmd) + "\"");
+}
+
+}  // namespace rg

@@ -1,0 +1,39 @@
+// Operator commands (rateguardctl): parses one command request (name=value lines, like the policy protocol),
+// runs it against the store and the live rules snapshot, and answers with one JSON document. No sockets: the
+// daemon's control listener hands the request in and writes the reply out, so tests drive it directly.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "engine.hpp"
+#include "store.hpp"
+
+namespace rg {
+
+// A command request is at most this big (explain carries a whole policy request: 29 attributes, so 64 kB
+// is the policy parser's bound too) and has at most this many lines; the socket is root-only, but a stuck
+// or broken tool must not make the daemon buffer without end.
+inline constexpr std::size_t control_max_request = 64 * 1024;
+inline constexpr std::size_t control_max_lines = 256;
+// The most rows one top or holds command returns.
+inline constexpr std::size_t control_max_rows = 10000;
+
+// What a command runs against.
+struct control_env {
+  store& st;
+  std::shared_ptr<const policy_snapshot> snap;  // the rules at the time the command arrived
+  std::chrono::milliseconds lock_time;          // default --ttl of `lock` (1d when locks are off)
+};
+
+// `request` is the text up to and including the empty line: "command=status\nkey=sasl_username:alice\n\n"
+// (explain: every other line is a policy attribute). The reply is {"ok":true,"command":"status",...}, or
+// {"ok":false,"code":"usage"|"store","error":"..."} (rateguardctl exits 64 or 75). Completes within the
+// store's deadline.
+boost::asio::awaitable<std::string> run_control(control_env env, std::string request);
+
+}  // namespace rg

@@ -1,0 +1,226 @@
+// The memory store's locks, operator commands and hold journal, with an injected clock: a lock is seen by
+// check() once per identity and ends by itself, status/top count exactly as check() does, and the journal
+// keeps to its length and age caps. The Redis store runs the same sequences in test_store_equivalence.
+#include <catch2/catch.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <optional>
+
+#include "memory_store.hpp"
+#include "store_requests.hpp"
+
+using namespace rg;
+using namespace rg::test;
+
+namespace {
+constexpr std::int64_t t0 = 1'700'000'000'000;  // a multiple of 60 s windows' 5 s buckets
+}  // namespace
+
+TEST_CASE("memory store: a lock is reported by check once per identity until it ends", "[memory_store]") {
+  memory_store s;
+  const auto set = s.admin(lock("u:alice", 60'000, "limits.conf:7 61 messages per 1m", t0));
+  REQUIRE(set.ok);
+  CHECK(set.changed);
+  REQUIRE(set.identities.size() == 1);
+  REQUIRE(set.identities[0].lock);
+  CHECK(set.identities[0].lock->since_ms == t0);
+  CHECK(set.identities[0].lock->until_ms == t0 + 60'000);
+
+  // Two counters of alice and one of an unlocked identity: alice is reported once; charging goes on.
+  const auto r = s.check(request({counter("u:alice", 60, 10), counter("u:alice", 3600, 0), counter("ip:192.0.2.1", 60)},
+                                 t0 + 1000));
+  REQUIRE(r.ok);
+  CHECK(r.charged);
+  REQUIRE(r.locks.size() == 1);
+  CHECK(r.locks[0].identity == "u:alice");
+  CHECK(r.locks[0].since_ms == t0);
+  CHECK(r.locks[0].until_ms == t0 + 60'000);
+  CHECK(r.locks[0].reason == "limits.conf:7 61 messages per 1m");
+
+  // Seen by a read-only check too, and by a check of an identity that has no counters yet.
+  CHECK(s.check(request({counter("u:alice", 86400)}, t0 + 2000, false)).locks.size() == 1);
+  CHECK(s.check(request({counter("ip:192.0.2.1", 60)}, t0 + 2000, false)).locks.empty());
+
+  CHECK(s.check(request({counter("u:alice", 60)}, t0 + 59'999, false)).locks.size() == 1);
+  CHECK(s.check(request({counter("u:alice", 60)}, t0 + 60'000, false)).locks.empty());
+}
+
+TEST_CASE("memory store: lock keeps an existing lock and release and reset say whether they changed anything",
+          "[memory_store]") {
+  memory_store s;
+  REQUIRE(s.admin(lock("u:bob", 10'000, "first", t0)).changed);
+  const auto again = s.admin(lock("u:bob", 99'000, "second", t0 + 1));
+  REQUIRE(again.ok);
+  CHECK_FALSE(again.changed);
+  REQUIRE(again.identities.at(0).lock);
+  CHECK(again.identities[0].lock->reason == "first");
+  CHECK(again.identities[0].lock->until_ms == t0 + 10'000);
+
+  // An ended lock is replaced.
+  const auto later = s.admin(lock("u:bob", 5'000, "third", t0 + 10'000));
+  CHECK(later.changed);
+  CHECK(later.identities.at(0).lock->until_ms == t0 + 15'000);
+
+  CHECK(s.admin(op(admin_op::release, "u:bob", t0 + 10'001)).changed);
+  CHECK_FALSE(s.admin(op(admin_op::release, "u:bob", t0 + 10'002)).changed);
+  CHECK(s.check(request({counter("u:bob", 60)}, t0 + 10'003, false)).locks.empty());
+
+  CHECK_FALSE(s.admin(lock("u:bob", 0, "no ttl", t0)).ok);
+  CHECK_FALSE(s.admin(op(admin_op::reset, "u:nobody", t0)).changed);
+  REQUIRE(s.check(request({counter("u:carol", 60)}, t0)).charged);
+  REQUIRE(s.admin(lock("u:carol", 60'000, "x", t0)).changed);
+  CHECK(s.admin(op(admin_op::reset, "u:carol", t0 + 1)).changed);
+  const auto gone = s.check(request({counter("u:carol", 60)}, t0 + 2, false));
+  CHECK(gone.counts == std::vector<std::uint64_t>{0});
+  CHECK(gone.locks.empty());
+  CHECK_FALSE(s.admin(op(admin_op::reset, "u:carol", t0 + 3)).changed);
+}
+
+TEST_CASE("memory store: a lock outlives the counters' expiry and a charge never shortens it", "[memory_store]") {
+  memory_store s;
+  REQUIRE(s.check(request({counter("u:dave", 60)}, t0)).charged);
+  REQUIRE(s.admin(lock("u:dave", 3'600'000, "long", t0)).changed);
+  REQUIRE(s.check(request({counter("u:dave", 60)}, t0 + 1000)).charged);  // raises the counters' expiry only
+  // Long after the 60 s window (and a sweep): the counters are gone, the lock is not.
+  const std::int64_t late = t0 + 1'800'000;
+  const auto st = s.admin(op(admin_op::status, "u:dave", late));
+  REQUIRE(st.identities.size() == 1);
+  REQUIRE(st.identities[0].lock);
+  CHECK(st.identities[0].lock->reason == "long");
+  REQUIRE(st.identities[0].windows.size() == 1);
+  CHECK(st.identities[0].windows[0].count == 0);
+  CHECK(s.check(request({counter("u:dave", 60)}, late, false)).locks.size() == 1);
+  // Past the lock's end the identity expires as a whole.
+  const auto after = s.admin(op(admin_op::status, "u:dave", t0 + 3'600'000));
+  CHECK(after.identities.at(0).windows.empty());
+  CHECK_FALSE(after.identities[0].lock);
+  CHECK(s.size() == 0);  // swept
+}
+
+TEST_CASE("memory store: status lists the charged windows sorted with the counts check() sees", "[memory_store]") {
+  memory_store s;
+  const auto unknown = s.admin(op(admin_op::status, "u:erin", t0));
+  REQUIRE(unknown.ok);
+  REQUIRE(unknown.identities.size() == 1);
+  CHECK(unknown.identities[0].identity == "u:erin");
+  CHECK(unknown.identities[0].windows.empty());
+  CHECK_FALSE(unknown.identities[0].lock);
+
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(s.check(request({counter("u:erin", 3600, 0, 'r', 2), counter("u:erin", 60, 0), counter("u:erin", 86400, 0)},
+                            t0 + i * 20'000))
+                .charged);
+  // A refused request creates no window.
+  REQUIRE_FALSE(s.check(request({counter("u:erin", 60, 4), counter("u:erin", 600, 1, 'm', 5)}, t0 + 61'000)).charged);
+
+  const std::int64_t now = t0 + 65'000;
+  const auto st = s.admin(op(admin_op::status, "u:erin", now));
+  const auto& w = st.identities.at(0).windows;
+  REQUIRE(w.size() == 3);
+  CHECK((w[0].unit_tag == 'm' && w[0].window_s == 60));
+  CHECK((w[1].unit_tag == 'm' && w[1].window_s == 86400));
+  CHECK((w[2].unit_tag == 'r' && w[2].window_s == 3600));
+  const auto seen =
+      s.check(request({counter("u:erin", 60), counter("u:erin", 86400), counter("u:erin", 3600, 0, 'r')}, now, false));
+  CHECK(seen.counts == std::vector<std::uint64_t>{w[0].count, w[1].count, w[2].count});
+  CHECK(w[0].count == 3);  // the first event left the 60 s window one bucket after it ended
+  CHECK(w[1].count == 4);
+  CHECK(w[2].count == 8);
+}
+
+TEST_CASE("memory store: top orders by count then identity and keeps to prefix and limit", "[memory_store]") {
+  memory_store s;
+  const std::vector<std::pair<std::string, int>> load = {
+      {"u:a", 3}, {"u:b", 5}, {"u:c", 3}, {"u:d", 1}, {"ip:192.0.2.1", 9}, {"u:e", 0}};
+  for (auto& [id, n] : load) {
+    for (int i = 0; i < n; ++i) REQUIRE(s.check(request({counter(id, 60)}, t0 + i)).charged);
+    if (n == 0) REQUIRE(s.check(request({counter(id, 3600)}, t0)).charged);  // another window only
+  }
+  REQUIRE(s.check(request({counter("u:f", 60)}, t0 - 200'000)).charged);  // out of the window by now
+  REQUIRE(s.admin(lock("u:c", 60'000, "held", t0)).changed);
+
+  const auto r = s.admin(top("u:", 'm', 60, 3, t0 + 100));
+  REQUIRE(r.ok);
+  CHECK_FALSE(r.truncated);
+  REQUIRE(r.identities.size() == 3);
+  CHECK(r.identities[0].identity == "u:b");
+  CHECK(r.identities[1].identity == "u:a");
+  CHECK(r.identities[2].identity == "u:c");
+  REQUIRE(r.identities[0].windows.size() == 1);
+  CHECK(r.identities[0].windows[0].count == 5);
+  CHECK(r.identities[2].windows[0].count == 3);
+  CHECK_FALSE(r.identities[0].lock);
+  REQUIRE(r.identities[2].lock);
+  CHECK(r.identities[2].lock->reason == "held");
+
+  const auto all = s.admin(top("u:", 'm', 60, 100, t0 + 100));
+  CHECK(all.identities.size() == 4);  // u:e has no 60 s counter, u:f's count is 0 by now
+  CHECK(s.admin(top("ip:", 'm', 60, 100, t0 + 100)).identities.size() == 1);
+  CHECK(s.admin(top("u:", 'r', 60, 100, t0 + 100)).identities.empty());
+}
+
+TEST_CASE("memory store: the journal keeps the newest entries within its length cap", "[memory_store]") {
+  memory_store s(1000, {}, journal_caps{5, std::chrono::hours(1)});
+  for (int i = 0; i < 8; ++i) {
+    const auto r = s.admin(hold(i % 2 ? "sasl_username:odd" : "sasl_username:even", "Q" + std::to_string(i), t0 + i));
+    REQUIRE(r.ok);
+    REQUIRE(r.holds.size() == 1);
+    CHECK(r.holds[0].time_ms == t0 + i);
+    CHECK(r.holds[0].id == std::to_string(t0 + i) + "-0");
+    CHECK(r.holds[0].recipients == 3);
+  }
+  CHECK(queue_ids(s.admin(holds(0, "", 100))) == std::vector<std::string>{"Q3", "Q4", "Q5", "Q6", "Q7"});
+  CHECK(queue_ids(s.admin(holds(0, "", 2))) == std::vector<std::string>{"Q6", "Q7"});
+  CHECK(queue_ids(s.admin(holds(0, "sasl_username:odd", 100))) == std::vector<std::string>{"Q3", "Q5", "Q7"});
+  CHECK(queue_ids(s.admin(holds(t0 + 5, "", 100))) == std::vector<std::string>{"Q5", "Q6", "Q7"});
+  CHECK(queue_ids(s.admin(holds(t0 + 5, "sasl_username:even", 1))) == std::vector<std::string>{"Q6"});
+}
+
+TEST_CASE("memory store: the journal drops entries older than its age cap and ids never go back",
+          "[memory_store]") {
+  memory_store s(1000, {}, journal_caps{100, std::chrono::seconds(60)});
+  REQUIRE(s.admin(hold("k:a", "A", t0)).ok);
+  REQUIRE(s.admin(hold("k:b", "B", t0 + 30'000)).ok);
+  REQUIRE(s.admin(hold("k:c", "C", t0 + 60'000)).ok);  // A is exactly 60 s old: kept
+  CHECK(queue_ids(s.admin(holds(0, "", 100))) == std::vector<std::string>{"A", "B", "C"});
+  REQUIRE(s.admin(hold("k:d", "D", t0 + 60'001)).ok);
+  CHECK(queue_ids(s.admin(holds(0, "", 100))) == std::vector<std::string>{"B", "C", "D"});
+
+  // A clock that steps back keeps the last millisecond and counts the sequence up, like XADD *.
+  const auto same = s.admin(hold("k:e", "E", t0 + 60'001));
+  const auto back = s.admin(hold("k:f", "F", t0 + 10));
+  CHECK(same.holds.at(0).id == std::to_string(t0 + 60'001) + "-1");
+  CHECK(back.holds.at(0).id == std::to_string(t0 + 60'001) + "-2");
+  CHECK(back.holds[0].time_ms == t0 + 60'001);
+
+  // Request values are cut, so a hostile sender cannot grow the journal.
+  auto big = hold("k:g", "G", t0 + 70'000);
+  big.record.sender = std::string(10'000, 'x');
+  const auto cut = s.admin(big);
+  CHECK(cut.holds.at(0).sender.size() == journal_field_max);
+}
+
+TEST_CASE("memory store: locks count against memory_max_keys and top says when it stopped early",
+          "[memory_store]") {
+  memory_store s(1000);
+  for (int i = 0; i < 1000; ++i) REQUIRE(s.check(request({counter("u:" + std::to_string(i), 60)}, t0)).charged);
+  const auto full = s.admin(lock("u:new", 1000, "x", t0 + 1));
+  CHECK_FALSE(full.ok);
+  CHECK(full.error == "memory store full (memory_max_keys)");
+  CHECK(s.admin(lock("u:7", 1000, "x", t0 + 1)).changed);  // a known identity can still be locked
+  const auto t = s.admin(top("u:", 'm', 60, 10, t0 + 2));
+  CHECK_FALSE(t.truncated);  // 1000 is below top_scan_max
+  CHECK(t.identities.size() == 10);
+}
+
+TEST_CASE("memory store: async_admin completes through the store interface", "[memory_store]") {
+  boost::asio::io_context io;
+  memory_store s(1000, [] { return t0; });
+  store& base = s;
+  std::optional<admin_result> got;
+  base.async_admin(lock("u:zed", 5000, "via interface", 0), [&](admin_result r) { got = std::move(r); });
+  io.run();
+  REQUIRE(got);
+  CHECK(got->changed);
+  CHECK(got->identities.at(0).lock->since_ms == t0);  // the store's own clock when now_ms is 0
+}
