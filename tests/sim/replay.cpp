@@ -151,6 +151,8 @@ awaitable<void> smtpd(state& st, unsigned id) {
       }
       ++st.res.requests;
       ++st.res.actions[act];
+      if (!out.answers.empty()) out.answers += r.protocol_state == "RCPT" ? ',' : '|';
+      out.answers += act;
       return true;
     };
     for (const std::string& rcpt : m.rcpts) {

@@ -31,6 +31,7 @@ struct message_outcome {
   bool eom_rejected = false;   // END-OF-MESSAGE answered 5xx
   bool failed = false;         // no valid answer (timeout, connection lost): the replay is not valid
   float lag_ms = 0;            // how late its first request left, in real milliseconds
+  std::string answers;         // every action word, RCPTs first: "DUNNO,HOLD|HOLD" ('|' before END-OF-MESSAGE)
 
   bool queued() const { return accepted > 0 && !eom_deferred && !eom_rejected && !failed; }
   bool leaked() const { return queued() && !held; }  // delivered onwards

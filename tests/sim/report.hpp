@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ostream>
 #include <set>
 #include <string>
 #include <vector>
@@ -64,7 +65,7 @@ struct report {
   // Replay quality.
   std::uint64_t requests = 0, errors = 0, failed_messages = 0;
   double wall_s = 0, lag_p50_ms = 0, lag_p99_ms = 0, lag_max_ms = 0;
-  bool valid = false;  // every message answered, p99 lag within 5 simulated minutes
+  bool valid = false;  // every message answered, p99 lag within 10 simulated minutes
   std::vector<std::pair<std::string, std::uint64_t>> actions;
   std::vector<incident_stats> incidents;
   std::vector<class_stats> legit;  // per sender class, then "total"
@@ -79,5 +80,8 @@ std::vector<sender_peak> population_peaks(const population& p, std::size_t top);
 std::string to_text(const report& r);
 std::string to_json(const report& r);
 std::string peaks_text(const population& p, const std::vector<sender_peak>& peaks);
+// One line per message, tab-separated: simulated seconds, label (legitimate | incident id | id-owner),
+// sender class, login, sender, client, recipients, the daemon's answers (replay.hpp message_outcome).
+void write_answers(std::ostream& out, const population& p, const replay_result& r);
 
 }  // namespace rg::sim

@@ -3,6 +3,7 @@
 // incident was contained and what legitimate mail was held or deferred, with PASS/FAIL per target.
 // It does not start the daemon (tests/sim/run.sh does).
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -21,8 +22,9 @@ constexpr int exit_ok = 0, exit_target_missed = 1, exit_usage = 2, exit_invalid_
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "rg_sim: " << why << "\n"
             << "usage: rg_sim --connect unix:/path|inet:127.0.0.1:PORT [--json] [--assert IDS] [--label TEXT]\n"
+            << "              [--answers FILE]     (every answer per message, tab-separated, with its label)\n"
             << "              [--hour-ms MS] [--connections N] [--timeout-ms MS] [--quiet] [MODEL]\n"
-            << "       rg_sim --stats [MODEL]     (the population's busiest senders; no daemon)\n"
+            << "       rg_sim --stats [--top N] [MODEL]   (the population's N busiest logins; no daemon)\n"
             << "MODEL: [--seed N] [--users N] [--warmup-days N]\n"
             << "IDS:   comma-separated target ids: incident-A, incident-B, legit-held, legit-deferred, all\n";
   std::exit(exit_usage);
@@ -35,6 +37,8 @@ int main(int argc, char** argv) {
   rg::sim::replay_options replay;
   rg::sim::report_options rep;
   bool json = false, stats = false;
+  std::string answers_file;
+  unsigned top = 10;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -49,7 +53,9 @@ int main(int argc, char** argv) {
       else if (a == "--quiet") replay.progress = false;
       else if (a == "--json") json = true;
       else if (a == "--stats") stats = true;
+      else if (a == "--top") top = static_cast<unsigned>(std::stoul(value()));
       else if (a == "--label") rep.label = value();
+      else if (a == "--answers") answers_file = value();
       else if (a == "--seed") model.seed = std::stoull(value());
       else if (a == "--users") model.users = static_cast<unsigned>(std::stoul(value()));
       else if (a == "--warmup-days") model.warmup_days = static_cast<unsigned>(std::stoul(value()));
@@ -73,7 +79,7 @@ int main(int argc, char** argv) {
 
   const rg::sim::population pop = rg::sim::generate(model);
   if (stats) {
-    std::cout << rg::sim::peaks_text(pop, rg::sim::population_peaks(pop, 10));
+    std::cout << rg::sim::peaks_text(pop, rg::sim::population_peaks(pop, top));
     return exit_ok;
   }
   if (replay.connect.empty()) usage("--connect is required");
@@ -86,6 +92,11 @@ int main(int argc, char** argv) {
     usage(e.what());
   }
   const rg::sim::report r = rg::sim::make_report(pop, res, rep);
+  if (!answers_file.empty()) {
+    std::ofstream f(answers_file);
+    rg::sim::write_answers(f, pop, res);
+    if (!f.flush()) std::cerr << "rg_sim: cannot write " << answers_file << "\n";
+  }
   if (json) std::cout << rg::sim::to_json(r);
   else std::cout << rg::sim::peaks_text(pop, r.peaks) << "\n" << rg::sim::to_text(r);
   if (!r.valid) return exit_invalid_replay;

@@ -7,7 +7,7 @@
 # Environment: RG_DAEMON, RG_SIM (binaries; default build/), RG_SIM_STORE (memory|redis),
 # RG_SIM_HOUR_MS (real ms per simulated hour, a multiple of 1000; default 1000: the limits file's windows
 # are scaled by it), RG_SIM_LIMITS (another limits file), RG_SIM_ASSERT (target ids to assert; default
-# below), RG_SIM_KEEP=1 (keep the temp dir and the daemon log).
+# below), RG_SIM_KEEP=1 (keep the temp dir: daemon log, answers.tsv with every answer per message).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -99,9 +99,11 @@ DAEMON_PID=$!
 PIDS+=("$DAEMON_PID")
 wait_socket "$TMP/policy.sock" "$DAEMON_PID" || { cat "$TMP/daemon.stderr" >&2; exit 2; }
 
+KEEP_ARGS=()
+[[ ${RG_SIM_KEEP:-0} == 1 ]] && KEEP_ARGS=(--answers "$TMP/answers.tsv")
 status=0
 "$SIM" --connect "unix:$TMP/policy.sock" --hour-ms "$HOUR_MS" --assert "$ASSERT" \
-  --label "store=$STORE limits=${LIMITS#$ROOT/}" "$@" || status=$?
+  --label "store=$STORE limits=${LIMITS#$ROOT/}" "${KEEP_ARGS[@]}" "$@" || status=$?
 
 # Stop the daemon here (its exit status is part of the verdict); the trap stops the rest.
 PIDS=("${PIDS[@]/$DAEMON_PID}")
