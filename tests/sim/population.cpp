@@ -246,6 +246,46 @@ struct generator {
       }
     }
 
+    // Incident C, drawn last so the others stay as they were: another ordinary user's login (nearest
+    // incident_c_owner_daily) used by a patient sender that keeps a steady pace below any limit set above
+    // the heaviest legitimate logins (48 an hour, one recipient each, fresh domains, one address).
+    {
+      std::uint32_t owner = 0;
+      const std::uint32_t taken = p.incidents[0].sender;
+      auto dist = [&](std::uint32_t u) {
+        return u == taken ? 1e9 : std::abs(p.senders[u].daily - o.incident_c_owner_daily);
+      };
+      for (std::uint32_t u = 1; u < o.users; ++u)
+        if (dist(u) < dist(owner)) owner = u;
+      incident_info inc;
+      inc.id = "C";
+      inc.name = "slow-login";
+      inc.sender = owner;
+      inc.start = incident_day + o.incident_c_hour * hour_s;
+      inc.description = "login " + p.senders[owner].login + " (" + std::to_string(std::lround(p.senders[owner].daily)) +
+                        "/day) sends " + std::to_string(o.incident_c_messages) + " messages evenly over " +
+                        std::to_string(std::lround(o.incident_c_hours)) + " h from 1 address";
+      const auto idx = static_cast<std::int16_t>(p.incidents.size());
+      p.incidents.push_back(inc);
+      const double step = o.incident_c_hours * hour_s / std::max(1u, o.incident_c_messages);
+      for (unsigned i = 0; i < o.incident_c_messages; ++i) {
+        sim_message msg;
+        msg.t = inc.start + i * step + uniform(0, step / 2);
+        msg.sender = owner;
+        msg.incident = idx;
+        msg.client = "203.0.113.200";
+        msg.size = 3000;
+        msg.rcpts.push_back("y" + std::to_string(++new_rcpt) + "@w" +
+                            std::to_string(std::uniform_int_distribution<unsigned>(0, 99999)(rng)) + ".example");
+        p.messages.push_back(std::move(msg));
+      }
+      for (auto& m : p.messages)
+        if (m.sender == owner && m.incident < 0 && m.t >= inc.start) {
+          m.incident = idx;
+          m.owner_mail = true;
+        }
+    }
+
     std::erase_if(p.messages, [&](const sim_message& m) { return m.t >= p.end; });
     std::stable_sort(p.messages.begin(), p.messages.end(),
                      [](const sim_message& a, const sim_message& b) { return a.t < b.t; });

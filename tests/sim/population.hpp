@@ -1,7 +1,8 @@
 // The simulated world of rg_sim: legitimate senders (SASL users with skewed daily volumes and a day/night
 // cycle, a newsletter with an announced spike, a web application on 127.0.0.1) and the incidents (a
-// compromised login, a PHP loop), as one time-ordered list of messages in simulated time, deterministic
-// from a seed. No sockets and no clock here: replay.hpp sends the list to a daemon.
+// compromised login bursting, a PHP loop, a compromised login sending at a patient steady pace), as one
+// time-ordered list of messages in simulated time, deterministic from a seed. No sockets and no clock
+// here: replay.hpp sends the list to a daemon.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +35,10 @@ struct model_options {
   double incident_b_hour = 16;      // PHP loop on 127.0.0.1: start on the incident day ...
   unsigned incident_b_messages = 1000;  // ... messages ...
   double incident_b_minutes = 40;   // ... within this many minutes
+  double incident_c_hour = 9;       // patient compromised login: start on the incident day ...
+  double incident_c_owner_daily = 5;   // ... of the ordinary user whose volume is nearest this ...
+  unsigned incident_c_messages = 384;  // ... sending this many messages at a steady pace ...
+  double incident_c_hours = 8;      // ... over this many hours
 };
 
 enum class sender_class : std::uint8_t { user, newsletter, local_app, php_script };
@@ -50,8 +55,8 @@ struct sender_profile {
 };
 
 struct incident_info {
-  std::string id;           // "A", "B"
-  std::string name;         // "compromised-login", "php-loop"
+  std::string id;           // "A", "B", "C"
+  std::string name;         // "compromised-login", "php-loop", "slow-login"
   std::string description;  // one line for the report
   std::uint32_t sender = 0; // index into population::senders
   double start = 0;         // simulated seconds

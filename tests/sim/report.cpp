@@ -24,6 +24,7 @@ sender_peak peak_of(const population& p, std::uint32_t sender) {
   sender_peak s;
   s.login = p.senders[sender].login.empty() ? p.senders[sender].address : p.senders[sender].login;
   s.daily = p.senders[sender].daily;
+  s.ten_minutes = busiest(p, sender, 600, 0, p.end);
   s.warmup_hour = busiest(p, sender, hour_s, 0, incident_day);
   s.incident_day_hour = busiest(p, sender, hour_s, incident_day, p.end);
   s.day = busiest(p, sender, day_s, 0, p.end);
@@ -171,10 +172,11 @@ report make_report(const population& p, const replay_result& r, const report_opt
 std::string peaks_text(const population& p, const std::vector<sender_peak>& peaks) {
   std::string s = fmt::format(
       "busiest legitimate senders (exact sliding windows of simulated time; msgs/rcpts):\n"
-      "  {:<26} {:>7} {:>19} {:>19} {:>13}\n",
-      "sender", "mean/d", "1h warm-up days", "1h incident day", "24h");
+      "  {:<26} {:>7} {:>10} {:>19} {:>19} {:>13}\n",
+      "sender", "mean/d", "10m", "1h warm-up days", "1h incident day", "24h");
   for (const auto& k : peaks)
-    s += fmt::format("  {:<26} {:>7.0f} {:>19} {:>19} {:>13}\n", k.login, k.daily,
+    s += fmt::format("  {:<26} {:>7.0f} {:>10} {:>19} {:>19} {:>13}\n", k.login, k.daily,
+                     fmt::format("{}/{}", k.ten_minutes.messages, k.ten_minutes.recipients),
                      fmt::format("{}/{}", k.warmup_hour.messages, k.warmup_hour.recipients),
                      fmt::format("{}/{}", k.incident_day_hour.messages, k.incident_day_hour.recipients),
                      fmt::format("{}/{}", k.day.messages, k.day.recipients));
@@ -263,6 +265,7 @@ std::string to_json(const report& r) {
   for (const auto& k : r.peaks)
     peaks.push_back({{"sender", k.login},
                      {"daily", k.daily},
+                     {"peak_10m", {{"messages", k.ten_minutes.messages}, {"recipients", k.ten_minutes.recipients}}},
                      {"peak_1h_warmup", {{"messages", k.warmup_hour.messages}, {"recipients", k.warmup_hour.recipients}}},
                      {"peak_1h_incident_day",
                       {{"messages", k.incident_day_hour.messages}, {"recipients", k.incident_day_hour.recipients}}},

@@ -28,6 +28,7 @@ struct report_options {
 struct sender_peak {
   std::string login;
   double daily = 0;
+  peak ten_minutes;                           // busiest 10 min, all days
   peak warmup_hour, incident_day_hour, day;  // busiest 1 h (warm-up days, incident day) and 24 h
 };
 

@@ -20,14 +20,16 @@ namespace {
 constexpr int exit_ok = 0, exit_target_missed = 1, exit_usage = 2, exit_invalid_replay = 3;
 
 [[noreturn]] void usage(const std::string& why) {
-  std::cerr << "rg_sim: " << why << "\n"
-            << "usage: rg_sim --connect unix:/path|inet:127.0.0.1:PORT [--json] [--assert IDS] [--label TEXT]\n"
+  std::ostream& out = why.empty() ? std::cout : std::cerr;
+  if (!why.empty()) out << "rg_sim: " << why << "\n";
+  out << "usage: rg_sim --connect unix:/path|inet:127.0.0.1:PORT [--json] [--assert IDS] [--label TEXT]\n"
             << "              [--answers FILE]     (every answer per message, tab-separated, with its label)\n"
             << "              [--hour-ms MS] [--connections N] [--timeout-ms MS] [--quiet] [MODEL]\n"
             << "       rg_sim --stats [--top N] [MODEL]   (the population's N busiest logins; no daemon)\n"
             << "MODEL: [--seed N] [--users N] [--warmup-days N]\n"
-            << "IDS:   comma-separated target ids: incident-A, incident-B, legit-held, legit-deferred, all\n";
-  std::exit(exit_usage);
+            << "IDS:   comma-separated target ids: incident-A, incident-B, incident-C, legit-held, legit-deferred, all\n"
+            << "exit:  0 asserted targets met, 1 one missed, 2 usage, 3 replay not valid (see tests/sim/README.md)\n";
+  std::exit(why.empty() ? exit_ok : exit_usage);
 }
 
 }  // namespace
@@ -46,7 +48,8 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     try {
-      if (a == "--connect") replay.connect = value();
+      if (a == "--help" || a == "-h") usage("");
+      else if (a == "--connect") replay.connect = value();
       else if (a == "--hour-ms") replay.hour_ms = std::stod(value());
       else if (a == "--connections") replay.connections = static_cast<unsigned>(std::stoul(value()));
       else if (a == "--timeout-ms") replay.timeout_ms = static_cast<unsigned>(std::stoul(value()));
@@ -74,7 +77,8 @@ int main(int argc, char** argv) {
   if (replay.connections < 1 || replay.connections > 1000) usage("--connections must be 1..1000");
   if (replay.timeout_ms < 10 || replay.timeout_ms > 60000) usage("--timeout-ms must be 10..60000");
   for (const auto& id : rep.asserted)
-    if (id != "all" && id != "incident-A" && id != "incident-B" && id != "legit-held" && id != "legit-deferred")
+    if (id != "all" && id != "incident-A" && id != "incident-B" && id != "incident-C" && id != "legit-held" &&
+        id != "legit-deferred")
       usage("unknown target id " + id);
 
   const rg::sim::population pop = rg::sim::generate(model);
@@ -92,13 +96,16 @@ int main(int argc, char** argv) {
     usage(e.what());
   }
   const rg::sim::report r = rg::sim::make_report(pop, res, rep);
+  if (json) std::cout << rg::sim::to_json(r);
+  else std::cout << rg::sim::peaks_text(pop, r.peaks) << "\n" << rg::sim::to_text(r);
   if (!answers_file.empty()) {
     std::ofstream f(answers_file);
     rg::sim::write_answers(f, pop, res);
-    if (!f.flush()) std::cerr << "rg_sim: cannot write " << answers_file << "\n";
+    if (!f.flush()) {
+      std::cerr << "rg_sim: cannot write " << answers_file << "\n";
+      return exit_usage;
+    }
   }
-  if (json) std::cout << rg::sim::to_json(r);
-  else std::cout << rg::sim::peaks_text(pop, r.peaks) << "\n" << rg::sim::to_text(r);
   if (!r.valid) return exit_invalid_replay;
   return r.asserted_met() ? exit_ok : exit_target_missed;
 }
