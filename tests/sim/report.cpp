@@ -152,8 +152,10 @@ report make_report(const population& p, const replay_result& r, const report_opt
     t.text = fmt::format("incident {} ({}) contained within its first {} messages", s.info.id, s.info.name,
                          target_contained_within);
     t.met = s.contained && s.contained_at <= target_contained_within;
+    // A deferral throttles rather than stops: the messages leaked after it say whether it contained anything.
     t.measured = s.contained ? fmt::format("contained at message {} after {:.1f} simulated min", s.contained_at, s.minutes)
                              : fmt::format("not contained: {} of {} messages leaked", s.leaked_before, s.sent);
+    if (s.contained && s.leaked_after > 0) t.measured += fmt::format(", yet {} leaked after", s.leaked_after);
     t.asserted = asserted(t.id);
     rep.targets.push_back(t);
   }
@@ -230,6 +232,8 @@ std::string to_text(const report& r) {
   for (const auto& t : r.targets)
     s += fmt::format("  {}  {:<62} {}{}\n", t.met ? "PASS" : "FAIL", t.text, t.measured,
                      t.asserted ? "" : "  [not asserted]");
+  if (!r.valid)
+    s += "  INVALID REPLAY: requests went unanswered or left too late; these figures do not judge the rules\n";
   return s;
 }
 
