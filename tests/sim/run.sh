@@ -8,6 +8,8 @@
 # RG_SIM_LIMITS (another limits file, e.g. tests/sim/variants/*.conf), RG_SIM_HOUR_MS (real ms per
 # simulated hour: the file's own, or a whole multiple of it), RG_SIM_ASSERT (target ids to assert; default
 # below), RG_SIM_KEEP=1 (keep the temp dir: daemon log, answers.tsv with every answer per message).
+# Exit status: rg_sim's (0 asserted targets met, 1 one missed, 3 replay not valid), or 2 when the setup
+# fails (bad settings, a config the daemon refuses, nothing listening) or the daemon does not exit 0.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -85,7 +87,7 @@ awk -v k="$scale" '
     }
     print
   }
-  END { exit bad }' "$LIMITS" >"$TMP/limits.conf"
+  END { exit bad }' "$LIMITS" >"$TMP/limits.conf" || exit 2
 
 {
   cat "$HERE/rateguard.conf"
@@ -99,10 +101,10 @@ if [[ $STORE == redis ]]; then
   redis-server --port 0 --unixsocket "$TMP/redis.sock" --save "" --appendonly no --daemonize no \
     --logfile "$TMP/redis.log" &
   PIDS+=($!)
-  wait_socket "$TMP/redis.sock" "${PIDS[-1]}"
+  wait_socket "$TMP/redis.sock" "${PIDS[-1]}" || exit 2
 fi
 
-"$DAEMON" --check -c "$TMP/rateguard.conf" >&2
+"$DAEMON" --check -c "$TMP/rateguard.conf" >&2 || exit 2
 "$DAEMON" -c "$TMP/rateguard.conf" 2>"$TMP/daemon.stderr" &
 DAEMON_PID=$!
 PIDS+=("$DAEMON_PID")
@@ -115,7 +117,9 @@ status=0
   --label "store=$STORE limits=${LIMITS#$ROOT/}" "${KEEP_ARGS[@]}" "$@" || status=$?
 
 # Stop the daemon here (its exit status is part of the verdict); the trap stops the rest.
-PIDS=("${PIDS[@]/$DAEMON_PID}")
+OTHERS=()
+for p in "${PIDS[@]}"; do [[ $p == "$DAEMON_PID" ]] || OTHERS+=("$p"); done
+PIDS=("${OTHERS[@]}")
 kill -TERM "$DAEMON_PID"
 daemon_status=0
 wait "$DAEMON_PID" || daemon_status=$?
