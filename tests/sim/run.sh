@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# tests/sim/run.sh — the replay simulation (tests/sim/README.md): starts a private rateguardd (memory store,
+# or RG_SIM_STORE=redis with a private redis-server on a unix socket) with tests/sim/rateguard.conf and
+# tests/sim/limits.conf in a temp dir, runs rg_sim against it, prints the report, and stops exactly the
+# PIDs it started. Extra arguments go to rg_sim (e.g. --json, --seed 7). Run by ctest (label sim).
+#
+# Environment: RG_DAEMON, RG_SIM (binaries; default build/), RG_SIM_STORE (memory|redis),
+# RG_SIM_LIMITS (another limits file, e.g. tests/sim/variants/*.conf), RG_SIM_HOUR_MS (real ms per
+# simulated hour: the file's own, or a whole multiple of it), RG_SIM_ASSERT (target ids to assert; default
+# below), RG_SIM_KEEP=1 (keep the temp dir: daemon log, answers.tsv with every answer per message).
+# Exit status: rg_sim's (0 asserted targets met, 1 one missed, 3 replay not valid), or 2 when the setup
+# fails (bad settings, a config the daemon refuses, nothing listening) or the daemon does not exit 0.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DAEMON=${RG_DAEMON:-$ROOT/build/policyd/rateguardd}
+SIM=${RG_SIM:-$ROOT/build/tests/sim/rg_sim}
+STORE=${RG_SIM_STORE:-memory}
+LIMITS=${RG_SIM_LIMITS:-$HERE/limits.conf}
+# The compression a limits file is written for: its line "# rg_sim: hour_ms=N" (default 1000, i.e. 1s = 1
+# simulated hour). RG_SIM_HOUR_MS may slow the replay down by a whole factor; the windows are scaled.
+FILE_HOUR_MS=$(sed -n 's/^# rg_sim: hour_ms=\([0-9][0-9]*\)$/\1/p' "$LIMITS" | head -1)
+FILE_HOUR_MS=${FILE_HOUR_MS:-1000}
+HOUR_MS=${RG_SIM_HOUR_MS:-$FILE_HOUR_MS}
+
+# What tests/sim/limits.conf meets with the rules on main today (static limits; README.md has the figures).
+# Not asserted, because today's daemon cannot meet them with rules a careful admin writes without
+# per-user tuning:
+#   incident-A (a 20-a-day login bursting 600 messages in 30 min): at 1 s per simulated hour the shortest
+#     window is 1 simulated hour, and hourly per-login limits set a third above the heaviest legitimate
+#     logins' peaks contain it only after 50+ messages. (A 10-minute window does contain it: see
+#     variants/ten-minutes.conf, 7 minutes, not in ctest.)
+#   incident-C (a 5-a-day login sending 48 an hour for 8 hours) stays under every static limit set above
+#     the heaviest legitimate logins: it needs a per-key baseline (EWMA of the key's own volume) or a
+#     recipient-domain fan-out signal (HyperLogLog), not yet built.
+ASSERT=${RG_SIM_ASSERT:-incident-B,legit-held,legit-deferred}
+
+for bin in "$DAEMON" "$SIM"; do
+  [[ -x $bin ]] || { echo "run.sh: $bin is not built (cmake --build build)" >&2; exit 2; }
+done
+case $STORE in memory|redis) ;; *) echo "run.sh: RG_SIM_STORE must be memory or redis" >&2; exit 2 ;; esac
+if (( HOUR_MS < FILE_HOUR_MS || HOUR_MS % FILE_HOUR_MS != 0 )); then
+  echo "run.sh: RG_SIM_HOUR_MS must be a multiple of $FILE_HOUR_MS, the compression $LIMITS is written for" \
+    "(windows are whole seconds, 1 s at least)" >&2
+  exit 2
+fi
+
+TMP=$(mktemp -d /tmp/rg-sim-XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do [[ -n $p ]] && wait "$p" 2>/dev/null || true; done
+  if [[ ${RG_SIM_KEEP:-0} == 1 ]]; then echo "run.sh: kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+# Waits (bounded: 5 s) until a unix socket accepts connections. $2: the PID that must stay alive.
+wait_socket() {
+  local i
+  for i in $(seq 1 100); do
+    kill -0 "$2" 2>/dev/null || { echo "run.sh: process $2 exited at start" >&2; return 1; }
+    if python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' "$1" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "run.sh: nothing listens on $1" >&2
+  return 1
+}
+
+# The limits file with every window (written in seconds of compressed time) scaled to the compression in use.
+scale=$((HOUR_MS / FILE_HOUR_MS))
+awk -v k="$scale" '
+  /^[ \t]*#/ || NF == 0 { print; next }
+  {
+    for (i = 1; i <= NF; ++i) {
+      if ($i !~ /^((msg|rcpt):)?[0-9]+\//) continue  # not a limit
+      if ($i !~ /^((msg|rcpt):)?[0-9]+\/[0-9]+s$/) {
+        print "run.sh: " FILENAME ":" NR ": write windows in seconds of compressed time: " $i > "/dev/stderr"
+        bad = 1
+        continue
+      }
+      split($i, a, "/")
+      $i = a[1] "/" (substr(a[2], 1, length(a[2]) - 1) * k) "s"
+    }
+    print
+  }
+  END { exit bad }' "$LIMITS" >"$TMP/limits.conf" || exit 2
+
+{
+  cat "$HERE/rateguard.conf"
+  echo "listen = unix:$TMP/policy.sock"
+  echo "log_target = file:$TMP/rateguardd.log"
+  echo "store = $STORE"
+  [[ $STORE == redis ]] && echo "redis = $TMP/redis.sock"
+  # As root (ctest here), stay root in the private 0700 temp dir, as the integration fixture does.
+  (( EUID == 0 )) && echo "allow_root = yes"
+  true
+} >"$TMP/rateguard.conf"
+
+if [[ $STORE == redis ]]; then
+  redis-server --port 0 --unixsocket "$TMP/redis.sock" --save "" --appendonly no --daemonize no \
+    --logfile "$TMP/redis.log" &
+  PIDS+=($!)
+  wait_socket "$TMP/redis.sock" "${PIDS[-1]}" || exit 2
+fi
+
+"$DAEMON" --check -c "$TMP/rateguard.conf" >&2 || exit 2
+"$DAEMON" -c "$TMP/rateguard.conf" 2>"$TMP/daemon.stderr" &
+DAEMON_PID=$!
+PIDS+=("$DAEMON_PID")
+wait_socket "$TMP/policy.sock" "$DAEMON_PID" || { cat "$TMP/daemon.stderr" >&2; exit 2; }
+
+KEEP_ARGS=()
+[[ ${RG_SIM_KEEP:-0} == 1 ]] && KEEP_ARGS=(--answers "$TMP/answers.tsv")
+status=0
+"$SIM" --connect "unix:$TMP/policy.sock" --hour-ms "$HOUR_MS" --assert "$ASSERT" \
+  --label "store=$STORE limits=${LIMITS#$ROOT/}" "${KEEP_ARGS[@]}" "$@" || status=$?
+
+# Stop the daemon here (its exit status is part of the verdict); the trap stops the rest.
+OTHERS=()
+for p in "${PIDS[@]}"; do [[ $p == "$DAEMON_PID" ]] || OTHERS+=("$p"); done
+PIDS=("${OTHERS[@]}")
+kill -TERM "$DAEMON_PID"
+daemon_status=0
+wait "$DAEMON_PID" || daemon_status=$?
+if (( daemon_status != 0 )); then
+  echo "run.sh: rateguardd exited with status $daemon_status" >&2
+  (( status != 0 )) || status=2
+fi
+echo "run.sh: rg_sim exit status $status; daemon log: $(grep -c ': hold: ' "$TMP/rateguardd.log" || true) hold," \
+  "$(grep -c ': defer: ' "$TMP/rateguardd.log" || true) defer lines" >&2
+exit "$status"
