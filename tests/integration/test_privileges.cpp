@@ -72,8 +72,8 @@ struct conf_dir {
     dir = tmpl;
     std::ofstream(dir + "/limits.conf") << "sasl_username * 10/1h defer\n";
     std::ofstream(dir + "/rateguard.conf")
-        << "listen = unix:" << dir << "/policy.sock\nlimits = limits.conf\n"
-        << settings;
+        << "listen = unix:" << dir << "/policy.sock\nlimits = limits.conf\ncontrol_socket = " << dir
+        << "/control.sock\n" << settings;
   }
   ~conf_dir() {
     std::error_code ec;
@@ -270,6 +270,7 @@ TEST_CASE("the sample configuration of README's quick start runs as nobody when 
   std::ofstream conf(c.conf());
   for (std::string line; std::getline(in, line);)
     conf << (line.rfind("listen =", 0) == 0 ? "listen = unix:" + c.dir + "/policy.sock" : line) << "\n";
+  conf << "control_socket = " << c.dir << "/control.sock\n";
   conf.close();
   std::filesystem::copy_file(RG_SAMPLE_CONF "/limits.conf", c.dir + "/limits.conf",
                              std::filesystem::copy_options::overwrite_existing);
