@@ -1,0 +1,163 @@
+// redis_reply: hiredis replies and Redis errors as rateguard values (see redis_reply.hpp).
+#include "redis_reply.hpp"
+
+#include "redis_script.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <utility>
+#include <vector>
+
+namespace rg {
+
+// Error replies may echo request bytes; a log line must stay one printable line.
+std::string printable(std::string_view s) {
+  constexpr std::size_t max_len = 200;
+  std::string out;
+  for (char ch : s.substr(0, max_len)) {
+    const auto u = static_cast<unsigned char>(ch);
+    out += (u < 0x20 || u == 0x7f) ? '?' : ch;
+  }
+  if (s.size() > max_len) out += "...";
+  return out;
+}
+
+// The one place where hiredis and Redis failures become typed errors; `context` names the step.
+redis_error to_redis_error(std::string_view context, const redisReader* reader, const redisReply* reply) {
+  if (reader != nullptr && reader->err != 0) {
+    return {redis_errc::protocol, fmt::format("{}: protocol error: {}", context, printable(reader->errstr))};
+  }
+  if (reply == nullptr) return {redis_errc::unexpected_reply, fmt::format("{}: no reply", context)};
+  if (reply->type == REDIS_REPLY_ERROR) {
+    const std::string_view msg(reply->str, reply->len);
+    redis_errc code = redis_errc::server;
+    if (msg.starts_with("NOSCRIPT")) {
+      code = redis_errc::noscript;
+    } else if (msg.starts_with("NOAUTH") || msg.starts_with("WRONGPASS") || msg.starts_with("NOPERM")) {
+      code = redis_errc::auth;
+    }
+    return {code, fmt::format("{}: {}", context, printable(msg))};
+  }
+  return {redis_errc::unexpected_reply, fmt::format("{}: unexpected reply type {}", context, reply->type)};
+}
+
+store_result failure(std::string error) {
+  store_result r;
+  r.ok = false;
+  r.error = std::move(error);
+  return r;
+}
+
+admin_result admin_failure(std::string error) {
+  admin_result r;
+  r.ok = false;
+  r.error = std::move(error);
+  return r;
+}
+
+bool is_array(const redisReply* r, std::size_t elements) {
+  return r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == elements;
+}
+
+// {charged, count per counter..., then per locked key: key index (1-based, in order of first appearance
+// among the counters, as append_check_call numbers them), lock value}.
+store_result parse_check_reply(const redisReply& reply, const store_request& req) {
+  if (reply.type == REDIS_REPLY_ERROR) return failure("redis error: " + to_redis_error("EVALSHA", nullptr, &reply).text);
+  const std::size_t counters = req.counters.size();
+  const auto integer = [](const redisReply* e) { return e != nullptr && e->type == REDIS_REPLY_INTEGER && e->integer >= 0; };
+  const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements >= counters + 1 &&
+                        (reply.elements - counters - 1) % 2 == 0 &&
+                        std::all_of(reply.element, reply.element + counters + 1, integer);
+  if (!shape_ok) return failure("redis: unexpected reply to the check script");
+  store_result r;
+  r.ok = true;
+  r.charged = reply.element[0]->integer != 0;
+  r.counts.reserve(counters);
+  for (std::size_t i = 1; i <= counters; ++i) r.counts.push_back(static_cast<std::uint64_t>(reply.element[i]->integer));
+  if (reply.elements == counters + 1) return r;
+  // Locks are rare: only then are the keys numbered again (KEYS = distinct identities in order of first
+  // appearance), and the locks put in that order, like the memory store's (the script walks a hash).
+  std::vector<const std::string*> keys;
+  for (const auto& c : req.counters)
+    if (std::none_of(keys.begin(), keys.end(), [&](const std::string* k) { return *k == c.identity; })) keys.push_back(&c.identity);
+  std::vector<std::pair<std::size_t, lock_info>> locks;
+  for (std::size_t i = counters + 1; i < reply.elements; i += 2) {
+    const redisReply* k = reply.element[i];
+    const redisReply* v = reply.element[i + 1];
+    const auto index = integer(k) ? static_cast<std::size_t>(k->integer) : 0;
+    auto lock = index >= 1 && index <= keys.size() && v != nullptr && v->type == REDIS_REPLY_STRING
+                    ? parse_lock_value(*keys[index - 1], as_view(*v))
+                    : std::nullopt;
+    if (!lock) return failure("redis: unexpected lock in the check script's reply");
+    locks.emplace_back(index, std::move(*lock));
+  }
+  std::sort(locks.begin(), locks.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  for (auto& [index, lock] : locks) r.locks.push_back(std::move(lock));
+  return r;
+}
+
+// One key's {lock in force or '', window prefix, count, ...} from the read script.
+std::optional<identity_state> parse_state(std::string identity, const redisReply* e) {
+  if (e == nullptr || e->type != REDIS_REPLY_ARRAY || e->elements % 2 != 1) return std::nullopt;
+  identity_state st;
+  const redisReply* lock = e->element[0];
+  if (lock->type != REDIS_REPLY_STRING) return std::nullopt;
+  if (lock->len > 0 && !(st.lock = parse_lock_value(identity, as_view(*lock)))) return std::nullopt;
+  for (std::size_t i = 1; i + 1 < e->elements; i += 2) {
+    const redisReply* prefix = e->element[i];
+    const redisReply* count = e->element[i + 1];
+    if (prefix->type != REDIS_REPLY_STRING || prefix->len < 2 || count->type != REDIS_REPLY_INTEGER || count->integer < 0)
+      return std::nullopt;
+    window_count w;
+    w.unit_tag = prefix->str[0];
+    const auto r = std::from_chars(prefix->str + 1, prefix->str + prefix->len, w.window_s);
+    if (r.ec != std::errc() || r.ptr != prefix->str + prefix->len) return std::nullopt;
+    w.count = static_cast<std::uint64_t>(count->integer);
+    st.windows.push_back(w);
+  }
+  std::sort(st.windows.begin(), st.windows.end(), [](const window_count& a, const window_count& b) {
+    return std::pair(a.unit_tag, a.window_s) < std::pair(b.unit_tag, b.window_s);
+  });
+  st.identity = std::move(identity);
+  return st;
+}
+
+// "ms-seq" -> ms.
+std::int64_t stream_id_ms(std::string_view id) {
+  std::int64_t ms = 0;
+  std::from_chars(id.data(), id.data() + id.size(), ms);
+  return ms;
+}
+
+// One stream entry [id, [field, value, ...]] -> a hold record; unknown fields are ignored.
+std::optional<hold_record> parse_hold(const redisReply* e) {
+  if (!is_array(e, 2) || e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY)
+    return std::nullopt;
+  hold_record h;
+  h.id = as_view(*e->element[0]);
+  h.time_ms = stream_id_ms(h.id);
+  const redisReply* f = e->element[1];
+  for (std::size_t i = 0; i + 1 < f->elements; i += 2) {
+    if (f->element[i]->type != REDIS_REPLY_STRING || f->element[i + 1]->type != REDIS_REPLY_STRING) return std::nullopt;
+    const auto name = as_view(*f->element[i]);
+    const auto value = as_view(*f->element[i + 1]);
+    if (name == "recipients") {
+      std::from_chars(value.data(), value.data() + value.size(), h.recipients);
+      continue;
+    }
+    std::string* to = name == "queue_id" ? &h.queue_id
+                      : name == "instance" ? &h.instance
+                      : name == "key"      ? &h.key
+                      : name == "rule"     ? &h.rule
+                      : name == "reason"   ? &h.reason
+                      : name == "client"   ? &h.client
+                      : name == "sender"   ? &h.sender
+                                           : nullptr;
+    if (to != nullptr) to->assign(value);
+  }
+  return h;
+}
+
+}  // namespace rg
