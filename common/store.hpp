@@ -26,14 +26,59 @@ struct counter_spec {
   std::uint32_t window_s = 0;  // window length in seconds
   std::uint32_t cost = 1;      // what this request adds if charged
   // The smallest limit of a refusing rule (defer/reject) on this counter; 0 when none refuses. The
-  // request is charged only if count + cost <= refuse_limit for every counter that has one.
+  // request is charged only if count + cost <= refuse_limit for every counter that has one (and every signal).
   std::uint64_t refuse_limit = 0;
+  // Adaptive baseline (burst rules): > 0 keeps this counter's baseline and caps what one period adds to it
+  // at max(burst_factor x average, burst_floor): the smallest factor and floor of the burst rules on it.
+  double burst_factor = 0;
+  std::uint64_t burst_floor = 0;
+};
+
+// The baseline of one counter: an exponentially weighted moving average of the counter's count per period,
+// a period being one window length (12 buckets: window_s * 1000 / 12 * 12 ms). Period index P = floor(bucket / 12),
+// bucket = floor(now_ms / floor(window_s * 1000 / 12)).
+//
+// State per (identity, unit, window): avg, last (the last period charged), first (the first period charged).
+// When a request is charged in period P > last, the periods last..P-1 are folded in first:
+//   x     = the count charged in period `last` (its buckets are still there: nothing is deleted before the fold)
+//   cap   = max(burst_factor x avg, burst_floor); x = min(x, cap)   -- a bad period cannot lift the baseline far
+//   n     = last - first + 1                                         -- periods seen, `last` included
+//   avg  += (x - avg) x max(alpha, 1 / n)                             -- the plain mean until 1/alpha periods
+//   g     = P - last - 1 empty periods; m = min(g, max(0, N0 - n)) with N0 = ceil(1 / alpha):
+//   avg   = avg x n / (n + m); avg = avg x (1 - alpha)^(g - m)       -- the same formula, for g zeros at once
+//   last  = P
+// alpha = 1 - 2^(-window_s * 1000 / half_life_ms). The first charge ever sets avg = 0, first = last = P.
+// A charge in period `last` changes nothing here (the count is in the buckets). A refused or not charged request
+// writes nothing, but its result still reports the folded values as of `now`.
+// While a baseline exists the identity is kept at least baseline_keep (4 x half_life) after its last fold.
+struct baseline_value {
+  bool present = false;         // the counter has burst_factor > 0 and has been charged before
+  double average = 0;           // per period, folded up to the period before now's
+  std::int64_t history_ms = 0;  // (P - first) x window length: how long the baseline has been learning
+  bool operator==(const baseline_value&) const = default;
+};
+
+// A distinct-value signal: how many distinct values (client addresses, recipient domains) an identity showed in
+// the last `window_s`. Each window is cut into 4 buckets; the count is the union of the current bucket and the 4
+// before it (so it covers at least the whole window, at most 1.25 x), with the request's value added first.
+// Redis: one HyperLogLog per bucket (PFADD; PFCOUNT over the 5 only when PFADD changed the current one or the
+// bucket moved on; the count cached in the identity's hash), about 0.81% standard error. Memory: exact sets.
+inline constexpr std::uint32_t signal_buckets = 4;
+inline constexpr std::size_t signal_memory_cap = 10000;  // memory store: distinct values kept per bucket
+struct signal_spec {
+  std::string identity;        // as in counter_spec
+  char tag = 'i';              // 'i' client addresses, 'd' recipient domains
+  std::uint32_t window_s = 0;
+  std::string value;           // the value this request adds (added even when the request is refused)
+  std::uint64_t refuse_limit = 0;  // as in counter_spec: not charged when distinct > refuse_limit
 };
 
 struct store_request {
   std::vector<counter_spec> counters;
+  std::vector<signal_spec> signals;
   std::int64_t now_ms = 0;  // 0: the store's own clock (Redis: TIME, so nodes with skewed clocks agree)
-  bool charge = true;       // false: only read the counts (rateguardctl explain)
+  bool charge = true;       // false: only read the counts, add nothing (rateguardctl explain)
+  std::int64_t half_life_ms = 7LL * 86400 * 1000;  // baseline_half_life (for counters with burst_factor > 0)
 };
 
 // A lock (circuit breaker) on one identity: while it lasts, every message of that identity is held. It lives
@@ -53,6 +98,8 @@ struct store_result {
   bool ok = false;                   // false: store failure; `error` says why, counts are empty
   std::string error;
   std::vector<std::uint64_t> counts; // per counter, the count before this request (same order)
+  std::vector<baseline_value> baselines;  // per counter (same order); present only where burst_factor > 0
+  std::vector<std::uint64_t> distinct;    // per signal, the distinct values including this request's
   bool charged = false;              // a lock does not change charging: a held message is accepted
   std::vector<lock_info> locks;      // the request's identities that are locked now, each once
 };
@@ -94,10 +141,27 @@ struct window_count {
   bool operator==(const window_count&) const = default;
 };
 
+struct baseline_state {
+  char unit_tag = 'm';
+  std::uint32_t window_s = 0;
+  baseline_value value;
+  bool operator==(const baseline_state&) const = default;
+};
+struct signal_count {
+  char tag = 'i';
+  std::uint32_t window_s = 0;
+  std::uint64_t distinct = 0;
+  bool operator==(const signal_count&) const = default;
+};
+
 struct identity_state {
   std::string identity;
   std::vector<window_count> windows;  // every counter ever charged since the identity's data was created,
                                       // sorted by (unit_tag, window_s); the count may be 0 by now
+  // status only, sorted like windows: each baseline as stored (folded up to its `last` period: the count of
+  // `last` folds in at the next charge of a later period), history_ms as of now
+  std::vector<baseline_state> baselines;
+  std::vector<signal_count> signals;      // status only: sorted by (tag, window_s); those with a count > 0
   std::optional<lock_info> lock;
   bool operator==(const identity_state&) const = default;
 };
