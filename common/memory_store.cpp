@@ -157,7 +157,11 @@ admin_result memory_store::admin(const admin_request& req) {
   switch (req.op) {
     case admin_op::status: {
       const identity* i = live(req.identity, now);
-      r.identities.push_back(i != nullptr ? state_of(req.identity, *i, now) : identity_state{req.identity, {}, {}});
+      if (i != nullptr) {
+        r.identities.push_back(state_of(req.identity, *i, now));
+      } else {
+        r.identities.emplace_back().identity = req.identity;
+      }
       break;
     }
     case admin_op::lock: {
@@ -169,7 +173,9 @@ admin_result memory_store::admin(const admin_request& req) {
         i->expires_ms = std::max(i->expires_ms, i->lock->until_ms);
         r.changed = true;
       }
-      r.identities.push_back({req.identity, {}, lock_info{req.identity, i->lock->since_ms, i->lock->until_ms, i->lock->reason}});
+      identity_state& st = r.identities.emplace_back();
+      st.identity = req.identity;
+      st.lock = lock_info{req.identity, i->lock->since_ms, i->lock->until_ms, i->lock->reason};
       break;
     }
     case admin_op::release: {
@@ -220,7 +226,9 @@ std::vector<identity_state> memory_store::top(const admin_request& req, std::int
   out.reserve(n);
   for (std::size_t k = 0; k < n; ++k) {
     const identity& i = identities_.at(*hits[k].second);
-    identity_state st{*hits[k].second, {{req.unit_tag, req.window_s, hits[k].first}}, {}};
+    identity_state st;
+    st.identity = *hits[k].second;
+    st.windows.push_back({req.unit_tag, req.window_s, hits[k].first});
     if (const lock_state* l = lock_in_force(i, now)) st.lock = lock_info{st.identity, l->since_ms, l->until_ms, l->reason};
     out.push_back(std::move(st));
   }

@@ -613,7 +613,9 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
             auto lock = parse_lock_value(q.identity, as_view(*reply.element[1]));
             if (!lock) return false;
             r.changed = reply.element[0]->integer == 1;
-            r.identities.push_back({q.identity, {}, std::move(lock)});
+            identity_state& st = r.identities.emplace_back();
+            st.identity = q.identity;
+            st.lock = std::move(lock);
             return true;
           }
           case admin_op::release:
@@ -712,7 +714,10 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     std::stable_sort(hits.begin(), hits.end(), [](const auto& x, const auto& y) { return std::get<0>(x) > std::get<0>(y); });
     for (std::size_t i = 0; i < hits.size() && i < a.req.limit; ++i) {
       auto& [count, identity, lock] = hits[i];
-      a.result.identities.push_back({std::move(identity), {{a.req.unit_tag, a.req.window_s, count}}, std::move(lock)});
+      identity_state& st = a.result.identities.emplace_back();
+      st.identity = std::move(identity);
+      st.windows.push_back({a.req.unit_tag, a.req.window_s, count});
+      st.lock = std::move(lock);
     }
     hits.clear();
   }

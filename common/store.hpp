@@ -158,11 +158,11 @@ struct identity_state {
   std::string identity;
   std::vector<window_count> windows;  // every counter ever charged since the identity's data was created,
                                       // sorted by (unit_tag, window_s); the count may be 0 by now
+  std::optional<lock_info> lock;
   // status only, sorted like windows: each baseline as stored (folded up to its `last` period: the count of
   // `last` folds in at the next charge of a later period), history_ms as of now
   std::vector<baseline_state> baselines;
   std::vector<signal_count> signals;      // status only: sorted by (tag, window_s); those with a count > 0
-  std::optional<lock_info> lock;
   bool operator==(const identity_state&) const = default;
 };
 

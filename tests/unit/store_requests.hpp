@@ -11,11 +11,21 @@ namespace rg::test {
 
 inline counter_spec counter(std::string identity, std::uint32_t window_s, std::uint64_t limit = 0, char tag = 'm',
                             std::uint32_t cost = 1) {
-  return {std::move(identity), tag, window_s, cost, limit};
+  counter_spec c;
+  c.identity = std::move(identity);
+  c.unit_tag = tag;
+  c.window_s = window_s;
+  c.cost = cost;
+  c.refuse_limit = limit;
+  return c;
 }
 
 inline store_request request(std::vector<counter_spec> counters, std::int64_t now, bool charge = true) {
-  return {std::move(counters), now, charge};
+  store_request r;
+  r.counters = std::move(counters);
+  r.now_ms = now;
+  r.charge = charge;
+  return r;
 }
 
 inline admin_request op(admin_op o, std::string identity, std::int64_t now) {
