@@ -61,35 +61,83 @@ bool is_array(const redisReply* r, std::size_t elements) {
   return r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == elements;
 }
 
-// {charged, count per counter..., then per locked key: key index (1-based, in order of first appearance
-// among the counters, as append_check_call numbers them), lock value}.
+namespace {
+
+bool non_negative(const redisReply* e) { return e != nullptr && e->type == REDIS_REPLY_INTEGER && e->integer >= 0; }
+bool is_string(const redisReply* e) { return e != nullptr && e->type == REDIS_REPLY_STRING; }
+
+// A baseline's average as the scripts write it (%.17g, so it reads back as the same double).
+std::optional<double> parse_average(const redisReply& e) {
+  double v = 0;
+  const auto r = std::from_chars(e.str, e.str + e.len, v);
+  if (r.ec != std::errc() || r.ptr != e.str + e.len) return std::nullopt;
+  return v;
+}
+
+// "m60" -> ('m', 60).
+bool parse_window(const redisReply* e, char& tag, std::uint32_t& window_s) {
+  if (!is_string(e) || e->len < 2) return false;
+  tag = e->str[0];
+  const auto r = std::from_chars(e->str + 1, e->str + e->len, window_s);
+  return r.ec == std::errc() && r.ptr == e->str + e->len;
+}
+
+}  // namespace
+
+// {charged, count per counter..., per counter with burst_factor > 0: average ('' none yet), history_ms;
+// distinct per signal..., then per locked key: key index (1-based, in order of first appearance among the
+// counters then the signals, as append_check_call numbers them), lock value}.
 store_result parse_check_reply(const redisReply& reply, const store_request& req) {
   if (reply.type == REDIS_REPLY_ERROR) return failure("redis error: " + to_redis_error("EVALSHA", nullptr, &reply).text);
   const std::size_t counters = req.counters.size();
-  const auto integer = [](const redisReply* e) { return e != nullptr && e->type == REDIS_REPLY_INTEGER && e->integer >= 0; };
-  const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements >= counters + 1 &&
-                        (reply.elements - counters - 1) % 2 == 0 &&
-                        std::all_of(reply.element, reply.element + counters + 1, integer);
+  const auto bursts = static_cast<std::size_t>(
+      std::count_if(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }));
+  const std::size_t fixed = 1 + counters + 2 * bursts + req.signals.size();
+  const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements >= fixed && (reply.elements - fixed) % 2 == 0 &&
+                        std::all_of(reply.element, reply.element + counters + 1, non_negative);
   if (!shape_ok) return failure("redis: unexpected reply to the check script");
   store_result r;
   r.ok = true;
   r.charged = reply.element[0]->integer != 0;
   r.counts.reserve(counters);
   for (std::size_t i = 1; i <= counters; ++i) r.counts.push_back(static_cast<std::uint64_t>(reply.element[i]->integer));
-  if (reply.elements == counters + 1) return r;
+  std::size_t at = counters + 1;
+  r.baselines.resize(counters);
+  for (std::size_t i = 0; i < counters; ++i) {
+    if (!(req.counters[i].burst_factor > 0)) continue;
+    const redisReply* avg = reply.element[at++];
+    const redisReply* history = reply.element[at++];
+    if (!is_string(avg) || history == nullptr || history->type != REDIS_REPLY_INTEGER)
+      return failure("redis: unexpected baseline in the check script's reply");
+    if (avg->len == 0) continue;
+    const auto v = parse_average(*avg);
+    if (!v) return failure("redis: unexpected baseline in the check script's reply");
+    baseline_value& b = r.baselines[i];
+    b.present = true;
+    b.average = *v;
+    b.history_ms = history->integer;
+  }
+  r.distinct.reserve(req.signals.size());
+  for (std::size_t i = 0; i < req.signals.size(); ++i, ++at) {
+    if (!non_negative(reply.element[at])) return failure("redis: unexpected signal in the check script's reply");
+    r.distinct.push_back(static_cast<std::uint64_t>(reply.element[at]->integer));
+  }
+  if (reply.elements == fixed) return r;
   // Locks are rare: only then are the keys numbered again (KEYS = distinct identities in order of first
   // appearance), and the locks put in that order, like the memory store's (the script walks a hash).
   std::vector<const std::string*> keys;
-  for (const auto& c : req.counters)
-    if (std::none_of(keys.begin(), keys.end(), [&](const std::string* k) { return *k == c.identity; })) keys.push_back(&c.identity);
+  const auto add_key = [&](const std::string& id) {
+    if (std::none_of(keys.begin(), keys.end(), [&](const std::string* k) { return *k == id; })) keys.push_back(&id);
+  };
+  for (const auto& c : req.counters) add_key(c.identity);
+  for (const auto& s : req.signals) add_key(s.identity);
   std::vector<std::pair<std::size_t, lock_info>> locks;
-  for (std::size_t i = counters + 1; i < reply.elements; i += 2) {
+  for (std::size_t i = fixed; i < reply.elements; i += 2) {
     const redisReply* k = reply.element[i];
     const redisReply* v = reply.element[i + 1];
-    const auto index = integer(k) ? static_cast<std::size_t>(k->integer) : 0;
-    auto lock = index >= 1 && index <= keys.size() && v != nullptr && v->type == REDIS_REPLY_STRING
-                    ? parse_lock_value(*keys[index - 1], as_view(*v))
-                    : std::nullopt;
+    const auto index = non_negative(k) ? static_cast<std::size_t>(k->integer) : 0;
+    auto lock = index >= 1 && index <= keys.size() && is_string(v) ? parse_lock_value(*keys[index - 1], as_view(*v))
+                                                                   : std::nullopt;
     if (!lock) return failure("redis: unexpected lock in the check script's reply");
     locks.emplace_back(index, std::move(*lock));
   }
@@ -98,28 +146,51 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   return r;
 }
 
-// One key's {lock in force or '', window prefix, count, ...} from the read script.
+// One key's {lock in force or '', {window prefix, count, ...}, {baseline, average, history_ms, ...},
+// {signal, distinct, ...}} from the read script.
 std::optional<identity_state> parse_state(std::string identity, const redisReply* e) {
-  if (e == nullptr || e->type != REDIS_REPLY_ARRAY || e->elements % 2 != 1) return std::nullopt;
+  if (!is_array(e, 4) || !is_string(e->element[0])) return std::nullopt;
+  const redisReply* windows = e->element[1];
+  const redisReply* bases = e->element[2];
+  const redisReply* signals = e->element[3];
+  if (windows->type != REDIS_REPLY_ARRAY || windows->elements % 2 != 0 || bases->type != REDIS_REPLY_ARRAY ||
+      bases->elements % 3 != 0 || signals->type != REDIS_REPLY_ARRAY || signals->elements % 2 != 0)
+    return std::nullopt;
   identity_state st;
   const redisReply* lock = e->element[0];
-  if (lock->type != REDIS_REPLY_STRING) return std::nullopt;
   if (lock->len > 0 && !(st.lock = parse_lock_value(identity, as_view(*lock)))) return std::nullopt;
-  for (std::size_t i = 1; i + 1 < e->elements; i += 2) {
-    const redisReply* prefix = e->element[i];
-    const redisReply* count = e->element[i + 1];
-    if (prefix->type != REDIS_REPLY_STRING || prefix->len < 2 || count->type != REDIS_REPLY_INTEGER || count->integer < 0)
-      return std::nullopt;
+  for (std::size_t i = 0; i < windows->elements; i += 2) {
     window_count w;
-    w.unit_tag = prefix->str[0];
-    const auto r = std::from_chars(prefix->str + 1, prefix->str + prefix->len, w.window_s);
-    if (r.ec != std::errc() || r.ptr != prefix->str + prefix->len) return std::nullopt;
+    const redisReply* count = windows->element[i + 1];
+    if (!parse_window(windows->element[i], w.unit_tag, w.window_s) || !non_negative(count)) return std::nullopt;
     w.count = static_cast<std::uint64_t>(count->integer);
     st.windows.push_back(w);
   }
-  std::sort(st.windows.begin(), st.windows.end(), [](const window_count& a, const window_count& b) {
+  for (std::size_t i = 0; i < bases->elements; i += 3) {
+    baseline_state b;
+    const redisReply* avg = bases->element[i + 1];
+    const redisReply* history = bases->element[i + 2];
+    const auto v = is_string(avg) ? parse_average(*avg) : std::nullopt;
+    if (!parse_window(bases->element[i], b.unit_tag, b.window_s) || !v || !non_negative(history)) return std::nullopt;
+    b.value.present = true;
+    b.value.average = *v;
+    b.value.history_ms = history->integer;
+    st.baselines.push_back(b);
+  }
+  for (std::size_t i = 0; i < signals->elements; i += 2) {
+    signal_count c;
+    const redisReply* distinct = signals->element[i + 1];
+    if (!parse_window(signals->element[i], c.tag, c.window_s) || !non_negative(distinct)) return std::nullopt;
+    c.distinct = static_cast<std::uint64_t>(distinct->integer);
+    st.signals.push_back(c);
+  }
+  const auto by_window = [](const auto& a, const auto& b) {
     return std::pair(a.unit_tag, a.window_s) < std::pair(b.unit_tag, b.window_s);
-  });
+  };
+  std::sort(st.windows.begin(), st.windows.end(), by_window);
+  std::sort(st.baselines.begin(), st.baselines.end(), by_window);
+  std::sort(st.signals.begin(), st.signals.end(),
+            [](const signal_count& a, const signal_count& b) { return std::pair(a.tag, a.window_s) < std::pair(b.tag, b.window_s); });
   st.identity = std::move(identity);
   return st;
 }

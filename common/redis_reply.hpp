@@ -47,10 +47,12 @@ admin_result admin_failure(std::string error);
 inline std::string_view as_view(const redisReply& r) { return {r.str, r.len}; }
 bool is_array(const redisReply* r, std::size_t elements);
 
-// {charged, count per counter..., then per locked key: key index (1-based, in order of first appearance
-// among the counters, as append_check_call numbers them), lock value}.
+// {charged, count per counter..., per counter with burst_factor > 0: average ('' none yet), history_ms;
+// distinct per signal..., then per locked key: key index (1-based, in order of first appearance among the
+// counters then the signals, as append_check_call numbers them), lock value}.
 store_result parse_check_reply(const redisReply& reply, const store_request& req);
-// One key's {lock in force or '', window prefix, count, ...} from the read script.
+// One key's {lock in force or '', {window prefix, count, ...}, {baseline, average, history_ms, ...},
+// {signal, distinct, ...}} from the read script.
 std::optional<identity_state> parse_state(std::string identity, const redisReply* e);
 
 // The journal's stream fields, in the order XADD writes them (every entry has all of them, so Redis stores

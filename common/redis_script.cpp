@@ -1,6 +1,7 @@
 // The Lua scripts: check-and-charge (every counter of a request read with one HGETALL per identity, all
-// charged or none, stale buckets deleted, TTLs only raised, locks in force reported from the same HGETALL),
-// and the operator scripts (read, lock, release, journal add). Keys are binary-safe arguments.
+// charged or none, stale buckets deleted, TTLs only raised, locks in force, baselines and signal caches read
+// from the same HGETALL; signals in HyperLogLogs), and the operator scripts (read, lock, release, reset,
+// journal add). Keys are binary-safe arguments.
 #include "redis_script.hpp"
 
 #include <array>
@@ -12,94 +13,183 @@ namespace {
 
 // The script hard-codes the bucket count; a change in store.hpp must change the script too.
 static_assert(buckets_per_window == 12, "update the Lua script: it counts 12 + 1 buckets");
+static_assert(signal_buckets == 4, "update the Lua scripts: a signal bucket is a quarter window, 5 are counted");
 
 // Kept short: Redis parses and runs it per call, and per-command overhead dominates (REDIS-NOTES).
-// One HGETALL per distinct key gives every bucket of every window of that identity; the fields of a
-// window are tag..window..":"..bucket, so a prefix lookup sorts them without a string build per bucket.
+// One HGETALL per distinct key gives every bucket of every window of that identity, its lock, baselines and
+// signal caches; the fields of a window are tag..window..":"..bucket, so a prefix lookup sorts them without a
+// string build per bucket (the other fields have no ':'). Normal requests cost no command beyond the
+// counters': a baseline is written once per period, a signal's union counted only when its HLL changed.
 constexpr std::string_view script_text = R"lua(-- rateguard check-and-charge; KEYS/ARGV layout in redis_store.hpp
 local now = tonumber(ARGV[1])
 if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local n = (#ARGV - 2) / 5
-local want, cur, width, counts = {}, {}, {}, {}
+local charge, half, n = ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
+local want, cur, width, counts, bases, burst = {}, {}, {}, {}, {}, {}
+for k = 1, #KEYS do want[k] = {} end
 for i = 1, n do
-  local b = i * 5 - 2
-  local k = tonumber(ARGV[b])
-  width[i] = math.floor(tonumber(ARGV[b + 2]) * 1000 / 12)
+  local a = i * 7 - 2
+  local k = tonumber(ARGV[a])
+  width[i] = math.floor(tonumber(ARGV[a + 2]) * 1000 / 12)
   cur[i] = math.floor(now / width[i])
   counts[i] = 0
-  local byprefix = want[k]
-  if not byprefix then byprefix = {}; want[k] = byprefix end
-  local prefix = ARGV[b + 1] .. ARGV[b + 2]
-  local list = byprefix[prefix]
-  if not list then list = {}; byprefix[prefix] = list end
+  local prefix = ARGV[a + 1] .. ARGV[a + 2]
+  local list = want[k][prefix]
+  if not list then list = {}; want[k][prefix] = list end
   list[#list + 1] = i
+  -- a baseline needs the count of each period; the first burst counter of a window keeps it
+  if tonumber(ARGV[a + 5]) > 0 then
+    burst[i] = list
+    if not list.base then
+      list.base, list.key, list.field, list.sums = i, k, 'b' .. prefix, {}
+      bases[#bases + 1] = list
+    end
+  end
 end
-local old, locks = {}, nil
-for k, byprefix in pairs(want) do
+local old, extra, locks = {}, {}, nil
+for k = 1, #KEYS do
   local flat = redis.call('HGETALL', KEYS[k])
-  local o = {}
+  local byprefix, o, e = want[k], {}, {}
   for j = 1, #flat, 2 do
     local f = flat[j]
     local p = string.find(f, ':', 2, true)
-    local list = p and byprefix[string.sub(f, 1, p - 1)]
-    if list then
-      local c = cur[list[1]]
-      local idx = tonumber(string.sub(f, p + 1))
-      if idx and idx >= c - 12 then
-        if idx <= c then
-          local v = tonumber(flat[j + 1])
+    if p then
+      local list = byprefix[string.sub(f, 1, p - 1)]
+      local idx = list and tonumber(string.sub(f, p + 1))
+      if idx then
+        local c, v = cur[list[1]], tonumber(flat[j + 1])
+        if idx < c - 12 then
+          o[#o + 1] = f
+        elseif idx <= c then
           for _, i in ipairs(list) do counts[i] = counts[i] + v end
         end
-      elseif idx then
-        o[#o + 1] = f
+        local sums = list.sums
+        if sums then
+          local q = math.floor(idx / 12)
+          sums[q] = (sums[q] or 0) + v
+        end
       end
-    elseif f == 'lock' then
-      -- "until:since:reason"; one that has ended is ignored (release or the key's TTL removes it)
-      local v = flat[j + 1]
-      local u = tonumber(string.match(v, '^%d+'))
-      if u and u > now then
-        locks = locks or {}
-        locks[#locks + 1] = k
-        locks[#locks + 1] = v
-      end
+    else
+      e[f] = flat[j + 1]  -- lock, baselines (b...), signal caches (x...)
     end
   end
-  old[k] = o
+  old[k], extra[k] = o, e
+  -- "until:since:reason"; one that has ended is ignored (release or the key's TTL removes it)
+  local v = e.lock
+  local u = v and tonumber(string.match(v, '^%d+'))
+  if u and u > now then
+    locks = locks or {}
+    locks[#locks + 1] = k
+    locks[#locks + 1] = v
+  end
 end
-local charged = ARGV[2] == '1'
+local charged, ttl = charge, {}
 if charged then
   for i = 1, n do
-    local b = i * 5 - 2
-    local limit = tonumber(ARGV[b + 4])
-    if limit > 0 and counts[i] + tonumber(ARGV[b + 3]) > limit then
+    local a = i * 7 - 2
+    local limit = tonumber(ARGV[a + 4])
+    if limit > 0 and counts[i] + tonumber(ARGV[a + 3]) > limit then
       charged = false
       break
     end
   end
 end
+-- Signals: one HyperLogLog per quarter window; the union of the last 5 counted only when this one changed
+-- or the quarter moved on (the count cached in the identity's hash as "quarter:count").
+local function union(base, b)
+  local keys = {}
+  for j = 0, 4 do keys[j + 1] = base .. string.format('%d', b - j) end
+  return redis.call('PFCOUNT', unpack(keys))
+end
+local first, ns = 5 + 7 * n, (#ARGV - 4 - 7 * n) / 5
+local distinct = {}
+for s = 1, ns do
+  local a = first + (s - 1) * 5
+  local k, w = tonumber(ARGV[a]), tonumber(ARGV[a + 2])
+  local wid = w * 250
+  local b = math.floor(now / wid)
+  local name = ARGV[a + 1] .. ARGV[a + 2]
+  local base = KEYS[k] .. ':' .. name .. ':'
+  local c
+  if charge then
+    local key = base .. string.format('%d', b)
+    local added = redis.call('PFADD', key, ARGV[a + 3])
+    if added == 1 then redis.call('PEXPIRE', key, w * 1000 + 2 * wid) end
+    local field = 'x' .. name
+    local cb, cc = string.match(extra[k][field] or '', '^(%d+):(%d+)$')
+    if added == 0 and tonumber(cb) == b then
+      c = tonumber(cc)
+    else
+      c = union(base, b)
+      local v = string.format('%d:%d', b, c)
+      redis.call('HSET', KEYS[k], field, v)
+      extra[k][field] = v
+      local need = w * 1000 + 2 * wid
+      if not ttl[k] or ttl[k] < need then ttl[k] = need end
+    end
+  else
+    c = union(base, b)  -- explain: reads only, so the count leaves this request's value out
+  end
+  distinct[s] = c
+  local limit = tonumber(ARGV[a + 4])
+  if limit > 0 and c > limit then charged = false end
+end
 if charged then
-  local ttl = {}
   for i = 1, n do
-    local b = i * 5 - 2
-    local k = tonumber(ARGV[b])
-    redis.call('HINCRBY', KEYS[k], ARGV[b + 1] .. ARGV[b + 2] .. ':' .. string.format('%d', cur[i]), ARGV[b + 3])
-    local need = tonumber(ARGV[b + 2]) * 1000 + 2 * width[i]
+    local a = i * 7 - 2
+    local k = tonumber(ARGV[a])
+    redis.call('HINCRBY', KEYS[k], ARGV[a + 1] .. ARGV[a + 2] .. ':' .. string.format('%d', cur[i]), ARGV[a + 3])
+    local need = tonumber(ARGV[a + 2]) * 1000 + 2 * width[i]
     if not ttl[k] or ttl[k] < need then ttl[k] = need end
   end
   for k, o in pairs(old) do
     if #o > 0 then redis.call('HDEL', KEYS[k], unpack(o)) end
   end
-  for k, need in pairs(ttl) do
-    if redis.call('PTTL', KEYS[k]) < need then redis.call('PEXPIRE', KEYS[k], need) end
-  end
 end
 local out = {charged and 1 or 0}
 for i = 1, n do out[i + 1] = counts[i] end
+-- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted.
+for _, list in ipairs(bases) do
+  local a, k = list.base * 7 - 2, list.key
+  local wms = tonumber(ARGV[a + 2]) * 1000
+  local P = math.floor(cur[list.base] / 12)
+  local avg, last, start = string.match(extra[k][list.field] or '', '^([^:]+):(%d+):(%d+)$')
+  if avg then
+    avg, last, start = tonumber(avg), tonumber(last), tonumber(start)
+    if P > last then
+      local alpha = 1 - 2 ^ (-wms / half)
+      local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * avg, tonumber(ARGV[a + 6])))
+      local seen = last - start + 1
+      avg = avg + (x - avg) * math.max(alpha, 1 / seen)
+      -- the g empty periods since: plain mean while 1/seen > alpha, then the exponential decay
+      local g = P - last - 1
+      local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
+      avg = avg * seen / (seen + m) * (1 - alpha) ^ (g - m)
+    end
+    list.avg = string.format('%.17g', avg)
+    list.history = math.max(0, P - start) * wms
+  end
+  if charged and (not last or P > last) then
+    redis.call('HSET', KEYS[k], list.field, (list.avg or '0') .. string.format(':%d:%d', P, start or P))
+    local need = 4 * half
+    if not ttl[k] or ttl[k] < need then ttl[k] = need end
+  end
+end
+for i = 1, n do
+  local list = burst[i]
+  if list then
+    out[#out + 1] = list.avg or ''
+    out[#out + 1] = list.history or 0
+  end
+end
+for s = 1, ns do out[#out + 1] = distinct[s] end
+for k, need in pairs(ttl) do
+  if redis.call('PTTL', KEYS[k]) < need then redis.call('PEXPIRE', KEYS[k], need) end
+end
 if locks then
-  for j = 1, #locks do out[n + 1 + j] = locks[j] end
+  for j = 1, #locks do out[#out + 1] = locks[j] end
 end
 return out
 )lua";
@@ -113,14 +203,15 @@ return out
   "  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
   "end\n"
 
-// Read-only: per key {lock in force or '', window prefix, count, ...}, counted exactly as the check counts;
-// ARGV[2] = one window prefix ("m60") to report only that one (top), '' for all (status).
+// Read-only: per key {lock in force or '', {window prefix, count, ...}, {baseline field, average as stored,
+// history_ms, ...}, {signal cache field, distinct, ...}}, counted exactly as the check counts; ARGV[2] = one
+// window prefix ("m60") to report only that one and no baselines or signals (top), '' for all (status).
 constexpr std::string_view read_text = "-- rateguard read: status and top\n" RG_LUA_NOW R"lua(
 local only = ARGV[2]
 local out = {}
 for k = 1, #KEYS do
   local flat = redis.call('HGETALL', KEYS[k])
-  local counts, order, lock = {}, {}, ''
+  local counts, order, lock, bases, signals = {}, {}, '', {}, {}
   for j = 1, #flat, 2 do
     local f = flat[j]
     local p = string.find(f, ':', 2, true)
@@ -138,13 +229,45 @@ for k = 1, #KEYS do
     elseif f == 'lock' then
       local u = tonumber(string.match(flat[j + 1], '^%d+'))
       if u and u > now then lock = flat[j + 1] end
+    elseif only == '' then
+      local kind, w = string.sub(f, 1, 1), tonumber(string.sub(f, 3))
+      if kind == 'b' and w then
+        local avg, start = string.match(flat[j + 1], '^([^:]+):%d+:(%d+)$')
+        local P = math.floor(math.floor(now / math.floor(w * 1000 / 12)) / 12)
+        bases[#bases + 1] = string.sub(f, 2)
+        bases[#bases + 1] = avg
+        bases[#bases + 1] = math.max(0, P - tonumber(start)) * w * 1000
+      elseif kind == 'x' and w then
+        local base, b = KEYS[k] .. ':' .. string.sub(f, 2) .. ':', math.floor(now / (w * 250))
+        local union = {}
+        for i = 0, 4 do union[i + 1] = base .. string.format('%d', b - i) end
+        local c = redis.call('PFCOUNT', unpack(union))
+        if c > 0 then
+          signals[#signals + 1] = string.sub(f, 2)
+          signals[#signals + 1] = c
+        end
+      end
     end
   end
-  local e = {lock}
+  local e = {}
   for _, prefix in ipairs(order) do e[#e + 1] = prefix; e[#e + 1] = counts[prefix] end
-  out[k] = e
+  out[k] = {lock, e, bases, signals}
 end
 return out
+)lua";
+
+// -> the number of keys deleted: the identity's hash and the HyperLogLogs of its signals' current unions
+// (older ones are never counted again and expire by themselves).
+constexpr std::string_view reset_text = "-- rateguard reset\n" RG_LUA_NOW R"lua(
+local del = {KEYS[1]}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local w = string.sub(f, 1, 1) == 'x' and tonumber(string.sub(f, 3))
+  if w then
+    local base, b = KEYS[1] .. ':' .. string.sub(f, 2) .. ':', math.floor(now / (w * 250))
+    for i = 0, 4 do del[#del + 1] = base .. string.format('%d', b - i) end
+  end
+end
+return redis.call('DEL', unpack(del))
 )lua";
 
 // ARGV[2] = ttl_ms, ARGV[3] = reason -> {1 set / 0 kept, the lock in force}. The key's TTL is raised to the
@@ -202,6 +325,7 @@ std::string_view check_script() { return script_text; }
 std::string_view read_script() { return read_text; }
 std::string_view lock_script() { return lock_text; }
 std::string_view release_script() { return release_text; }
+std::string_view reset_script() { return reset_text; }
 std::string_view journal_add_script() { return journal_add_text; }
 
 std::optional<lock_info> parse_lock_value(std::string_view identity, std::string_view v) {
@@ -249,29 +373,35 @@ void append_command(std::string& out, std::initializer_list<std::string_view> ar
 
 void append_check_call(std::string& out, std::string_view verb, std::string_view script_or_sha,
                        const store_request& req, std::string_view prefix) {
-  // Distinct identities become KEYS (a request has a handful: a linear search beats hashing).
+  // Distinct identities, of the counters then of the signals, become KEYS (a request has a handful: a
+  // linear search beats hashing).
+  const std::size_t n = req.counters.size();
+  const std::size_t specs = n + req.signals.size();
+  const auto identity = [&](std::size_t i) -> const std::string& {
+    return i < n ? req.counters[i].identity : req.signals[i - n].identity;
+  };
   std::array<std::size_t, 64> small_index;
   std::vector<std::size_t> big_index;
   std::size_t* key_of = small_index.data();
-  if (req.counters.size() > small_index.size()) {
-    big_index.resize(req.counters.size());
+  if (specs > small_index.size()) {
+    big_index.resize(specs);
     key_of = big_index.data();
   }
   std::size_t keys = 0;
-  for (std::size_t i = 0; i < req.counters.size(); ++i) {
+  for (std::size_t i = 0; i < specs; ++i) {
     std::size_t j = 0;
-    while (j < i && req.counters[j].identity != req.counters[i].identity) ++j;
+    while (j < i && identity(j) != identity(i)) ++j;
     key_of[i] = j < i ? key_of[j] : ++keys;  // 1-based, as Lua indexes KEYS
   }
-  append_array_header(out, 3 + keys + 2 + 5 * req.counters.size());
+  append_array_header(out, 3 + keys + 4 + 7 * n + 5 * req.signals.size());
   append_bulk(out, verb);
   append_bulk(out, script_or_sha);
   append_bulk(out, std::uint64_t{keys});
   std::size_t written = 0;
-  for (std::size_t i = 0; i < req.counters.size(); ++i) {
+  for (std::size_t i = 0; i < specs; ++i) {
     if (key_of[i] <= written) continue;
     written = key_of[i];
-    const std::string& id = req.counters[i].identity;
+    const std::string& id = identity(i);
     char header[24];
     auto r = std::to_chars(header, header + sizeof header, prefix.size() + id.size() + 2);
     out += '$';
@@ -281,13 +411,31 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
   }
   append_bulk(out, static_cast<std::uint64_t>(req.now_ms));
   append_bulk(out, req.charge ? std::string_view("1") : std::string_view("0"));
-  for (std::size_t i = 0; i < req.counters.size(); ++i) {
+  append_bulk(out, static_cast<std::uint64_t>(req.half_life_ms));
+  append_bulk(out, std::uint64_t{n});
+  for (std::size_t i = 0; i < n; ++i) {
     const auto& c = req.counters[i];
     append_bulk(out, std::uint64_t{key_of[i]});
     append_bulk(out, std::string_view(&c.unit_tag, 1));
     append_bulk(out, std::uint64_t{c.window_s});
     append_bulk(out, std::uint64_t{c.cost});
     append_bulk(out, c.refuse_limit);
+    if (c.burst_factor > 0) {
+      char factor[32];  // shortest form that reads back as the same double
+      const auto r = std::to_chars(factor, factor + sizeof factor, c.burst_factor);
+      append_bulk(out, std::string_view(factor, static_cast<std::size_t>(r.ptr - factor)));
+    } else {
+      append_bulk(out, std::string_view("0"));
+    }
+    append_bulk(out, c.burst_floor);
+  }
+  for (std::size_t i = 0; i < req.signals.size(); ++i) {
+    const auto& s = req.signals[i];
+    append_bulk(out, std::uint64_t{key_of[n + i]});
+    append_bulk(out, std::string_view(&s.tag, 1));
+    append_bulk(out, std::uint64_t{s.window_s});
+    append_bulk(out, s.value);
+    append_bulk(out, s.refuse_limit);
   }
 }
 

@@ -15,11 +15,12 @@
 namespace rg {
 
 std::string_view check_script();
-// The operator scripts (layouts in redis_script.cpp): read (status, top; read-only), lock, release,
+// The operator scripts (layouts in redis_script.cpp): read (status, top; read-only), lock, release, reset,
 // journal_add.
 std::string_view read_script();
 std::string_view lock_script();
 std::string_view release_script();
+std::string_view reset_script();
 std::string_view journal_add_script();
 
 // A lock is the hash field "lock" of its identity's key: "until_ms:since_ms:reason" (the scripts need only

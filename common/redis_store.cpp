@@ -55,13 +55,14 @@ std::string glob_escape(std::string_view s) {
 }
 
 // The scripts the store loads at every (re)connect, by index: the check first (the hot path).
-enum script_index : std::size_t { check_s, read_s, lock_s, release_s, journal_add_s, script_count };
+enum script_index : std::size_t { check_s, read_s, lock_s, release_s, reset_s, journal_add_s, script_count };
 std::string_view script_text(std::size_t i) {
   switch (i) {
     case check_s: return check_script();
     case read_s: return read_script();
     case lock_s: return lock_script();
     case release_s: return release_script();
+    case reset_s: return reset_script();
     default: return journal_add_script();
   }
 }
@@ -524,7 +525,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       case admin_op::release:
         return send_script(c, id, a, admin_cmd::once, release_s, {"1", key_of(q.identity), now});
       case admin_op::reset:
-        return send_admin(c, id, a, admin_cmd{admin_cmd::once, script_count, {"DEL", key_of(q.identity)}, false});
+        return send_script(c, id, a, admin_cmd::once, reset_s, {"1", key_of(q.identity), now});
       case admin_op::journal_add: {
         const hold_record& h = q.record;
         std::vector<std::string> args = {"1", opts_.key_prefix + "holds", now, std::to_string(opts_.journal.max_entries),
@@ -547,7 +548,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   }
 
   std::vector<std::string> scan_args(std::string cursor, std::string_view prefix) const {
-    return {"SCAN", std::move(cursor), "MATCH", glob_escape(opts_.key_prefix + "{" + std::string(prefix)) + "*", "COUNT",
+    // Ending in '}': identity hashes only, not their signals' HyperLogLogs ("<key>:i3600:<bucket>").
+    return {"SCAN", std::move(cursor), "MATCH", glob_escape(opts_.key_prefix + "{" + std::string(prefix)) + "*}", "COUNT",
             std::string(top_scan_count)};
   }
 

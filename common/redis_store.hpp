@@ -3,9 +3,12 @@
 // the socket, deadlines and reconnects; hiredis is only the RESP encoder/decoder.
 // Not a general Redis client: no Sentinel, no Cluster routing, no TLS (hiredis 0.14 has none), no RESP3.
 //
-// Keys: <prefix>{<identity>} is a hash per identity: its counter buckets ("m60:<bucket>" = count) and its
-// lock ("lock" = "until_ms:since_ms:reason"), with a TTL covering the longest window and the lock;
-// <prefix>holds is the hold journal, a stream trimmed exactly to redis_options.journal on every add.
+// Keys: <prefix>{<identity>} is a hash per identity: its counter buckets ("m60:<bucket>" = count), its lock
+// ("lock" = "until_ms:since_ms:reason"), its baselines ("bm3600" = "average:last period:first period") and its
+// signal caches ("xi86400" = "bucket:distinct"), with a TTL covering the longest window, the lock and, while a
+// baseline is kept, 4 half-lives after its last fold; <prefix>{<identity>}:i86400:<bucket> is one quarter
+// window of a signal (a HyperLogLog, same hash tag); <prefix>holds is the hold journal, a stream trimmed
+// exactly to redis_options.journal on every add.
 #pragma once
 
 #include "store.hpp"
@@ -50,9 +53,12 @@ class redis_store final : public store {
   std::string name() const override { return "redis"; }
 
   // The check-and-charge script (the benchmark reuses it with redis-benchmark).
-  // KEYS = distinct keys; ARGV = now_ms (0: Redis TIME), charge (1/0), then per counter: key index (1-based),
-  // unit tag, window_s, cost, refuse_limit. Returns {charged (1/0), count per counter..., then for each key
-  // with a lock in force: key index, lock value}.
+  // KEYS = distinct identities of the counters, then of the signals; ARGV = now_ms (0: Redis TIME), charge
+  // (1/0), half_life_ms, number of counters, then per counter: key index (1-based), unit tag, window_s, cost,
+  // refuse_limit, burst_factor (decimal, 0: none), burst_floor; then per signal: key index, tag, window_s,
+  // value, refuse_limit. Returns {charged (1/0), count per counter..., per counter with burst_factor > 0:
+  // average ('' when no baseline yet), history_ms; distinct per signal..., then for each key with a lock in
+  // force: key index, lock value}.
   static std::string_view lua_script();
 
  protected:

@@ -28,6 +28,34 @@ inline store_request request(std::vector<counter_spec> counters, std::int64_t no
   return r;
 }
 
+// A counter that keeps a baseline: burst rules with this factor and floor on it.
+inline counter_spec burst(std::string identity, std::uint32_t window_s, double factor, std::uint64_t floor,
+                          std::uint64_t limit = 0, char tag = 'm') {
+  auto c = counter(std::move(identity), window_s, limit, tag);
+  c.burst_factor = factor;
+  c.burst_floor = floor;
+  return c;
+}
+
+inline signal_spec signal(std::string identity, char tag, std::uint32_t window_s, std::string value,
+                          std::uint64_t limit = 0) {
+  signal_spec s;
+  s.identity = std::move(identity);
+  s.tag = tag;
+  s.window_s = window_s;
+  s.value = std::move(value);
+  s.refuse_limit = limit;
+  return s;
+}
+
+inline store_request request(std::vector<counter_spec> counters, std::vector<signal_spec> signals, std::int64_t now,
+                             bool charge = true, std::int64_t half_life_ms = 7LL * 86400 * 1000) {
+  auto r = request(std::move(counters), now, charge);
+  r.signals = std::move(signals);
+  r.half_life_ms = half_life_ms;
+  return r;
+}
+
 inline admin_request op(admin_op o, std::string identity, std::int64_t now) {
   admin_request r;
   r.op = o;
