@@ -163,7 +163,8 @@ for _, list in ipairs(bases) do
       local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * avg, tonumber(ARGV[a + 6])))
       local seen = last - start + 1
       avg = avg + (x - avg) * math.max(alpha, 1 / seen)
-      -- the g empty periods since: plain mean while 1/seen > alpha, then the exponential decay
+      -- the g empty periods since: plain mean while 1/seen > alpha, then the exponential decay; floor, not the
+      -- ceil of store.hpp, so it equals g single folds (at seen = ceil(1/alpha) the single fold uses alpha)
       local g = P - last - 1
       local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
       avg = avg * seen / (seen + m) * (1 - alpha) ^ (g - m)
