@@ -195,8 +195,8 @@ end
 return out
 )lua";
 
-// The operator scripts. Each takes time like the check (ARGV[1] = now_ms, 0: Redis TIME) and reads a lock the
-// way the check does, so "in force" means the same everywhere.
+// The operator scripts. Each but reset takes time like the check (ARGV[1] = now_ms, 0: Redis TIME) and reads a
+// lock the way the check does, so "in force" means the same everywhere.
 #define RG_LUA_NOW \
   "local now = tonumber(ARGV[1])\n" \
   "if now == 0 then\n" \
@@ -257,15 +257,18 @@ end
 return out
 )lua";
 
-// -> the number of keys deleted: the identity's hash and the HyperLogLogs of its signals' current unions
-// (older ones are never counted again and expire by themselves).
-constexpr std::string_view reset_text = "-- rateguard reset\n" RG_LUA_NOW R"lua(
+// No time: -> the number of keys deleted: the identity's hash and its signals' HyperLogLogs. Each cache field names the
+// newest quarter of its signal ("bucket:count"; a new quarter is always recounted); a quarter's HLL expires 6
+// quarters after its last change, so the 7 up to that one are all that can still exist.
+constexpr std::string_view reset_text = "-- rateguard reset\n" R"lua(
 local del = {KEYS[1]}
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  local w = string.sub(f, 1, 1) == 'x' and tonumber(string.sub(f, 3))
-  if w then
-    local base, b = KEYS[1] .. ':' .. string.sub(f, 2) .. ':', math.floor(now / (w * 250))
-    for i = 0, 4 do del[#del + 1] = base .. string.format('%d', b - i) end
+local flat = redis.call('HGETALL', KEYS[1])
+for j = 1, #flat, 2 do
+  local f = flat[j]
+  local b = string.sub(f, 1, 1) == 'x' and tonumber(string.match(flat[j + 1], '^%d+'))
+  if b then
+    local base = KEYS[1] .. ':' .. string.sub(f, 2) .. ':'
+    for i = 0, 6 do del[#del + 1] = base .. string.format('%d', b - i) end
   end
 end
 return redis.call('DEL', unpack(del))

@@ -525,7 +525,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       case admin_op::release:
         return send_script(c, id, a, admin_cmd::once, release_s, {"1", key_of(q.identity), now});
       case admin_op::reset:
-        return send_script(c, id, a, admin_cmd::once, reset_s, {"1", key_of(q.identity), now});
+        return send_script(c, id, a, admin_cmd::once, reset_s, {"1", key_of(q.identity)});
       case admin_op::journal_add: {
         const hold_record& h = q.record;
         std::vector<std::string> args = {"1", opts_.key_prefix + "holds", now, std::to_string(opts_.journal.max_entries),

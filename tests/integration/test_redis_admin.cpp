@@ -1,6 +1,7 @@
 // Integration tests of redis_store's locks, hold journal and operator commands against a real, private
-// redis-server: locks seen by the check script, lock expiry and TTLs, status, top over many SCAN steps, the
-// journal's caps and paging, NOSCRIPT, deadlines and shutdown. The bench is redis_store_env.hpp.
+// redis-server: locks seen by the check script, lock expiry and TTLs, status (with baselines and signals),
+// reset, top over many SCAN steps, the journal's caps and paging, NOSCRIPT, deadlines and shutdown. The bench
+// is redis_store_env.hpp.
 #include "redis_store_env.hpp"
 
 #include <catch2/catch.hpp>
@@ -141,6 +142,73 @@ TEST_CASE("status lists every charged window sorted with the counts the check se
   CHECK(w[2].count == 8);
   REQUIRE(st.identities[0].lock);
   CHECK(st.identities[0].lock->reason == "watch");
+}
+
+TEST_CASE("status shows baselines as stored and signals as counted now and reset removes both", "[redis][admin]") {
+  env e;
+  constexpr std::int64_t minute = 60'000, hour = 3'600'000;
+  const std::int64_t start = (t0 / hour + 1) * hour;  // the first ms of a 1 h period (and of a 1 min one)
+  const auto req = [&](std::string ip, std::int64_t now) {
+    return request_with({burst("u:fay", 60, 2, 5), burst("u:fay", 3600, 2, 5, 0, 'r')},
+                        {signal("u:fay", 'i', 3600, std::move(ip)), signal("u:fay", 'd', 60, "example.com")}, now);
+  };
+  for (int i = 0; i < 3; ++i) REQUIRE(e.check(req("192.0.2." + std::to_string(i), start + i)).charged);
+  // The next minute folds the 60 s baseline (3 charged, under the floor of 5): stored "3:<P>:<first>".
+  REQUIRE(e.check(req("192.0.2.1", start + minute)).charged);
+  const std::int64_t now = start + 10 * minute;
+  const auto st = e.admin(sr::op(rg::admin_op::status, "u:fay", now));
+  REQUIRE(st.ok);
+  const auto& id = st.identities.at(0);
+  REQUIRE(id.baselines.size() == 2);
+  CHECK((id.baselines[0].unit_tag == 'm' && id.baselines[0].window_s == 60));
+  CHECK(id.baselines[0].value.present);
+  CHECK(id.baselines[0].value.average == 3);  // as stored: the minute since then folds at the next charge
+  CHECK(id.baselines[0].value.history_ms == 10 * minute);
+  CHECK((id.baselines[1].unit_tag == 'r' && id.baselines[1].window_s == 3600));
+  CHECK(id.baselines[1].value.average == 0);  // never folded: still in its first period
+  CHECK(id.baselines[1].value.history_ms == 0);
+  // Sorted by (tag, window); the 60 s domain signal is over by now, so only the address signal is listed.
+  REQUIRE(id.signals.size() == 1);
+  CHECK(id.signals[0] == rg::signal_count{'i', 3600, 3});
+  const auto early = e.admin(sr::op(rg::admin_op::status, "u:fay", start + minute));
+  CHECK(early.identities.at(0).signals ==
+        std::vector<rg::signal_count>{rg::signal_count{'d', 60, 1}, rg::signal_count{'i', 3600, 3}});
+
+  // top reads identity hashes only, never a signal's HyperLogLog (another type: the script would fail).
+  const auto t = e.admin(sr::top("u:", 'm', 60, 10, start + minute));
+  REQUIRE(t.ok);
+  REQUIRE(t.identities.size() == 1);
+  CHECK(t.identities[0].windows == std::vector<rg::window_count>{{'m', 60, 4}});
+
+  REQUIRE(std::stoll(e.server.command({"DBSIZE"})) > 1);
+  CHECK(e.admin(sr::op(rg::admin_op::reset, "u:fay", now)).changed);
+  CHECK(e.server.command({"DBSIZE"}) == "0");  // the hash and every HyperLogLog, also the 60 s one's old quarters
+  const auto gone = e.admin(sr::op(rg::admin_op::status, "u:fay", now));
+  CHECK(gone.identities.at(0).baselines.empty());
+  CHECK(gone.identities.at(0).signals.empty());
+  const auto fresh = e.check(req("192.0.2.9", now + 1));
+  CHECK(fresh.distinct == std::vector<std::uint64_t>{1, 1});
+  CHECK_FALSE(fresh.baselines[0].present);
+}
+
+TEST_CASE("a lock on an identity that only has signals in the request is reported in key order", "[redis][admin]") {
+  env e;
+  REQUIRE(e.admin(sr::lock("ip:192.0.2.8", 60'000, "roaming", t0)).changed);
+  REQUIRE(e.admin(sr::lock("u:gus", 60'000, "rate", t0)).changed);
+  const auto r = e.check(request_with({counter("u:gus", 60, 10), counter("s:g@example.com", 60, 0)},
+                                      {signal("ip:192.0.2.8", 'd', 3600, "example.com"), signal("u:gus", 'i', 3600, "192.0.2.8")},
+                                      t0 + 1));
+  REQUIRE(r.ok);
+  CHECK(r.charged);
+  CHECK(r.distinct == std::vector<std::uint64_t>{1, 1});
+  REQUIRE(r.locks.size() == 2);
+  CHECK(r.locks[0].identity == "u:gus");
+  CHECK(r.locks[1].identity == "ip:192.0.2.8");
+  CHECK(r.locks[1].reason == "roaming");
+  // Explain sees it too, with nothing but the signal.
+  const auto only = e.check(request_with({}, {signal("ip:192.0.2.8", 'd', 3600, "example.org")}, t0 + 2, false));
+  REQUIRE(only.locks.size() == 1);
+  CHECK(only.locks[0].identity == "ip:192.0.2.8");
 }
 
 TEST_CASE("top orders by count then identity within prefix and limit across many SCAN steps", "[redis][admin]") {
