@@ -27,7 +27,7 @@ if now == 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local charge, half, n = ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
-local want, cur, width, counts, bases, burst = {}, {}, {}, {}, {}, {}
+local want, cur, width, counts, bases = {}, {}, {}, {}, nil
 for k = 1, #KEYS do want[k] = {} end
 for i = 1, n do
   local a = i * 7 - 2
@@ -40,18 +40,16 @@ for i = 1, n do
   if not list then list = {}; want[k][prefix] = list end
   list[#list + 1] = i
   -- a baseline needs the count of each period; the first burst counter of a window keeps it
-  if tonumber(ARGV[a + 5]) > 0 then
-    burst[i] = list
-    if not list.base then
-      list.base, list.key, list.field, list.sums = i, k, 'b' .. prefix, {}
-      bases[#bases + 1] = list
-    end
+  if ARGV[a + 5] ~= '0' and not list.base then
+    list.base, list.key, list.field, list.sums = i, k, 'b' .. prefix, {}
+    bases = bases or {}
+    bases[#bases + 1] = list
   end
 end
-local old, extra, locks = {}, {}, nil
+local none, old, extra, locks = {}, {}, {}, nil
 for k = 1, #KEYS do
   local flat = redis.call('HGETALL', KEYS[k])
-  local byprefix, o, e = want[k], {}, {}
+  local byprefix, o, e = want[k], {}, none
   for j = 1, #flat, 2 do
     local f = flat[j]
     local p = string.find(f, ':', 2, true)
@@ -59,19 +57,21 @@ for k = 1, #KEYS do
       local list = byprefix[string.sub(f, 1, p - 1)]
       local idx = list and tonumber(string.sub(f, p + 1))
       if idx then
-        local c, v = cur[list[1]], tonumber(flat[j + 1])
+        local c = cur[list[1]]
         if idx < c - 12 then
           o[#o + 1] = f
         elseif idx <= c then
+          local v = tonumber(flat[j + 1])
           for _, i in ipairs(list) do counts[i] = counts[i] + v end
         end
         local sums = list.sums
         if sums then
           local q = math.floor(idx / 12)
-          sums[q] = (sums[q] or 0) + v
+          sums[q] = (sums[q] or 0) + tonumber(flat[j + 1])
         end
       end
     else
+      if e == none then e = {} end
       e[f] = flat[j + 1]  -- lock, baselines (b...), signal caches (x...)
     end
   end
@@ -96,13 +96,9 @@ if charged then
     end
   end
 end
--- Signals: one HyperLogLog per quarter window; the union of the last 5 counted only when this one changed
--- or the quarter moved on (the count cached in the identity's hash as "quarter:count").
-local function union(base, b)
-  local keys = {}
-  for j = 0, 4 do keys[j + 1] = base .. string.format('%d', b - j) end
-  return redis.call('PFCOUNT', unpack(keys))
-end
+-- Signals: one HyperLogLog per quarter window, the union of the last 5 counted only when this quarter's
+-- changed or the quarter moved on (the count cached in the identity's hash as "quarter:count"). Explain
+-- (no charge) adds nothing, so its count leaves this request's value out.
 local first, ns = 5 + 7 * n, (#ARGV - 4 - 7 * n) / 5
 local distinct = {}
 for s = 1, ns do
@@ -112,25 +108,28 @@ for s = 1, ns do
   local b = math.floor(now / wid)
   local name = ARGV[a + 1] .. ARGV[a + 2]
   local base = KEYS[k] .. ':' .. name .. ':'
-  local c
+  local field = 'x' .. name
+  local added = 1
   if charge then
     local key = base .. string.format('%d', b)
-    local added = redis.call('PFADD', key, ARGV[a + 3])
+    added = redis.call('PFADD', key, ARGV[a + 3])
     if added == 1 then redis.call('PEXPIRE', key, w * 1000 + 2 * wid) end
-    local field = 'x' .. name
-    local cb, cc = string.match(extra[k][field] or '', '^(%d+):(%d+)$')
-    if added == 0 and tonumber(cb) == b then
-      c = tonumber(cc)
-    else
-      c = union(base, b)
+  end
+  local cb, c = string.match(extra[k][field] or '', '^(%d+):(%d+)$')
+  if added == 0 and tonumber(cb) == b then
+    c = tonumber(c)
+  else
+    local union = {}
+    for j = 0, 4 do union[j + 1] = base .. string.format('%d', b - j) end
+    c = redis.call('PFCOUNT', unpack(union))
+    if charge then
       local v = string.format('%d:%d', b, c)
       redis.call('HSET', KEYS[k], field, v)
+      if extra[k] == none then extra[k] = {} end
       extra[k][field] = v
       local need = w * 1000 + 2 * wid
       if not ttl[k] or ttl[k] < need then ttl[k] = need end
     end
-  else
-    c = union(base, b)  -- explain: reads only, so the count leaves this request's value out
   end
   distinct[s] = c
   local limit = tonumber(ARGV[a + 4])
@@ -151,38 +150,41 @@ end
 local out = {charged and 1 or 0}
 for i = 1, n do out[i + 1] = counts[i] end
 -- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted.
-for _, list in ipairs(bases) do
-  local a, k = list.base * 7 - 2, list.key
-  local wms = tonumber(ARGV[a + 2]) * 1000
-  local P = math.floor(cur[list.base] / 12)
-  local avg, last, start = string.match(extra[k][list.field] or '', '^([^:]+):(%d+):(%d+)$')
-  if avg then
-    avg, last, start = tonumber(avg), tonumber(last), tonumber(start)
-    if P > last then
-      local alpha = 1 - 2 ^ (-wms / half)
-      local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * avg, tonumber(ARGV[a + 6])))
-      local seen = last - start + 1
-      avg = avg + (x - avg) * math.max(alpha, 1 / seen)
-      -- the g empty periods since: plain mean while 1/seen > alpha, then the exponential decay; floor, not the
-      -- ceil of store.hpp, so it equals g single folds (at seen = ceil(1/alpha) the single fold uses alpha)
-      local g = P - last - 1
-      local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
-      avg = avg * seen / (seen + m) * (1 - alpha) ^ (g - m)
+if bases then
+  for _, list in ipairs(bases) do
+    local a, k = list.base * 7 - 2, list.key
+    local wms = tonumber(ARGV[a + 2]) * 1000
+    local P = math.floor(cur[list.base] / 12)
+    local avg, last, start = string.match(extra[k][list.field] or '', '^([^:]+):(%d+):(%d+)$')
+    if avg then
+      avg, last, start = tonumber(avg), tonumber(last), tonumber(start)
+      if P > last then
+        local alpha = 1 - 2 ^ (-wms / half)
+        local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * avg, tonumber(ARGV[a + 6])))
+        local seen = last - start + 1
+        avg = avg + (x - avg) * math.max(alpha, 1 / seen)
+        -- the g empty periods since: plain mean while 1/seen > alpha, then the exponential decay; floor, not the
+        -- ceil of store.hpp, so it equals g single folds (at seen = ceil(1/alpha) the single fold uses alpha)
+        local g = P - last - 1
+        local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
+        avg = avg * seen / (seen + m) * (1 - alpha) ^ (g - m)
+      end
+      list.avg = string.format('%.17g', avg)
+      list.history = math.max(0, P - start) * wms
     end
-    list.avg = string.format('%.17g', avg)
-    list.history = math.max(0, P - start) * wms
+    if charged and (not last or P > last) then
+      redis.call('HSET', KEYS[k], list.field, (list.avg or '0') .. string.format(':%d:%d', P, start or P))
+      local need = 4 * half
+      if not ttl[k] or ttl[k] < need then ttl[k] = need end
+    end
   end
-  if charged and (not last or P > last) then
-    redis.call('HSET', KEYS[k], list.field, (list.avg or '0') .. string.format(':%d:%d', P, start or P))
-    local need = 4 * half
-    if not ttl[k] or ttl[k] < need then ttl[k] = need end
-  end
-end
-for i = 1, n do
-  local list = burst[i]
-  if list then
-    out[#out + 1] = list.avg or ''
-    out[#out + 1] = list.history or 0
+  for i = 1, n do
+    local a = i * 7 - 2
+    if ARGV[a + 5] ~= '0' then
+      local list = want[tonumber(ARGV[a])][ARGV[a + 1] .. ARGV[a + 2]]
+      out[#out + 1] = list.avg or ''
+      out[#out + 1] = list.history or 0
+    end
   end
 end
 for s = 1, ns do out[#out + 1] = distinct[s] end
