@@ -39,11 +39,11 @@ for i = 1, n do
   local list = want[k][prefix]
   if not list then list = {}; want[k][prefix] = list end
   list[#list + 1] = i
-  -- a baseline needs the count of each period; the first burst counter of a window keeps it
-  if ARGV[a + 5] ~= '0' and not list.base then
-    list.base, list.key, list.field, list.sums = i, k, 'b' .. prefix, {}
+  -- a baseline needs the count of each period; the first burst counter of a window writes it
+  if ARGV[a + 5] ~= '0' then
+    if not list.sums then list.sums = {} end
     bases = bases or {}
-    bases[#bases + 1] = list
+    bases[#bases + 1] = i
   end
 end
 local none, old, extra, locks = {}, {}, {}, nil
@@ -149,13 +149,15 @@ if charged then
 end
 local out = {charged and 1 or 0}
 for i = 1, n do out[i + 1] = counts[i] end
--- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted.
+-- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted; each
+-- burst counter reports with its own factor, the first one of its window writes.
 if bases then
-  for _, list in ipairs(bases) do
-    local a, k = list.base * 7 - 2, list.key
-    local wms = tonumber(ARGV[a + 2]) * 1000
-    local P = math.floor(cur[list.base] / 12)
-    local avg, last, start = string.match(extra[k][list.field] or '', '^([^:]+):(%d+):(%d+)$')
+  local written = {}
+  for _, i in ipairs(bases) do
+    local a = i * 7 - 2
+    local k, prefix, wms = tonumber(ARGV[a]), ARGV[a + 1] .. ARGV[a + 2], tonumber(ARGV[a + 2]) * 1000
+    local list, field, P = want[k][prefix], 'b' .. prefix, math.floor(cur[i] / 12)
+    local avg, last, start = string.match(extra[k][field] or '', '^([^:]+):(%d+):(%d+)$')
     if avg then
       avg, last, start = tonumber(avg), tonumber(last), tonumber(start)
       if P > last then
@@ -169,21 +171,18 @@ if bases then
         local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
         avg = avg * seen / (seen + m) * (1 - alpha) ^ (g - m)
       end
-      list.avg = string.format('%.17g', avg)
-      list.history = math.max(0, P - start) * wms
+      avg = string.format('%.17g', avg)
+      out[#out + 1] = avg
+      out[#out + 1] = math.max(0, P - start) * wms
+    else
+      out[#out + 1] = ''
+      out[#out + 1] = 0
     end
-    if charged and (not last or P > last) then
-      redis.call('HSET', KEYS[k], list.field, (list.avg or '0') .. string.format(':%d:%d', P, start or P))
+    if charged and (not last or P > last) and not written[list] then
+      written[list] = true
+      redis.call('HSET', KEYS[k], field, (avg or '0') .. string.format(':%d:%d', P, start or P))
       local need = 4 * half
       if not ttl[k] or ttl[k] < need then ttl[k] = need end
-    end
-  end
-  for i = 1, n do
-    local a = i * 7 - 2
-    if ARGV[a + 5] ~= '0' then
-      local list = want[tonumber(ARGV[a])][ARGV[a + 1] .. ARGV[a + 2]]
-      out[#out + 1] = list.avg or ''
-      out[#out + 1] = list.history or 0
     end
   end
 end

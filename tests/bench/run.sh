@@ -100,10 +100,13 @@ BIG=1000000000
 # Key shapes of the daemon's two request kinds (same KEYS/ARGV as redis_store.cpp builds):
 # first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
 # later RCPTs of the same message: only the rcpt windows of u and s.
-FIRST=(EVALSHA "$SHA" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}' 0 1
-  1 m 60 1 $BIG 1 m 3600 1 $BIG 1 m 86400 1 $BIG 1 r 3600 1 0 2 m 60 1 0 2 m 3600 1 0 3 r 3600 1 $BIG)
-LATER=(EVALSHA "$SHA" 2 'rg:{u:user__rand_int__}' 'rg:{s:user__rand_int__@bench.test}' 0 1
-  1 r 3600 1 0 2 r 3600 1 $BIG)
+# ARGV: now (0: TIME), charge, half-life (ms), counters, then per counter key, unit, window, cost, limit,
+# burst factor and floor (0 0: no baseline).
+FIRST=(EVALSHA "$SHA" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}' 0 1 604800000 7
+  1 m 60 1 $BIG 0 0 1 m 3600 1 $BIG 0 0 1 m 86400 1 $BIG 0 0 1 r 3600 1 0 0 0 2 m 60 1 0 0 0 2 m 3600 1 0 0 0
+  3 r 3600 1 $BIG 0 0)
+LATER=(EVALSHA "$SHA" 2 'rg:{u:user__rand_int__}' 'rg:{s:user__rand_int__@bench.test}' 0 1 604800000 2
+  1 r 3600 1 0 0 0 2 r 3600 1 $BIG 0 0)
 
 RESULTS=$TMP/results.csv
 : >"$RESULTS"

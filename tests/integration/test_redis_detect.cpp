@@ -153,6 +153,23 @@ TEST_CASE("a baseline is reported per burst counter and none for plain counters"
   CHECK(r.baselines[3].average == Approx(2.0 / 61).epsilon(1e-9));
 }
 
+TEST_CASE("two burst counters on one window report with their own factor and the first one writes", "[redis][detect]") {
+  env e;
+  const auto req = [&](std::int64_t now) {
+    return request_with({burst("u:two", 60, 1, 2), burst("u:two", 60, 4, 2)}, {}, now);
+  };
+  // Each request charges the window twice. Period 0: 4; period 1: 6.
+  for (std::int64_t t : {0, 1}) REQUIRE(e.check(req(p0_ms + t)).charged);
+  for (std::int64_t t : {0, 1, 2}) REQUIRE(e.check(req(p0_ms + minute + t)).charged);
+  // At period 1 both folded period 0 capped at the floor (average 0): 2. At period 2, period 1's 6 is capped
+  // at max(1 x 2, 2) = 2 for the first and max(4 x 2, 2) = 8 for the second: 2 + (2 - 2) / 2 and 2 + (6 - 2) / 2.
+  const auto r = e.check(req(p0_ms + 2 * minute));
+  REQUIRE(r.baselines.size() == 2);
+  CHECK(r.baselines[0].average == 2);
+  CHECK(r.baselines[1].average == 4);
+  CHECK(e.server.command({"HGET", "rg:{u:two}", "bm60"}) == "2:" + std::to_string(p0 + 2) + ":" + std::to_string(p0));
+}
+
 TEST_CASE("signals count distinct values over 5 quarter windows with the union cached per quarter", "[redis][detect]") {
   env e;
   constexpr std::int64_t q = 15'000;  // a quarter of 60 s
