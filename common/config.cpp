@@ -183,6 +183,17 @@ const std::vector<option_def>& options() {
       {"lock_time", "A tripped hold rule locks its key this long: every later message of the key is held (0: no lock)",
        [](daemon_config& c, const std::string& v) { return set_duration(c.lock_time, v, ms(0), ms(30LL * 86400000)); },
        [](const daemon_config& c) { return format_duration(c.lock_time); }},
+      {"baseline_half_life",
+       "Burst rules: the half-life of a key's baseline (its exponentially weighted average per window)",
+       [](daemon_config& c, const std::string& v) {
+         return set_duration(c.baseline_half_life, v, ms(60000), ms(365LL * 86400000));
+       },
+       [](const daemon_config& c) { return format_duration(c.baseline_half_life); }},
+      {"baseline_warmup", "Burst rules apply to a key only once its baseline has learned this long",
+       [](daemon_config& c, const std::string& v) {
+         return set_duration(c.baseline_warmup, v, ms(0), ms(365LL * 86400000));
+       },
+       [](const daemon_config& c) { return format_duration(c.baseline_warmup); }},
       {"control_socket", "Unix socket for rateguardctl, mode 0600 (empty: none)",
        [](daemon_config& c, const std::string& v) -> std::string {
          if (!v.empty() && v.front() != '/') return "\"" + v + "\" must be an absolute path or empty";

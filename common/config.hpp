@@ -39,6 +39,9 @@ struct daemon_config {
   unsigned ipv6_prefix = 64;
   // A tripped hold rule locks its key this long (every later message of the key is held); 0: no locks.
   std::chrono::milliseconds lock_time{std::chrono::hours(24)};
+  // Burst rules (burst:Kx:F/W): how fast a key's baseline forgets, and how much history it needs first.
+  std::chrono::milliseconds baseline_half_life{std::chrono::hours(7 * 24)};
+  std::chrono::milliseconds baseline_warmup{std::chrono::hours(24)};
   // rateguardctl's unix socket (mode 0600); empty: no control socket.
   std::string control_socket = "/run/rateguard/control";
 

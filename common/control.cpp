@@ -106,7 +106,34 @@ json::object ok_reply(std::string_view command) {
 }
 
 char unit_tag_of(unit u) { return u == unit::messages ? 'm' : 'r'; }
-std::string_view unit_of_tag(char t) { return t == 'm' ? "messages" : "recipients"; }
+// The store's tag of what a limit counts: 'm' / 'r' (counters, baselines), 'i' / 'd' (signals).
+char tag_of(const window_limit& l) {
+  switch (l.how) {
+    case measure::client_ips: return 'i';
+    case measure::rcpt_domains: return 'd';
+    default: return unit_tag_of(l.what);
+  }
+}
+std::string_view unit_of_tag(char t) {
+  switch (t) {
+    case 'm': return "messages";
+    case 'r': return "recipients";
+    case 'i': return "client_ips";
+    default: return "rcpt_domains";
+  }
+}
+
+json::object limit_json(const rule& ru, const window_limit& lim) {
+  json::object l;
+  l["rule"] = jstr(ru.where());
+  l["selector"] = jstr(ru.selector);
+  l["action"] = jstr(to_string(ru.act));
+  l["measure"] = jstr(to_string(lim.how));
+  l["spec"] = jstr(to_string(lim));
+  l["limit"] = lim.count;  // burst: the floor
+  if (lim.how == measure::burst) l["factor"] = lim.factor();
+  return l;
+}
 
 // The lines of the limits file that apply to a key (the winning selector), as the engine would match it.
 const std::vector<const rule*>* rules_for_key(const policy_snapshot& snap, const parsed_key& k) {
@@ -126,13 +153,17 @@ awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
 
   struct row {
     std::uint64_t count = 0;
+    std::optional<baseline_value> baseline;
     json::array limits;
   };
-  std::map<std::pair<char, std::uint32_t>, row> rows;  // sorted by unit, then window
+  // Sorted by what is counted (messages, recipients, then the signals), then window.
+  std::map<std::pair<char, std::uint32_t>, row> rows;
   std::optional<lock_info> lock;
   for (const identity_state& s : res.identities) {
     if (s.identity != k.identity) continue;
     for (const window_count& w : s.windows) rows[{w.unit_tag, w.window_s}].count = w.count;
+    for (const baseline_state& b : s.baselines) rows[{b.unit_tag, b.window_s}].baseline = b.value;
+    for (const signal_count& g : s.signals) rows[{g.tag, g.window_s}].count = g.distinct;
     if (s.lock) lock = s.lock;
   }
   const bool known = !rows.empty() || lock;
@@ -142,12 +173,7 @@ awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
       if (ru->act == action::none) exempt = true;
       for (const window_limit& lim : ru->limits) {
         counted = true;
-        json::object l;
-        l["rule"] = jstr(ru->where());
-        l["selector"] = jstr(ru->selector);
-        l["action"] = jstr(to_string(ru->act));
-        l["limit"] = lim.count;
-        rows[{unit_tag_of(lim.what), lim.seconds}].limits.push_back(std::move(l));
+        rows[{tag_of(lim), lim.seconds}].limits.push_back(limit_json(*ru, lim));
       }
     }
   }
@@ -164,6 +190,16 @@ awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
     c["window"] = jstr(format_duration(std::chrono::seconds(w.second)));
     c["window_s"] = w.second;
     c["count"] = r.count;
+    if (r.baseline) {
+      // As stored: the periods before the last one charged (store.hpp); learning until baseline_warmup.
+      json::object b;
+      b["average"] = r.baseline->average;
+      b["history"] = jstr(format_duration(std::chrono::milliseconds(r.baseline->history_ms)));
+      b["learning"] = r.baseline->history_ms < env.snap->settings.baseline_warmup.count();
+      c["baseline"] = std::move(b);
+    } else {
+      c["baseline"] = nullptr;
+    }
     c["limits"] = std::move(r.limits);
     counters.push_back(std::move(c));
   }
@@ -349,15 +385,18 @@ awaitable<std::string> cmd_explain(const control_env& env, const fields& f) {
         jr["action"] = jstr(to_string(ru->act));
         json::array limits;
         for (const window_limit& lim : ru->limits) {
-          json::object l;
-          l["unit"] = jstr(to_string(lim.what));
+          json::object l = limit_json(*ru, lim);
+          l["unit"] = jstr(unit_of_tag(tag_of(lim)));
           l["window"] = jstr(format_duration(std::chrono::seconds(lim.seconds)));
-          l["limit"] = lim.count;
           for (const auto& c : p.candidates) {
-            if (c.r != ru || c.limit != &lim || c.counter >= res.counts.size()) continue;
-            l["count"] = res.counts[c.counter];
+            if (c.r != ru || c.limit != &lim) continue;
+            const auto e = message_tracker::evaluate(snap, c, res);
+            l["count"] = e.count - c.cost;  // before this request (signals: explain adds no value, cost 0)
             l["cost"] = c.cost;
-            l["exceeded"] = res.counts[c.counter] + c.cost > lim.count;
+            l["threshold"] = e.threshold;
+            l["applies"] = e.applies;  // false: a burst rule whose baseline is still learning
+            if (lim.how == measure::burst) l["baseline"] = e.baseline;
+            l["exceeded"] = e.exceeded();
           }
           limits.push_back(std::move(l));
         }
@@ -382,7 +421,8 @@ awaitable<std::string> cmd_explain(const control_env& env, const fields& f) {
     d["key"] = jstr(key_name(v.hit->kind, v.hit->key));
     d["rule"] = jstr(v.hit->rule_where);
     d["count"] = v.hit->count;
-    d["limit"] = v.hit->limit.count;
+    d["limit"] = v.hit->threshold;
+    d["spec"] = jstr(to_string(v.hit->limit));
     d["window"] = jstr(format_duration(std::chrono::seconds(v.hit->limit.seconds)));
   }
   if (v.lock) d["locked_key"] = jstr(v.lock_key);

@@ -63,6 +63,19 @@ std::string escape_log_value(std::string_view s, std::size_t max) {
   return out;
 }
 
+namespace {
+// What the count counts: messages / recipients, or the signal's name.
+std::string unit_word(const window_limit& l) {
+  return l.how == measure::client_ips || l.how == measure::rcpt_domains ? std::string(to_string(l.how))
+                                                                         : std::string(to_string(l.what));
+}
+std::string baseline_text(double b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", b);
+  return buf;
+}
+}  // namespace
+
 std::string format_decision(const verdict& v, const policy_request& r, log_format f) {
   const std::string& qid = r.get(attr::queue_id);
   const std::string window = v.hit ? format_duration(std::chrono::seconds(v.hit->limit.seconds)) : std::string();
@@ -73,8 +86,10 @@ std::string format_decision(const verdict& v, const policy_request& r, log_forma
     if (v.hit) {
       o += ",\"key_kind\":" + json_string(to_string(v.hit->kind)) + ",\"key\":" + json_string(v.hit->key) +
            ",\"rule\":" + json_string(v.hit->rule_where) + ",\"window\":" + json_string(window) +
-           ",\"count\":" + std::to_string(v.hit->count) + ",\"limit\":" + std::to_string(v.hit->limit.count) +
-           ",\"unit\":" + json_string(to_string(v.hit->limit.what));
+           ",\"count\":" + std::to_string(v.hit->count) + ",\"limit\":" + std::to_string(v.hit->threshold) +
+           ",\"unit\":" + json_string(unit_word(v.hit->limit));
+      if (v.hit->limit.how == measure::burst)
+        o += ",\"baseline\":" + baseline_text(v.hit->baseline) + ",\"burst\":" + json_string(to_string(v.hit->limit));
     }
     if (v.lock)
       o += ",\"locked_key\":" + json_string(v.lock_key) + ",\"lock_until\":" + json_string(iso_time(v.lock->until_ms)) +
@@ -97,8 +112,10 @@ std::string format_decision(const verdict& v, const policy_request& r, log_forma
     o += to_string(v.hit->kind);
     o += ':' + escape_log_value(v.hit->key);
     o += " rule=" + escape_log_value(v.hit->rule_where) + " window=" + window +
-         " count=" + std::to_string(v.hit->count) + " limit=" + std::to_string(v.hit->limit.count) +
-         " unit=" + std::string(to_string(v.hit->limit.what));
+         " count=" + std::to_string(v.hit->count) + " limit=" + std::to_string(v.hit->threshold) +
+         " unit=" + unit_word(v.hit->limit);
+    if (v.hit->limit.how == measure::burst)
+      o += " baseline=" + baseline_text(v.hit->baseline) + " burst=" + to_string(v.hit->limit);
   }
   if (v.lock)
     o += " locked=" + escape_log_value(v.lock_key) + " lock_until=" + iso_time(v.lock->until_ms) +

@@ -33,14 +33,38 @@ std::string_view sender_domain_of(std::string_view sender) {
 
 constexpr std::string_view identity_prefixes[] = {"u:", "ip:", "s:", "d:"};  // by key_kind
 
-// "61 messages in 1m, limit 60"
+// What a limit counts, in words: "messages", "recipients", "client addresses", "recipient domains".
+std::string counted(const window_limit& l) {
+  switch (l.how) {
+    case measure::client_ips: return "client addresses";
+    case measure::rcpt_domains: return "recipient domains";
+    default: return std::string(to_string(l.what));
+  }
+}
+
+std::string one_decimal(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", v);
+  return buf;
+}
+
+// "61 messages in 1m, limit 60"; "61 messages in 1h, limit 50 (5x baseline 3.2)"
 std::string exceeded_text(const limit_hit& h) {
-  return std::to_string(h.count) + " " + std::string(to_string(h.limit.what)) + " in " +
-         format_duration(std::chrono::seconds(h.limit.seconds)) + ", limit " + std::to_string(h.limit.count);
+  std::string s = std::to_string(h.count) + " " + counted(h.limit) + " in " +
+                  format_duration(std::chrono::seconds(h.limit.seconds)) + ", limit " + std::to_string(h.threshold);
+  if (h.limit.how == measure::burst) {
+    std::string k = to_string(h.limit);
+    s += " (" + k.substr(k.find("burst:") + 6, k.find("x:") - k.find("burst:") - 5) + " baseline " +
+         one_decimal(h.baseline) + ", floor " + std::to_string(h.limit.count) + ")";
+  }
+  return s;
 }
 
 std::string generated_text(const limit_hit& h) {
-  std::string what = std::to_string(h.limit.count) + " " + std::string(to_string(h.limit.what)) + " per " +
+  if (h.limit.how == measure::burst)
+    return "rateguard: unusual volume for this " + std::string(to_string(h.kind)) + " (" + std::to_string(h.count) +
+           " " + counted(h.limit) + " in " + format_duration(std::chrono::seconds(h.limit.seconds)) + ")";
+  std::string what = std::to_string(h.limit.count) + " " + counted(h.limit) + " per " +
                      format_duration(std::chrono::seconds(h.limit.seconds)) + " for this " +
                      std::string(to_string(h.kind));
   switch (h.act) {
@@ -230,14 +254,42 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
   p.req.now_ms = now_ms;
   const bool enforce = snap.settings.mode == run_mode::enforce;
 
+  p.req.half_life_ms = snap.settings.baseline_half_life.count();
+  // The values the signals add: the client (as counted: IPv6 per network), counted once per message, and the
+  // recipient's domain, per RCPT. Empty when the request has none (the signal then skips the request).
+  std::string client_value, domain_value;
+  if (auto ip = parse_ip(r.get(attr::client_address))) client_value = ip_bucket(*ip, snap.settings.ipv6_prefix);
+  domain_value = to_lower(sender_domain_of(r.get(attr::recipient)));
   auto add = [&](key_kind kind, const std::vector<const rule*>* matched, std::string key) {
     if (!matched) return;
     std::string identity;
     for (const rule* ru : *matched) {
       if (ru->act == action::none) continue;  // exemption for this key kind
       for (const window_limit& lim : ru->limits) {
-        if (lim.what == unit::messages && !p.first_rcpt) continue;
+        if (lim.what == unit::messages && lim.how != measure::rcpt_domains && !p.first_rcpt) continue;
         if (identity.empty()) identity = counter_identity(kind, key);
+        if (lim.how == measure::client_ips || lim.how == measure::rcpt_domains) {
+          const char tag = lim.how == measure::client_ips ? 'i' : 'd';
+          const std::string& value = tag == 'i' ? client_value : domain_value;
+          if (value.empty()) continue;
+          auto it = std::find_if(p.req.signals.begin(), p.req.signals.end(), [&](const signal_spec& x) {
+            return x.tag == tag && x.window_s == lim.seconds && x.identity == identity;
+          });
+          if (it == p.req.signals.end()) {
+            signal_spec sig;
+            sig.identity = identity;
+            sig.tag = tag;
+            sig.window_s = lim.seconds;
+            sig.value = value;
+            p.req.signals.push_back(std::move(sig));
+            it = std::prev(p.req.signals.end());
+          }
+          if (enforce && refuses(ru->act) && (it->refuse_limit == 0 || lim.count < it->refuse_limit))
+            it->refuse_limit = lim.count;
+          p.candidates.push_back(
+              candidate{ru, &lim, kind, key, static_cast<std::size_t>(it - p.req.signals.begin()), 0});
+          continue;
+        }
         const char tag = unit_tag(lim.what);
         auto it = std::find_if(p.req.counters.begin(), p.req.counters.end(), [&](const counter_spec& c) {
           return c.unit_tag == tag && c.window_s == lim.seconds && c.identity == identity;
@@ -246,7 +298,11 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
           p.req.counters.push_back(counter_spec{identity, tag, lim.seconds, 1, 0});
           it = std::prev(p.req.counters.end());
         }
-        if (enforce && refuses(ru->act)) {
+        if (lim.how == measure::burst) {
+          // The baseline's cap is the lowest trip point of the burst rules on this counter.
+          if (it->burst_factor == 0 || lim.factor() < it->burst_factor) it->burst_factor = lim.factor();
+          if (it->burst_floor == 0 || lim.count < it->burst_floor) it->burst_floor = lim.count;
+        } else if (enforce && refuses(ru->act)) {
           // A limit of 0 refuses everything: read the counts without charging anything.
           if (lim.count == 0) p.req.charge = false;
           else if (it->refuse_limit == 0 || lim.count < it->refuse_limit) it->refuse_limit = lim.count;
@@ -258,15 +314,46 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
   };
   for (key_match& m : match_request(snap, r)) add(m.kind, m.rules, std::move(m.key));
   p.counters = p.req.counters.size();
-  p.needs_store = p.counters > 0;
+  p.signals = p.req.signals.size();
+  p.needs_store = p.counters > 0 || p.signals > 0;
   return p;
+}
+
+message_tracker::evaluation message_tracker::evaluate(const policy_snapshot& snap, const candidate& c,
+                                                      const store_result& res) {
+  evaluation e;
+  e.threshold = c.limit->count;
+  switch (c.limit->how) {
+    case measure::count:
+      e.applies = c.counter < res.counts.size();
+      if (e.applies) e.count = res.counts[c.counter] + c.cost;
+      break;
+    case measure::burst: {
+      if (c.counter >= res.baselines.size() || c.counter >= res.counts.size()) break;
+      // A key without enough history is left to its other limits (a new login is not "bursting").
+      const baseline_value& b = res.baselines[c.counter];
+      e.count = res.counts[c.counter] + c.cost;
+      e.baseline = b.average;
+      e.applies = b.present && b.history_ms >= snap.settings.baseline_warmup.count();
+      const double trip = std::max(c.limit->factor() * b.average, static_cast<double>(c.limit->count));
+      e.threshold = trip >= 1e18 ? std::numeric_limits<std::uint64_t>::max() : static_cast<std::uint64_t>(trip);
+      break;
+    }
+    case measure::client_ips:
+    case measure::rcpt_domains:
+      e.applies = c.counter < res.distinct.size();
+      if (e.applies) e.count = res.distinct[c.counter];
+      break;
+  }
+  return e;
 }
 
 verdict message_tracker::finish(const policy_snapshot& snap, const policy_request& r, prepared& p,
                                 const store_result& res) {
   verdict v;
   v.reply = "DUNNO";
-  if (!res.ok || res.counts.size() != p.counters) {
+  if (!res.ok || res.counts.size() != p.counters || res.distinct.size() != p.signals ||
+      (!res.baselines.empty() && res.baselines.size() != p.counters)) {
     v.store_failed = true;
     v.store_error = res.ok ? "store answered the wrong number of counts" : res.error;
     v.log = true;
@@ -276,13 +363,16 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
   }
 
   const candidate* worst = nullptr;
-  std::uint64_t worst_count = 0;
+  std::uint64_t worst_count = 0, worst_threshold = 0;
+  double worst_baseline = 0;
   for (const candidate& c : p.candidates) {
-    const std::uint64_t count = res.counts[c.counter] + c.cost;
-    if (count <= c.limit->count) continue;
+    const evaluation e = evaluate(snap, c, res);
+    if (!e.exceeded()) continue;
     if (!worst || c.r->act > worst->r->act) {
       worst = &c;
-      worst_count = count;
+      worst_count = e.count;
+      worst_threshold = e.threshold;
+      worst_baseline = e.baseline;
     }
   }
   // A locked key holds the message, unless a limit refuses it outright (defer and reject win).
@@ -292,7 +382,8 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
 
   v.log = true;
   if (worst) {
-    v.hit = limit_hit{worst->r->act, worst->kind, worst->key, worst->r->where(), *worst->limit, worst_count};
+    v.hit = limit_hit{worst->r->act, worst->kind,    worst->key,      worst->r->where(), *worst->limit,
+                      worst_count,   worst_threshold, worst_baseline};
     v.act = worst->r->act;
   }
   if (locked) {
@@ -316,7 +407,11 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
     if (std::none_of(res.locks.begin(), res.locks.end(), [&](const lock_info& l) { return l.identity == id; }))
       v.set_lock_ms = snap.settings.lock_time.count();
   }
-  const bool whole_message = v.act == action::hold || (refuses(v.act) && v.hit->limit.what == unit::messages);
+  // A refusal of a per-message limit refuses every RCPT of the message; one of a per-recipient limit (rcpt:,
+  // rcpt_domains) only this RCPT.
+  const bool whole_message =
+      v.act == action::hold ||
+      (refuses(v.act) && v.hit->limit.what == unit::messages && v.hit->limit.how != measure::rcpt_domains);
   if (whole_message) {
     message_verdict_ = v;
     message_verdict_->set_lock_ms = 0;  // later RCPTs of the message lock nothing again

@@ -22,6 +22,8 @@ struct engine_settings {
   unsigned ipv6_prefix = 64;
   store_error_action on_store_error = store_error_action::dunno;
   std::chrono::milliseconds lock_time{0};  // a tripped hold rule locks its key this long; 0: no lock
+  std::chrono::milliseconds baseline_half_life{7LL * 86400 * 1000};  // burst rules: the baseline's half-life
+  std::chrono::milliseconds baseline_warmup{86400 * 1000};           // burst rules apply after this much history
 };
 
 // What the daemon decides with: swapped as a whole on SIGHUP; a request finishes on the one it began with.
@@ -45,7 +47,9 @@ struct limit_hit {
   std::string key;          // the value counted, e.g. "alice" or "2001:db8:1:2::/64"
   std::string rule_where;   // "limits.conf:7"
   window_limit limit;
-  std::uint64_t count = 0;  // the count including this request (so count > limit.count)
+  std::uint64_t count = 0;      // the count including this request (so count > threshold)
+  std::uint64_t threshold = 0;  // what was exceeded: limit.count, or for burst max(K x baseline, floor)
+  double baseline = 0;          // burst: the key's baseline per window
 };
 
 struct verdict {
@@ -76,17 +80,28 @@ class message_tracker {
     const window_limit* limit;
     key_kind kind;
     std::string key;
-    std::size_t counter;  // index into req.counters
+    std::size_t counter;  // index into req.counters, or into req.signals for client_ips / rcpt_domains
     std::uint32_t cost;   // what the request adds to that counter
   };
   struct prepared {
     bool needs_store = false;
     verdict immediate;  // the answer when no store round trip is needed
-    store_request req;  // may be moved into the store: finish() reads only `counters` below
+    store_request req;  // may be moved into the store: finish() reads only `counters` and `signals` below
     std::size_t counters = 0;
+    std::size_t signals = 0;
     std::vector<candidate> candidates;
     bool first_rcpt = false;
   };
+
+  // One candidate measured against the store's answer: the count it compares (including this request), the
+  // threshold it must not exceed, and whether it applies at all (a burst rule waits for baseline_warmup).
+  struct evaluation {
+    bool applies = false;
+    std::uint64_t count = 0, threshold = 0;
+    double baseline = 0;  // burst: the key's baseline per window
+    bool exceeded() const { return applies && count > threshold; }
+  };
+  static evaluation evaluate(const policy_snapshot& snap, const candidate& c, const store_result& res);
 
   // Phase 1: what must be asked of the store, if anything. `now_ms` is 0 in the daemon (store's clock).
   prepared prepare(const policy_snapshot& snap, const policy_request& r, std::int64_t now_ms = 0);

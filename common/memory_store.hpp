@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "store.hpp"
@@ -38,6 +39,18 @@ class memory_store final : public store {
     std::uint32_t window_s;
     std::array<std::int64_t, slots> index;  // which bucket each slot holds (-1: none)
     std::array<std::uint64_t, slots> count;
+    // The adaptive baseline (store.hpp), once a burst rule has charged this counter.
+    bool has_baseline = false;
+    double average = 0;
+    std::int64_t last_period = 0, first_period = 0;
+  };
+  // Distinct values of one signal: a ring of signal_buckets + 1 exact sets, each capped at signal_memory_cap.
+  static constexpr std::size_t signal_slots = signal_buckets + 1;
+  struct signal_state {
+    char tag;
+    std::uint32_t window_s;
+    std::array<std::int64_t, signal_slots> index;  // which bucket each slot holds (-1: none)
+    std::array<std::unordered_set<std::string>, signal_slots> values;
   };
   struct lock_state {
     std::int64_t since_ms, until_ms;
@@ -45,6 +58,7 @@ class memory_store final : public store {
   };
   struct identity {
     std::vector<window_counter> windows;
+    std::vector<signal_state> signals;
     std::optional<lock_state> lock;  // may have ended: lock_in_force() says
     std::int64_t expires_ms = 0;     // covers every window's last charge and the lock
   };
@@ -56,6 +70,12 @@ class memory_store final : public store {
   // live(), or a fresh identity (an expired one is cleared first); null when the store is full.
   identity* live_or_new(const std::string& id, std::int64_t now);
   static std::uint64_t count(const window_counter& w, std::int64_t now);
+  // The baseline as of period `period` (folded, not stored); w.has_baseline must be true.
+  static baseline_value baseline_at(const window_counter& w, std::int64_t period, double factor, std::uint64_t floor,
+                                    double alpha, double& folded_average);
+  static std::uint64_t distinct(const signal_state& s, std::int64_t now);
+  // Adds the request's value (when `add`) and returns the distinct count, or an error when the store is full.
+  std::uint64_t observe(identity& id, const signal_spec& sig, std::int64_t now, bool add);
   static const lock_state* lock_in_force(const identity& i, std::int64_t now);
   static identity_state state_of(const std::string& id, const identity& i, std::int64_t now);
   void journal_add(hold_record rec, std::int64_t now);

@@ -19,6 +19,10 @@
 //   LIMIT     [msg:|rcpt:]COUNT/WINDOW: COUNT messages (the default) or recipients per WINDOW.
 //             COUNT is 0..1000000000000 (0 allows nothing). WINDOW is [N]U with U one of s m h d:
 //             30s, 10m, 1h, h (= 1h), 1d; from 1s to 30d. A line may not give one unit+window twice.
+//             [msg:|rcpt:]burst:Kx:FLOOR/WINDOW: more than max(K x the key's own baseline, FLOOR) in WINDOW
+//             (K 1x..1000x, two decimals at most; FLOOR >= 1); applies once the baseline has learned.
+//             client_ips:N/WINDOW, rcpt_domains:N/WINDOW: more than N distinct client addresses (not on a
+//             client_address key) or recipient domains in WINDOW (N >= 1).
 //   ACTION    defer | hold | reject | warn   (any case)
 //   TEXT      optional reply text: printable ASCII, at most 200 characters; runs of blanks become one space.
 //   none      in place of the limits and action: values matching SELECTOR are not limited by this KIND.
@@ -80,24 +84,50 @@ std::vector<std::string_view> split_fields(std::string_view line) {
   return fields;
 }
 
-std::string window_text(std::uint32_t seconds) {
-  for (auto [size, letter] : {std::pair{86400u, 'd'}, {3600u, 'h'}, {60u, 'm'}}) {
-    if (seconds % size == 0) return std::to_string(seconds / size) + letter;
-  }
-  return std::to_string(seconds) + 's';
+// "5x", "2.5x", "1.25x" -> factor x 100; 0 when malformed or out of 1 .. 1000.
+std::uint32_t parse_factor(std::string_view f) {
+  if (f.size() < 2 || f.back() != 'x') return 0;
+  f.remove_suffix(1);
+  const auto dot = f.find('.');
+  const auto whole = f.substr(0, dot);
+  const auto frac = dot == std::string_view::npos ? std::string_view() : f.substr(dot + 1);
+  if (whole.empty() || whole.size() > 4 || (dot != std::string_view::npos && (frac.empty() || frac.size() > 2)))
+    return 0;
+  if (!std::all_of(whole.begin(), whole.end(), is_digit) || !std::all_of(frac.begin(), frac.end(), is_digit)) return 0;
+  std::uint32_t v = 0;
+  for (char c : whole) v = v * 10 + static_cast<std::uint32_t>(c - '0');
+  v *= 100;
+  if (!frac.empty()) v += static_cast<std::uint32_t>(frac[0] - '0') * 10 + (frac.size() > 1 ? static_cast<std::uint32_t>(frac[1] - '0') : 0);
+  return v >= 100 && v <= 100000 ? v : 0;
 }
 
 // Parses a lower-cased limit token into `out`; returns why it is not a limit, or "" on success.
+//   [msg:|rcpt:]COUNT/WINDOW   [msg:|rcpt:]burst:Kx:FLOOR/WINDOW   client_ips:N/WINDOW   rcpt_domains:N/WINDOW
 std::string parse_limit(std::string_view token, window_limit& out) {
   out = window_limit{};
-  if (const auto colon = token.find(':'); colon != std::string_view::npos) {
+  bool unit_given = false;
+  for (auto colon = token.find(':'); colon != std::string_view::npos && colon < token.find('/');
+       colon = token.find(':')) {
     const auto prefix = token.substr(0, colon);
-    if (prefix == "rcpt") {
-      out.what = unit::recipients;
-    } else if (prefix != "msg") {
-      return "unit must be \"msg:\" or \"rcpt:\"";
-    }
     token.remove_prefix(colon + 1);
+    if (out.how != measure::count) return "nothing may come between \"" + std::string(to_string(out.how)) + ":\" and the count";
+    if (prefix == "msg" || prefix == "rcpt") {
+      if (unit_given) return "the unit (\"msg:\" or \"rcpt:\") is given twice";
+      unit_given = true;
+      if (prefix == "rcpt") out.what = unit::recipients;
+    } else if (prefix == "burst") {
+      const auto next = token.find(':');
+      if (next == std::string_view::npos) return "expected burst:FACTORx:FLOOR/WINDOW, e.g. burst:5x:50/1h";
+      out.factor_x100 = parse_factor(token.substr(0, next));
+      if (out.factor_x100 == 0) return "burst factor must be 1x to 1000x, at most two decimals (e.g. 5x, 2.5x)";
+      token.remove_prefix(next + 1);
+      out.how = measure::burst;
+    } else if (prefix == "client_ips" || prefix == "rcpt_domains") {
+      if (unit_given) return std::string(prefix) + " counts distinct values: it takes no unit";
+      out.how = prefix == "client_ips" ? measure::client_ips : measure::rcpt_domains;
+    } else {
+      return "unknown prefix " + quoted(prefix) + " (expected msg:, rcpt:, burst:, client_ips: or rcpt_domains:)";
+    }
   }
   const auto slash = token.find('/');
   if (slash == std::string_view::npos) return "expected COUNT/WINDOW, e.g. 100/1h";
@@ -142,6 +172,9 @@ std::string parse_limit(std::string_view token, window_limit& out) {
   if (size == 0) return "window unit must be s, m, h or d";
   if (n == 0 || n * size > max_window) return "window must be between 1s and 30d";
   out.seconds = static_cast<std::uint32_t>(n * size);
+  if (out.how == measure::burst && out.count == 0) return "the burst floor must be at least 1";
+  if ((out.how == measure::client_ips || out.how == measure::rcpt_domains) && out.count == 0)
+    return std::string(to_string(out.how)) + " must allow at least 1";
   return "";
 }
 
@@ -274,6 +307,41 @@ std::optional<key_kind> key_kind_from_string(std::string_view s) {
     if (iequals(s, to_string(k))) return k;
   }
   return std::nullopt;
+}
+
+std::string_view to_string(measure m) {
+  switch (m) {
+    case measure::count:
+      return "count";
+    case measure::burst:
+      return "burst";
+    case measure::client_ips:
+      return "client_ips";
+    case measure::rcpt_domains:
+      return "rcpt_domains";
+  }
+  return "?";
+}
+
+std::string window_text(std::uint32_t seconds) {
+  for (auto [size, letter] : {std::pair{86400u, 'd'}, {3600u, 'h'}, {60u, 'm'}}) {
+    if (seconds % size == 0) return std::to_string(seconds / size) + letter;
+  }
+  return std::to_string(seconds) + 's';
+}
+
+std::string to_string(const window_limit& l) {
+  std::string s;
+  if (l.what == unit::recipients) s = "rcpt:";
+  if (l.how == measure::burst) {
+    s += "burst:" + std::to_string(l.factor_x100 / 100);
+    if (const auto cents = l.factor_x100 % 100; cents != 0)
+      s += (cents % 10 == 0 ? "." + std::to_string(cents / 10) : (cents < 10 ? ".0" : ".") + std::to_string(cents));
+    s += "x:";
+  } else if (l.how != measure::count) {
+    s += std::string(to_string(l.how)) + ":";
+  }
+  return s + std::to_string(l.count) + "/" + window_text(l.seconds);
 }
 
 std::string_view to_string(unit u) { return u == unit::recipients ? "recipients" : "messages"; }
@@ -444,11 +512,17 @@ struct limits_parser {
           continue;
         }
         const bool repeated = std::any_of(r.limits.begin(), r.limits.end(), [&](const window_limit& l) {
-          return l.what == limit.what && l.seconds == limit.seconds;
+          return l.what == limit.what && l.seconds == limit.seconds && l.how == limit.how;
         });
         if (repeated) {
-          error(line, "limit " + quoted(token) + " repeats the " + std::string(to_string(limit.what)) +
+          error(line, "limit " + quoted(token) + " repeats the " +
+                          (limit.how == measure::count ? std::string(to_string(limit.what))
+                                                       : std::string(to_string(limit.how))) +
                           " per " + window_text(limit.seconds) + " window given earlier on this line");
+        }
+        if (limit.how == measure::client_ips && *kind == key_kind::client_address) {
+          error(line, "client_ips counts the client addresses of one login or sender; a client_address key "
+                      "has exactly one");
         }
         r.limits.push_back(limit);
       }
@@ -484,8 +558,7 @@ struct limits_parser {
     const std::string selector_key = std::string(to_string(r.kind)) + '\n' + sel.key + '\n';
     std::string rule_key = selector_key + std::string(to_string(r.act)) + '\n' + r.text;
     for (const auto& l : r.limits) {
-      rule_key += '\n' + std::to_string(static_cast<int>(l.what)) + '/' + std::to_string(l.count) + '/' +
-                  std::to_string(l.seconds);
+      rule_key += '\n' + to_string(l);
     }
     if (auto [it, fresh] = rule_lines.try_emplace(rule_key, r.line); !fresh) {
       warning(r.line, "duplicate of line " + std::to_string(it->second));
@@ -493,11 +566,13 @@ struct limits_parser {
     }
     for (const auto& l : r.limits) {
       const std::string key = selector_key + std::to_string(static_cast<int>(l.what)) + '/' +
-                              std::to_string(l.seconds) + '/' + std::string(to_string(r.act));
+                              std::to_string(static_cast<int>(l.how)) + '/' + std::to_string(l.seconds) + '/' +
+                              std::string(to_string(r.act));
       if (auto [it, fresh] = window_lines.try_emplace(key, r.line); !fresh) {
-        warning(r.line, where + " already has a " + std::string(to_string(l.what)) + " per " +
-                            window_text(l.seconds) + " limit with action " + std::string(to_string(r.act)) +
-                            " on line " + std::to_string(it->second) + "; only the lower count matters");
+        const std::string what = l.how == measure::count ? std::string(to_string(l.what)) : std::string(to_string(l.how));
+        warning(r.line, where + " already has a " + what + " per " + window_text(l.seconds) + " limit with action " +
+                            std::string(to_string(r.act)) + " on line " + std::to_string(it->second) +
+                            "; only the lower count matters");
       }
     }
     // An exemption next to limits for the same selector is almost certainly a leftover.

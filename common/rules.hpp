@@ -30,11 +30,28 @@ std::string_view to_string(action a);  // "none" "warn" "hold" "defer" "reject"
 std::optional<action> action_from_string(std::string_view s);  // case-insensitive
 inline bool refuses(action a) { return a == action::defer || a == action::reject; }
 
+// What a limit compares with its count.
+enum class measure : std::uint8_t {
+  count,         // N/W: the messages (recipients) in any interval of W, at most N
+  burst,         // burst:Kx:F/W: the count in W, at most max(K x the key's baseline per W, F), once it has
+                 // learned for baseline_warmup (before that, only the key's other limits apply)
+  client_ips,    // client_ips:N/W: distinct client addresses (IPv6 by ipv6_prefix) of the key in W, at most N
+  rcpt_domains,  // rcpt_domains:N/W: distinct recipient domains of the key in W, at most N
+};
+std::string_view to_string(measure m);  // "count" "burst" "client_ips" "rcpt_domains"
+
 struct window_limit {
   unit what = unit::messages;
-  std::uint64_t count = 0;     // at most this many accepted in any interval of `seconds`
+  std::uint64_t count = 0;     // at most this many in any interval of `seconds` (burst: the floor F)
   std::uint32_t seconds = 0;   // window length, 1 s .. 30 d
+  measure how = measure::count;
+  std::uint32_t factor_x100 = 0;  // burst: K x 100 (1.00 .. 1000.00)
+  double factor() const { return factor_x100 / 100.0; }
 };
+// The limit as written in a limits file, canonical: "100/1h", "rcpt:2000/1d", "burst:5x:50/1h", "client_ips:10/1h".
+std::string to_string(const window_limit& l);
+// A window as the limits file writes it: "1h", "90s".
+std::string window_text(std::uint32_t seconds);
 
 struct rule {
   key_kind kind = key_kind::sasl_username;

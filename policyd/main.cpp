@@ -44,8 +44,14 @@ loaded load_all(const std::string& config_path) {
   for (auto& e : lr.errors) out.errors.push_back(e.to_string());
   for (auto& w : lr.warnings) out.warnings.push_back(w.to_string());
   if (!lr.rules) return out;
-  out.snapshot = std::make_shared<policy_snapshot>(make_snapshot(
-      std::move(*lr.rules), {cr.config->mode, cr.config->ipv6_prefix, cr.config->on_store_error, cr.config->lock_time}));
+  engine_settings settings;
+  settings.mode = cr.config->mode;
+  settings.ipv6_prefix = cr.config->ipv6_prefix;
+  settings.on_store_error = cr.config->on_store_error;
+  settings.lock_time = cr.config->lock_time;
+  settings.baseline_half_life = cr.config->baseline_half_life;
+  settings.baseline_warmup = cr.config->baseline_warmup;
+  out.snapshot = std::make_shared<policy_snapshot>(make_snapshot(std::move(*lr.rules), settings));
   out.config = std::move(cr.config);
   return out;
 }

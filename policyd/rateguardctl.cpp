@@ -188,18 +188,28 @@ int print_status(const json::object& o) {
   std::cout << "lock     " << (lock.is_object() ? lock_text(lock.as_object()) : std::string("none")) << "\n";
   if (!get(o, "counted").as_bool())
     std::cout << "note     no rule counts this key (exempt or no matching rule): a lock on it has no effect\n";
-  std::vector<std::vector<std::string>> rows{{"UNIT", "WINDOW", "COUNT", "LIMITS"}};
+  std::vector<std::vector<std::string>> rows{{"UNIT", "WINDOW", "COUNT", "BASELINE", "LIMITS"}};
   for (const auto& c : get(o, "counters").as_array()) {
     const auto& co = c.as_object();
     std::string limits;
     for (const auto& l : get(co, "limits").as_array()) {
       const auto& lo = l.as_object();
       if (!limits.empty()) limits += ", ";
-      limits += str(get(lo, "limit")) + " " + str(get(lo, "action")) + " (" + str(get(lo, "rule")) + ")";
+      const bool plain = str(get(lo, "measure")) == "count";
+      limits += (plain ? str(get(lo, "limit")) : str(get(lo, "spec"))) + " " + str(get(lo, "action")) + " (" +
+                str(get(lo, "rule")) + ")";
     }
-    rows.push_back({str(get(co, "unit")), str(get(co, "window")), str(get(co, "count")), limits.empty() ? "-" : limits});
+    std::string baseline = "-";
+    if (const auto& b = get(co, "baseline"); b.is_object()) {
+      char avg[32];
+      std::snprintf(avg, sizeof avg, "%.2f", get(b.as_object(), "average").to_number<double>());
+      baseline = std::string(avg) + (get(b.as_object(), "learning").as_bool() ? " (learning, " : " (") +
+                 str(get(b.as_object(), "history")) + ")";
+    }
+    rows.push_back({str(get(co, "unit")), str(get(co, "window")), str(get(co, "count")), baseline,
+                    limits.empty() ? "-" : limits});
   }
-  if (rows.size() > 1) print_table(rows, {false, false, true, false});
+  if (rows.size() > 1) print_table(rows, {false, false, true, false, false});
   else std::cout << "counters none\n";
   return get(o, "found").as_bool() ? ex_ok : ex_nothing;
 }
@@ -275,20 +285,23 @@ int print_explain(const json::object& o) {
       continue;
     }
     std::cout << "selector " << str(get(ko, "selector")) << "\n";
-    std::vector<std::vector<std::string>> rows{{"  RULE", "ACTION", "UNIT", "WINDOW", "COUNT", "LIMIT", ""}};
+    std::vector<std::vector<std::string>> rows{{"  RULE", "ACTION", "LIMIT", "COUNT", "THRESHOLD", ""}};
     for (const auto& r : get(ko, "rules").as_array()) {
       const auto& ro = r.as_object();
       const auto& limits = get(ro, "limits").as_array();
-      if (limits.empty()) rows.push_back({"  " + str(get(ro, "rule")), str(get(ro, "action")), "-", "-", "-", "-", "exempt"});
+      if (limits.empty()) rows.push_back({"  " + str(get(ro, "rule")), str(get(ro, "action")), "-", "-", "-", "exempt"});
       for (const auto& l : limits) {
         const auto& lo = l.as_object();
         const bool has = lo.contains("count");
-        rows.push_back({"  " + str(get(ro, "rule")), str(get(ro, "action")), str(get(lo, "unit")), str(get(lo, "window")),
-                        has ? str(get(lo, "count")) + "+" + str(get(lo, "cost")) : "-", str(get(lo, "limit")),
-                        has && get(lo, "exceeded").as_bool() ? "exceeded" : ""});
+        std::string note;
+        if (has && get(lo, "exceeded").as_bool()) note = "exceeded";
+        else if (has && !get(lo, "applies").as_bool()) note = "baseline learning";
+        rows.push_back({"  " + str(get(ro, "rule")), str(get(ro, "action")), str(get(lo, "spec")),
+                        has ? str(get(lo, "count")) + "+" + str(get(lo, "cost")) : "-",
+                        has ? str(get(lo, "threshold")) : "-", note});
       }
     }
-    print_table(rows, {false, false, false, false, true, true, false});
+    print_table(rows, {false, false, false, true, true, false});
   }
   for (const auto& l : get(o, "locks").as_array())
     std::cout << "\nlock      " << str(get(l.as_object(), "key")) << " " << lock_text(l.as_object()) << "\n";

@@ -56,8 +56,12 @@ void check_rule(const rg::rule& r, unsigned lines) {
     FUZZ_CHECK(l.seconds >= 1 && l.seconds <= 30 * 86400);
     FUZZ_CHECK(l.count <= 1'000'000'000'000);
     for (std::size_t j = 0; j < i; ++j) {
-      FUZZ_CHECK(r.limits[j].what != l.what || r.limits[j].seconds != l.seconds);
+      FUZZ_CHECK(r.limits[j].what != l.what || r.limits[j].seconds != l.seconds || r.limits[j].how != l.how);
     }
+    FUZZ_CHECK((l.how == rg::measure::burst) == (l.factor_x100 != 0));
+    FUZZ_CHECK(l.how != rg::measure::burst || (l.factor_x100 >= 100 && l.factor_x100 <= 100000 && l.count >= 1));
+    FUZZ_CHECK(l.how == rg::measure::count || l.how == rg::measure::burst || (l.count >= 1 && l.what == rg::unit::messages));
+    FUZZ_CHECK(l.how != rg::measure::client_ips || r.kind != rg::key_kind::client_address);
   }
   FUZZ_CHECK(r.text.size() <= 200);
   FUZZ_CHECK(r.act != rg::action::none || r.text.empty());
@@ -66,7 +70,7 @@ void check_rule(const rg::rule& r, unsigned lines) {
   FUZZ_CHECK(r.text.find("  ") == std::string::npos);
 }
 
-// The rules as a limits file again: one line each, windows in seconds.
+// The rules as a limits file again: one line each, each limit as rg::to_string(window_limit) prints it.
 std::string write_rules(const std::vector<rg::rule>& rules) {
   std::string out;
   for (const rg::rule& r : rules) {
@@ -75,10 +79,7 @@ std::string write_rules(const std::vector<rg::rule>& rules) {
       out += " none\n";
       continue;
     }
-    for (const rg::window_limit& l : r.limits) {
-      out += l.what == rg::unit::recipients ? " rcpt:" : " msg:";
-      out += std::to_string(l.count) + "/" + std::to_string(l.seconds) + "s";
-    }
+    for (const rg::window_limit& l : r.limits) out += " " + rg::to_string(l);
     out += " " + std::string(rg::to_string(r.act));
     if (!r.text.empty()) out += " " + r.text;
     out += "\n";
@@ -90,7 +91,8 @@ bool same_rule(const rg::rule& a, const rg::rule& b) {
   if (a.kind != b.kind || a.selector != b.selector || a.act != b.act || a.text != b.text) return false;
   return std::equal(a.limits.begin(), a.limits.end(), b.limits.begin(), b.limits.end(),
                     [](const rg::window_limit& x, const rg::window_limit& y) {
-                      return x.what == y.what && x.count == y.count && x.seconds == y.seconds;
+                      return x.what == y.what && x.count == y.count && x.seconds == y.seconds && x.how == y.how &&
+                             x.factor_x100 == y.factor_x100;
                     });
 }
 

@@ -157,7 +157,20 @@ TEST_CASE("bad lines report clear errors", "[rules]") {
       {"sasl_username * 10/31d defer", "window must be between 1s and 30d"},
       {"sasl_username * 10/2592001s defer", "window must be between 1s and 30d"},
       {"sasl_username * 10/99999999999999999999h defer", "window must be between 1s and 30d"},
-      {"sasl_username * bytes:10/1h defer", "unit must be \"msg:\" or \"rcpt:\""},
+      {"sasl_username * bytes:10/1h defer", "unknown prefix \"bytes\" (expected msg:, rcpt:, burst:"},
+      {"sasl_username * rcpt:msg:10/1h defer", "the unit (\"msg:\" or \"rcpt:\") is given twice"},
+      {"sasl_username * burst:5:50/1h hold", "burst factor must be 1x to 1000x"},
+      {"sasl_username * burst:0.5x:50/1h hold", "burst factor must be 1x to 1000x"},
+      {"sasl_username * burst:1001x:50/1h hold", "burst factor must be 1x to 1000x"},
+      {"sasl_username * burst:2.555x:50/1h hold", "at most two decimals"},
+      {"sasl_username * burst:5x/1h hold", "expected burst:FACTORx:FLOOR/WINDOW"},
+      {"sasl_username * burst:5x:0/1h hold", "the burst floor must be at least 1"},
+      {"sasl_username * burst:5x:rcpt:50/1h hold", "nothing may come between \"burst:\" and the count"},
+      {"sasl_username * burst:5x:50/1h burst:3x:20/60m hold", "repeats the burst per 1h window"},
+      {"sasl_username * client_ips:0/1h hold", "client_ips must allow at least 1"},
+      {"sasl_username * rcpt:client_ips:5/1h hold", "client_ips counts distinct values: it takes no unit"},
+      {"client_address * client_ips:5/1h hold", "a client_address key has exactly one"},
+      {"sender * rcpt_domains:5/1x hold", "window unit must be s, m, h or d"},
       {"sasl_username * 10/1h 20/60m defer", "repeats the messages per 1h window"},
       {"sasl_username * rcpt:10/1d rcpt:20/24h defer", "repeats the recipients per 1d window"},
       {"sasl_username * defer", "at least one limit"},
@@ -191,6 +204,35 @@ TEST_CASE("bad lines report clear errors", "[rules]") {
   CHECK(result.errors[0].line == 3);
   CHECK(result.errors[0].file == "limits.conf");
   CHECK_THAT(result.errors[0].to_string(), Catch::Contains("limits.conf:3: ") && Catch::Contains(r.error));
+}
+
+TEST_CASE("burst and signal limits parse and print back as written", "[rules]") {
+  auto result = parse_limits(
+      "sasl_username * 60/1h burst:5x:50/1h rcpt:burst:2.5x:200/1d client_ips:10/1h rcpt_domains:40/1h hold\n"
+      "sender * BURST:1.05X:3/10m hold\n",
+      "limits.conf");
+  REQUIRE(result.rules);
+  const auto& rules = result.rules->rules();
+  REQUIRE(rules.size() == 2);
+  const auto& l = rules[0].limits;
+  REQUIRE(l.size() == 5);
+  CHECK(l[0].how == measure::count);
+  CHECK(l[1].how == measure::burst);
+  CHECK(l[1].factor_x100 == 500);
+  CHECK(l[1].count == 50);
+  CHECK(l[1].seconds == 3600);
+  CHECK(l[2].what == unit::recipients);
+  CHECK(l[2].factor() == 2.5);
+  CHECK(l[3].how == measure::client_ips);
+  CHECK(l[3].count == 10);
+  CHECK(l[4].how == measure::rcpt_domains);
+  std::vector<std::string> printed;
+  for (const auto& x : l) printed.push_back(to_string(x));
+  CHECK(printed == std::vector<std::string>{"60/1h", "burst:5x:50/1h", "rcpt:burst:2.5x:200/1d", "client_ips:10/1h",
+                                            "rcpt_domains:40/1h"});
+  CHECK(to_string(rules[1].limits[0]) == "burst:1.05x:3/10m");
+  // A count and a burst limit on the same window are two limits, not a repeat.
+  CHECK(result.errors.empty());
 }
 
 TEST_CASE("the documented error message is exact", "[rules]") {
