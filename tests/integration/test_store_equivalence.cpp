@@ -1,6 +1,6 @@
 // The memory store and the Redis script implement one algorithm: the same request sequence (with the
-// same injected clock) must get the same decisions and the same counts from both; likewise the same
-// mix of checks and operator commands (locks, status, top, hold journal) the same results.
+// same injected clock) must get the same decisions, counts, baselines and distinct counts from both;
+// likewise the same mix of checks and operator commands (locks, status, top, hold journal) the same results.
 #include <catch2/catch.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -14,73 +14,6 @@
 #include "store_requests.hpp"
 
 using namespace rg;
-
-TEST_CASE("memory and Redis stores give identical decisions for the same request sequence", "[redis][engine]") {
-  auto parsed = parse_limits(
-      "sasl_username * 5/10s 12/1m defer\n"
-      "sasl_username * rcpt:20/1m hold\n"
-      "sasl_username heavy 40/1m defer\n"
-      "client_address 127.0.0.0/8 30/1m hold\n"
-      "sender_domain example.com 25/30s reject\n"
-      "sender * 3/5s warn\n",
-      "limits.conf");
-  REQUIRE(parsed.rules);
-  policy_snapshot snap;
-  snap.rules = std::move(*parsed.rules);
-
-  test::redis_server server;
-  boost::asio::io_context io;
-  redis_options ro;
-  ro.address = server.socket_path();
-  ro.timeout = std::chrono::seconds(2);
-  redis_store redis(io.get_executor(), ro);
-  redis.start();
-  for (int i = 0; i < 200 && !redis.connected(); ++i) io.run_one_for(std::chrono::milliseconds(10));
-  REQUIRE(redis.connected());
-  memory_store memory;
-
-  message_tracker mem_tracker, redis_tracker;
-  std::mt19937 rng(12345);
-  const char* users[] = {"alice", "bob", "heavy", "", "carol"};
-  const char* senders[] = {"a@example.com", "b@example.com", "c@other.test", "d@example.com"};
-  const char* clients[] = {"127.0.0.1", "192.0.2.7", "2001:db8::5", "127.0.0.2"};
-  std::int64_t now = 1'700'000'000'000;
-  int decisions_differing = 0, non_dunno = 0, requests = 0;
-  for (int m = 0; m < 600; ++m) {
-    now += std::uniform_int_distribution<int>(0, 400)(rng);
-    policy_request r;
-    r.set(attr::request) = "smtpd_access_policy";
-    r.set(attr::protocol_state) = "RCPT";
-    r.set(attr::instance) = "i" + std::to_string(m);
-    r.set(attr::sasl_username) = users[rng() % 5];
-    r.set(attr::sender) = senders[rng() % 4];
-    r.set(attr::client_address) = clients[rng() % 4];
-    const int rcpts = 1 + static_cast<int>(rng() % 3);
-    for (int k = 0; k < rcpts; ++k, ++requests) {
-      auto pm = mem_tracker.prepare(snap, r, now);
-      auto pr = redis_tracker.prepare(snap, r, now);
-      verdict vm = pm.needs_store ? mem_tracker.finish(snap, r, pm, memory.check(pm.req)) : pm.immediate;
-      verdict vr;
-      if (!pr.needs_store) {
-        vr = pr.immediate;
-      } else {
-        std::optional<store_result> res;
-        redis.async_check(pr.req, [&](store_result x) { res = std::move(x); });
-        for (int i = 0; i < 300 && !res; ++i) io.run_one_for(std::chrono::milliseconds(10));
-        REQUIRE(res);
-        REQUIRE(res->ok);
-        vr = redis_tracker.finish(snap, r, pr, *res);
-      }
-      if (vm.reply != vr.reply || vm.act != vr.act) ++decisions_differing;
-      if (vm.act != action::none) ++non_dunno;
-    }
-  }
-  CHECK(decisions_differing == 0);
-  // The sequence must actually exercise the limits, or the comparison proves nothing.
-  CHECK(non_dunno > 100);
-  CHECK(requests > 1000);
-  redis.stop();
-}
 
 namespace {
 
@@ -116,11 +49,35 @@ struct redis_env {
   std::optional<redis_store> store;
 };
 
+// Averages are computed by C++ in one store and by Lua in the other (pow vs exp2 may differ in the last bit).
+void same(const baseline_value& m, const baseline_value& r) {
+  CHECK(m.present == r.present);
+  CHECK(m.average == Approx(r.average).epsilon(1e-9).margin(1e-12));
+  CHECK(m.history_ms == r.history_ms);
+}
+
 void same(const store_result& m, const store_result& r) {
   CHECK(m.ok == r.ok);
   CHECK(m.charged == r.charged);
   CHECK(m.counts == r.counts);
   CHECK(m.locks == r.locks);
+  // Distinct counts are exact in Redis too at these cardinalities (a HyperLogLog is exact when small).
+  CHECK(m.distinct == r.distinct);
+  REQUIRE(m.baselines.size() == r.baselines.size());
+  for (std::size_t i = 0; i < m.baselines.size(); ++i) same(m.baselines[i], r.baselines[i]);
+}
+
+void same(const identity_state& m, const identity_state& r) {
+  CHECK(m.identity == r.identity);
+  CHECK(m.windows == r.windows);
+  CHECK(m.lock == r.lock);
+  CHECK(m.signals == r.signals);
+  REQUIRE(m.baselines.size() == r.baselines.size());
+  for (std::size_t i = 0; i < m.baselines.size(); ++i) {
+    CHECK(m.baselines[i].unit_tag == r.baselines[i].unit_tag);
+    CHECK(m.baselines[i].window_s == r.baselines[i].window_s);
+    same(m.baselines[i].value, r.baselines[i].value);
+  }
 }
 
 void same(const admin_result& m, const admin_result& r) {
@@ -128,11 +85,83 @@ void same(const admin_result& m, const admin_result& r) {
   CHECK(m.error == r.error);
   CHECK(m.changed == r.changed);
   CHECK(m.truncated == r.truncated);
-  CHECK(m.identities == r.identities);
+  REQUIRE(m.identities.size() == r.identities.size());
+  for (std::size_t i = 0; i < m.identities.size(); ++i) same(m.identities[i], r.identities[i]);
   CHECK(m.holds == r.holds);
 }
 
 }  // namespace
+
+TEST_CASE("memory and Redis stores give identical decisions for the same request sequence", "[redis][engine]") {
+  auto parsed = parse_limits(
+      "sasl_username * 5/10s 12/1m defer\n"
+      "sasl_username * rcpt:20/1m hold\n"
+      "sasl_username * burst:2x:3/10s client_ips:2/1m hold\n"
+      "sasl_username heavy 40/1m defer\n"
+      "client_address 127.0.0.0/8 30/1m hold\n"
+      "sender_domain example.com 25/30s reject\n"
+      "sender_domain * rcpt_domains:3/30s defer\n"
+      "sender * 3/5s warn\n",
+      "limits.conf");
+  REQUIRE(parsed.rules);
+  engine_settings settings;
+  // Short enough for the sequence: 10 s periods, 1/alpha = 4.8 (the plain-mean phase ends inside it).
+  settings.baseline_half_life = std::chrono::seconds(30);
+  settings.baseline_warmup = std::chrono::seconds(20);
+  const policy_snapshot snap = make_snapshot(std::move(*parsed.rules), settings);
+
+  redis_env redis({});
+  memory_store memory;
+
+  message_tracker mem_tracker, redis_tracker;
+  std::mt19937 rng(12345);
+  const char* users[] = {"alice", "bob", "heavy", "", "carol"};
+  const char* senders[] = {"a@example.com", "b@example.com", "c@other.test", "d@example.com"};
+  const char* clients[] = {"127.0.0.1", "192.0.2.7", "2001:db8::5", "127.0.0.2"};
+  const char* recipients[] = {"x@example.net", "y@example.org", "z@example.net", "w@example.info", "v@example.edu"};
+  std::int64_t now = 1'700'000'000'000;
+  int decisions_differing = 0, non_dunno = 0, requests = 0, bursts = 0, signals = 0;
+  for (int m = 0; m < 600; ++m) {
+    now += std::uniform_int_distribution<int>(0, 400)(rng);
+    if (m % 150 == 149) now += 45'000;  // a few quiet periods: the baselines fold empty ones
+    policy_request r;
+    r.set(attr::request) = "smtpd_access_policy";
+    r.set(attr::protocol_state) = "RCPT";
+    r.set(attr::instance) = "i" + std::to_string(m);
+    r.set(attr::sasl_username) = users[rng() % 5];
+    r.set(attr::sender) = senders[rng() % 4];
+    r.set(attr::client_address) = clients[rng() % 4];
+    const int rcpts = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < rcpts; ++k, ++requests) {
+      r.set(attr::recipient) = recipients[rng() % 5];
+      auto pm = mem_tracker.prepare(snap, r, now);
+      auto pr = redis_tracker.prepare(snap, r, now);
+      REQUIRE(pm.needs_store == pr.needs_store);
+      verdict vm, vr;
+      if (!pm.needs_store) {
+        vm = pm.immediate;
+        vr = pr.immediate;
+      } else {
+        const auto mres = memory.check(pm.req);
+        const auto rres = redis.check(pr.req);
+        INFO("message " << m << " rcpt " << k);
+        same(mres, rres);
+        vm = mem_tracker.finish(snap, r, pm, mres);
+        vr = redis_tracker.finish(snap, r, pr, rres);
+      }
+      if (vm.reply != vr.reply || vm.act != vr.act) ++decisions_differing;
+      if (vm.act != action::none) ++non_dunno;
+      if (vm.hit && vm.hit->limit.how == measure::burst) ++bursts;
+      if (vm.hit && vm.hit->limit.how != measure::burst && vm.hit->limit.how != measure::count) ++signals;
+    }
+  }
+  CHECK(decisions_differing == 0);
+  // The sequence must actually exercise the limits, or the comparison proves nothing.
+  CHECK(non_dunno > 100);
+  CHECK(bursts > 5);
+  CHECK(signals > 20);
+  CHECK(requests > 1000);
+}
 
 TEST_CASE("memory and Redis stores give identical results for locks status top and the hold journal",
           "[redis][admin]") {
@@ -225,4 +254,77 @@ TEST_CASE("memory and Redis stores give identical results for locks status top a
   CHECK(top_hits > 30);
   CHECK(holds_read > 50);
   CHECK(journal_adds > static_cast<int>(caps.max_entries));
+}
+
+TEST_CASE("memory and Redis stores give the same baselines and distinct counts for a random detection sequence",
+          "[redis][detect]") {
+  // Every identity carries a 1 h counter and the injected time spans well under an hour, so no data expires
+  // in the memory store while the Redis keys (whose TTLs run in real time) still live.
+  redis_env redis({});
+  memory_store memory;
+  std::mt19937 rng(777);
+  auto pick = [&](auto const& v) { return v[rng() % v.size()]; };
+  const std::vector<std::string> ids = {"u:a", "u:b", "u:c", "ip:192.0.2.1", "s:x@example.com"};
+  const std::vector<std::string> ips = {"192.0.2.1", "192.0.2.2", "198.51.100.0/24", "2001:db8::/64"};
+  const std::vector<std::string> domains = {"example.net", "example.org", "example.info", "example.edu", "example.com"};
+  // 10 s windows: 1/alpha = 6.3 (a plain mean for 6 periods, then decay); 60 s windows: 1/alpha = 1.5.
+  constexpr std::int64_t half_life = 40'000;
+  const std::int64_t start = 1'700'000'000'000;
+  std::int64_t now = start;
+  int present = 0, learned = 0, gaps = 0, refused_by_signal = 0, wide = 0, statuses_with_data = 0, resets = 0;
+  for (int step = 0; step < 1500; ++step) {
+    now += std::uniform_int_distribution<int>(0, 1500)(rng);
+    if (rng() % 100 == 0) {
+      now += std::uniform_int_distribution<int>(20'000, 120'000)(rng);  // quiet periods for the folds to skip
+      ++gaps;
+    }
+    INFO("step " << step);
+    const int dice = static_cast<int>(rng() % 100);
+    if (dice < 85) {
+      std::vector<counter_spec> cs;
+      std::vector<signal_spec> sigs;
+      const int n = 1 + static_cast<int>(rng() % 2);
+      for (int k = 0; k < n; ++k) {
+        const auto id = pick(ids);
+        cs.push_back(test::counter(id, 3600));
+        auto b = test::burst(id, 10, rng() % 2 ? 1.5 : 3, rng() % 2 ? 2 : 4, rng() % 4 == 0 ? 8 : 0);
+        b.cost = 1 + static_cast<std::uint32_t>(rng() % 3);
+        cs.push_back(b);
+        if (rng() % 3 == 0) cs.push_back(test::burst(id, 60, 2, 5, 0, 'r'));
+        if (rng() % 3 == 0) cs.push_back(test::counter(id, 10, 6));
+        sigs.push_back(test::signal(id, 'i', 60, pick(ips), std::vector<std::uint64_t>{0, 2, 3}[rng() % 3]));
+        if (rng() % 2) sigs.push_back(test::signal(id, 'd', 10, pick(domains), rng() % 2 ? 0 : 4));
+      }
+      const auto q = test::request_with(cs, sigs, now, rng() % 8 != 0, half_life);
+      const auto m = memory.check(q);
+      same(m, redis.check(q));
+      for (std::size_t i = 0; i < m.baselines.size(); ++i) {
+        present += m.baselines[i].present ? 1 : 0;
+        learned += m.baselines[i].present && m.baselines[i].average > 0 && m.baselines[i].history_ms > 60'000 ? 1 : 0;
+      }
+      const bool counters_allow = std::all_of(cs.begin(), cs.end(), [&, i = std::size_t{0}](const counter_spec& c) mutable {
+        const auto count = m.counts[i++];
+        return c.refuse_limit == 0 || count + c.cost <= c.refuse_limit;
+      });
+      refused_by_signal += q.charge && counters_allow && !m.charged ? 1 : 0;
+      wide += std::any_of(m.distinct.begin(), m.distinct.end(), [](std::uint64_t d) { return d >= 3; }) ? 1 : 0;
+      continue;
+    }
+    admin_request q = test::op(dice < 97 ? admin_op::status : admin_op::reset, pick(ids), now);
+    const auto m = memory.admin(q);
+    same(m, redis.admin(q));
+    if (q.op == admin_op::reset) ++resets;
+    if (q.op == admin_op::status && !m.identities.empty() && !m.identities[0].baselines.empty() &&
+        !m.identities[0].signals.empty())
+      ++statuses_with_data;
+  }
+  CHECK(now - start < 50 * 60'000);
+  // The sequence must exercise what it compares, or the comparison proves nothing.
+  CHECK(present > 1000);
+  CHECK(learned > 200);
+  CHECK(gaps > 8);
+  CHECK(refused_by_signal > 50);
+  CHECK(wide > 100);
+  CHECK(statuses_with_data > 50);
+  CHECK(resets > 10);
 }
