@@ -26,7 +26,7 @@ if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local charge, half, n = ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
+local charge, n = ARGV[2] == '1', tonumber(ARGV[4])
 local want, cur, width, counts, bases = {}, {}, {}, {}, nil
 for k = 1, #KEYS do want[k] = {} end
 for i = 1, n do
@@ -64,7 +64,7 @@ for k = 1, #KEYS do
           local v = tonumber(flat[j + 1])
           for _, i in ipairs(list) do counts[i] = counts[i] + v end
         end
-        local sums = list.sums
+        local sums = bases and list.sums
         if sums then
           local q = math.floor(idx / 12)
           sums[q] = (sums[q] or 0) + tonumber(flat[j + 1])
@@ -106,24 +106,24 @@ for s = 1, ns do
   local k, w = tonumber(ARGV[a]), tonumber(ARGV[a + 2])
   local wid = w * 250
   local b = math.floor(now / wid)
-  local name = ARGV[a + 1] .. ARGV[a + 2]
-  local base = KEYS[k] .. ':' .. name .. ':'
-  local field = 'x' .. name
-  local added = 1
+  local name, bs = ARGV[a + 1] .. ARGV[a + 2], string.format('%d', b)
+  local base, field, added = KEYS[k] .. ':' .. name .. ':', 'x' .. name, 1
   if charge then
-    local key = base .. string.format('%d', b)
+    local key = base .. bs
     added = redis.call('PFADD', key, ARGV[a + 3])
     if added == 1 then redis.call('PEXPIRE', key, w * 1000 + 2 * wid) end
   end
-  local cb, c = string.match(extra[k][field] or '', '^(%d+):(%d+)$')
-  if added == 0 and tonumber(cb) == b then
-    c = tonumber(c)
+  local cache = extra[k][field]
+  local p = added == 0 and cache and string.find(cache, ':', 1, true)
+  local c
+  if p and string.sub(cache, 1, p - 1) == bs then
+    c = tonumber(string.sub(cache, p + 1))
   else
     local union = {}
     for j = 0, 4 do union[j + 1] = base .. string.format('%d', b - j) end
     c = redis.call('PFCOUNT', unpack(union))
     if charge then
-      local v = string.format('%d:%d', b, c)
+      local v = bs .. ':' .. c
       redis.call('HSET', KEYS[k], field, v)
       if extra[k] == none then extra[k] = {} end
       extra[k][field] = v
@@ -132,8 +132,7 @@ for s = 1, ns do
     end
   end
   distinct[s] = c
-  local limit = tonumber(ARGV[a + 4])
-  if limit > 0 and c > limit then charged = false end
+  if ARGV[a + 4] ~= '0' and c > tonumber(ARGV[a + 4]) then charged = false end
 end
 if charged then
   for i = 1, n do
@@ -152,26 +151,25 @@ for i = 1, n do out[i + 1] = counts[i] end
 -- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted; each
 -- burst counter reports with its own factor, the first one of its window writes.
 if bases then
-  local written = {}
+  local half, written = tonumber(ARGV[3]), {}
   for _, i in ipairs(bases) do
     local a = i * 7 - 2
     local k, prefix, wms = tonumber(ARGV[a]), ARGV[a + 1] .. ARGV[a + 2], tonumber(ARGV[a + 2]) * 1000
     local list, field, P = want[k][prefix], 'b' .. prefix, math.floor(cur[i] / 12)
     local avg, last, start = string.match(extra[k][field] or '', '^([^:]+):(%d+):(%d+)$')
     if avg then
-      avg, last, start = tonumber(avg), tonumber(last), tonumber(start)
-      if P > last then
-        local alpha = 1 - 2 ^ (-wms / half)
-        local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * avg, tonumber(ARGV[a + 6])))
+      last, start = tonumber(last), tonumber(start)
+      if P > last then  -- else the stored string is the answer: no number conversion on the common path
+        local alpha, v = 1 - 2 ^ (-wms / half), tonumber(avg)
+        local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * v, tonumber(ARGV[a + 6])))
         local seen = last - start + 1
-        avg = avg + (x - avg) * math.max(alpha, 1 / seen)
+        v = v + (x - v) * math.max(alpha, 1 / seen)
         -- the g empty periods since: plain mean while 1/seen > alpha, then the exponential decay; floor, not the
         -- ceil of store.hpp, so it equals g single folds (at seen = ceil(1/alpha) the single fold uses alpha)
         local g = P - last - 1
         local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
-        avg = avg * seen / (seen + m) * (1 - alpha) ^ (g - m)
+        avg = string.format('%.17g', v * seen / (seen + m) * (1 - alpha) ^ (g - m))
       end
-      avg = string.format('%.17g', avg)
       out[#out + 1] = avg
       out[#out + 1] = math.max(0, P - start) * wms
     else
