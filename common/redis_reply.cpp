@@ -63,7 +63,9 @@ bool is_array(const redisReply* r, std::size_t elements) {
 
 namespace {
 
-bool non_negative(const redisReply* e) { return e != nullptr && e->type == REDIS_REPLY_INTEGER && e->integer >= 0; }
+bool non_negative(const redisReply* e) {
+  return e != nullptr && e->type == REDIS_REPLY_INTEGER && e->integer >= 0;
+}
 bool is_string(const redisReply* e) { return e != nullptr && e->type == REDIS_REPLY_STRING; }
 
 // A baseline's average as the scripts write it (%.17g, so it reads back as the same double).
@@ -90,10 +92,11 @@ bool parse_window(const redisReply* e, char& tag, std::uint32_t& window_s) {
 store_result parse_check_reply(const redisReply& reply, const store_request& req) {
   if (reply.type == REDIS_REPLY_ERROR) return failure("redis error: " + to_redis_error("EVALSHA", nullptr, &reply).text);
   const std::size_t counters = req.counters.size();
-  const auto bursts = static_cast<std::size_t>(
-      std::count_if(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }));
+  const auto bursts = static_cast<std::size_t>(std::count_if(
+      req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }));
   const std::size_t fixed = 1 + counters + 2 * bursts + req.signals.size();
-  const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements >= fixed && (reply.elements - fixed) % 2 == 0 &&
+  const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements >= fixed &&
+                        (reply.elements - fixed) % 2 == 0 &&
                         std::all_of(reply.element, reply.element + counters + 1, non_negative);
   if (!shape_ok) return failure("redis: unexpected reply to the check script");
   store_result r;
@@ -119,7 +122,8 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   }
   r.distinct.reserve(req.signals.size());
   for (std::size_t i = 0; i < req.signals.size(); ++i, ++at) {
-    if (!non_negative(reply.element[at])) return failure("redis: unexpected signal in the check script's reply");
+    if (!non_negative(reply.element[at]))
+      return failure("redis: unexpected signal in the check script's reply");
     r.distinct.push_back(static_cast<std::uint64_t>(reply.element[at]->integer));
   }
   if (reply.elements == fixed) return r;
@@ -127,7 +131,8 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   // appearance), and the locks put in that order, like the memory store's (the script walks a hash).
   std::vector<const std::string*> keys;
   const auto add_key = [&](const std::string& id) {
-    if (std::none_of(keys.begin(), keys.end(), [&](const std::string* k) { return *k == id; })) keys.push_back(&id);
+    if (std::none_of(keys.begin(), keys.end(), [&](const std::string* k) { return *k == id; }))
+      keys.push_back(&id);
   };
   for (const auto& c : req.counters) add_key(c.identity);
   for (const auto& s : req.signals) add_key(s.identity);
@@ -136,8 +141,9 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
     const redisReply* k = reply.element[i];
     const redisReply* v = reply.element[i + 1];
     const auto index = non_negative(k) ? static_cast<std::size_t>(k->integer) : 0;
-    auto lock = index >= 1 && index <= keys.size() && is_string(v) ? parse_lock_value(*keys[index - 1], as_view(*v))
-                                                                   : std::nullopt;
+    auto lock = index >= 1 && index <= keys.size() && is_string(v)
+                    ? parse_lock_value(*keys[index - 1], as_view(*v))
+                    : std::nullopt;
     if (!lock) return failure("redis: unexpected lock in the check script's reply");
     locks.emplace_back(index, std::move(*lock));
   }
@@ -162,7 +168,8 @@ std::optional<identity_state> parse_state(std::string identity, const redisReply
   for (std::size_t i = 0; i < windows->elements; i += 2) {
     window_count w;
     const redisReply* count = windows->element[i + 1];
-    if (!parse_window(windows->element[i], w.unit_tag, w.window_s) || !non_negative(count)) return std::nullopt;
+    if (!parse_window(windows->element[i], w.unit_tag, w.window_s) || !non_negative(count))
+      return std::nullopt;
     w.count = static_cast<std::uint64_t>(count->integer);
     st.windows.push_back(w);
   }
@@ -171,7 +178,8 @@ std::optional<identity_state> parse_state(std::string identity, const redisReply
     const redisReply* avg = bases->element[i + 1];
     const redisReply* history = bases->element[i + 2];
     const auto v = is_string(avg) ? parse_average(*avg) : std::nullopt;
-    if (!parse_window(bases->element[i], b.unit_tag, b.window_s) || !v || !non_negative(history)) return std::nullopt;
+    if (!parse_window(bases->element[i], b.unit_tag, b.window_s) || !v || !non_negative(history))
+      return std::nullopt;
     b.value.present = true;
     b.value.average = *v;
     b.value.history_ms = history->integer;
@@ -189,8 +197,9 @@ std::optional<identity_state> parse_state(std::string identity, const redisReply
   };
   std::sort(st.windows.begin(), st.windows.end(), by_window);
   std::sort(st.baselines.begin(), st.baselines.end(), by_window);
-  std::sort(st.signals.begin(), st.signals.end(),
-            [](const signal_count& a, const signal_count& b) { return std::pair(a.tag, a.window_s) < std::pair(b.tag, b.window_s); });
+  std::sort(st.signals.begin(), st.signals.end(), [](const signal_count& a, const signal_count& b) {
+    return std::pair(a.tag, a.window_s) < std::pair(b.tag, b.window_s);
+  });
   st.identity = std::move(identity);
   return st;
 }

@@ -13,7 +13,8 @@ namespace {
 
 // The script hard-codes the bucket count; a change in store.hpp must change the script too.
 static_assert(buckets_per_window == 12, "update the Lua script: it counts 12 + 1 buckets");
-static_assert(signal_buckets == 4, "update the Lua scripts: a signal bucket is a quarter window, 5 are counted");
+static_assert(signal_buckets == 4,
+              "update the Lua scripts: a signal bucket is a quarter window, 5 are counted");
 
 // Kept short: Redis parses and runs it per call, and per-command overhead dominates (REDIS-NOTES).
 // One HGETALL per distinct key gives every bucket of every window of that identity, its lock, baselines and
@@ -194,8 +195,8 @@ end
 return out
 )lua";
 
-// The operator scripts. Each but reset takes time like the check (ARGV[1] = now_ms, 0: Redis TIME) and reads a
-// lock the way the check does, so "in force" means the same everywhere.
+// The operator scripts. Each but reset takes time like the check (ARGV[1] = now_ms, 0: Redis TIME) and reads
+// a lock the way the check does, so "in force" means the same everywhere.
 #define RG_LUA_NOW \
   "local now = tonumber(ARGV[1])\n" \
   "if now == 0 then\n" \
@@ -256,9 +257,9 @@ end
 return out
 )lua";
 
-// No time: -> the number of keys deleted: the identity's hash and its signals' HyperLogLogs. Each cache field names the
-// newest quarter of its signal ("bucket:count"; a new quarter is always recounted); a quarter's HLL expires 6
-// quarters after its last change, so the 7 up to that one are all that can still exist.
+// No time: -> the number of keys deleted: the identity's hash and its signals' HyperLogLogs. Each cache field
+// names the newest quarter of its signal ("bucket:count"; a new quarter is always recounted); a quarter's HLL
+// expires 6 quarters after its last change, so the 7 up to that one are all that can still exist.
 constexpr std::string_view reset_text = "-- rateguard reset\n" R"lua(
 local del = {KEYS[1]}
 local flat = redis.call('HGETALL', KEYS[1])

@@ -549,8 +549,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
   std::vector<std::string> scan_args(std::string cursor, std::string_view prefix) const {
     // Ending in '}': identity hashes only, not their signals' HyperLogLogs ("<key>:i3600:<bucket>").
-    return {"SCAN", std::move(cursor), "MATCH", glob_escape(opts_.key_prefix + "{" + std::string(prefix)) + "*}", "COUNT",
-            std::string(top_scan_count)};
+    return {"SCAN",  std::move(cursor), "MATCH", glob_escape(opts_.key_prefix + "{" + std::string(prefix)) + "*}",
+            "COUNT", std::string(top_scan_count)};
   }
 
   // Newest first, from `from` down to since_ms.

@@ -4,11 +4,11 @@
 // Not a general Redis client: no Sentinel, no Cluster routing, no TLS (hiredis 0.14 has none), no RESP3.
 //
 // Keys: <prefix>{<identity>} is a hash per identity: its counter buckets ("m60:<bucket>" = count), its lock
-// ("lock" = "until_ms:since_ms:reason"), its baselines ("bm3600" = "average:last period:first period") and its
-// signal caches ("xi86400" = "bucket:distinct"), with a TTL covering the longest window, the lock and, while a
-// baseline is kept, 4 half-lives after its last fold; <prefix>{<identity>}:i86400:<bucket> is one quarter
-// window of a signal (a HyperLogLog, same hash tag); <prefix>holds is the hold journal, a stream trimmed
-// exactly to redis_options.journal on every add.
+// ("lock" = "until_ms:since_ms:reason"), its baselines ("bm3600" = "average:last period:first period") and
+// its signal caches ("xi86400" = "bucket:distinct"), with a TTL covering the longest window, the lock and,
+// while a baseline is kept, 4 half-lives after its last fold; <prefix>{<identity>}:i86400:<bucket> is one
+// quarter window of a signal (a HyperLogLog, same hash tag); <prefix>holds is the hold journal, a stream
+// trimmed exactly to redis_options.journal on every add.
 #pragma once
 
 #include "store.hpp"

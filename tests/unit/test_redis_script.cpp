@@ -26,10 +26,11 @@ std::string hiredis_format(const std::vector<std::string>& argv) {
 
 TEST_CASE("append_check_call matches hiredis byte for byte with shared and binary identities", "[redis_script]") {
   const std::string weird("s:we\0ird{}:\r\n", 13);
-  auto req = test::request_with({test::counter("u:alice", 60, 30), test::burst("u:alice", 3600, 2.5, 40),
-                            test::counter(weird, 86400, 2000, 'r'), test::counter("ip:127.0.0.1", 60, 18446744073709551615ull)},
-                           {test::signal("u:alice", 'i', 86400, "192.0.2.7", 20), test::signal("d:example.com", 'd', 3600, weird)},
-                           1'700'000'000'123, true, 3'600'000);
+  auto req = test::request_with(
+      {test::counter("u:alice", 60, 30), test::burst("u:alice", 3600, 2.5, 40),
+       test::counter(weird, 86400, 2000, 'r'), test::counter("ip:127.0.0.1", 60, 18446744073709551615ull)},
+      {test::signal("u:alice", 'i', 86400, "192.0.2.7", 20), test::signal("d:example.com", 'd', 3600, weird)},
+      1'700'000'000'123, true, 3'600'000);
   req.counters[1].burst_factor = 0.1;  // not a short decimal in binary: must still be written so it reads back
   std::string ours;
   append_check_call(ours, "EVALSHA", "abc123", req, "rg:");
