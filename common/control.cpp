@@ -157,13 +157,17 @@ awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
     json::array limits;
   };
   // Sorted by what is counted (messages, recipients, then the signals), then window.
-  std::map<std::pair<char, std::uint32_t>, row> rows;
+  constexpr std::string_view tag_order = "mrid";
+  std::map<std::pair<std::size_t, std::uint32_t>, row> rows;
+  const auto at = [&rows, tag_order](char tag, std::uint32_t window_s) -> row& {
+    return rows[{tag_order.find(tag), window_s}];
+  };
   std::optional<lock_info> lock;
   for (const identity_state& s : res.identities) {
     if (s.identity != k.identity) continue;
-    for (const window_count& w : s.windows) rows[{w.unit_tag, w.window_s}].count = w.count;
-    for (const baseline_state& b : s.baselines) rows[{b.unit_tag, b.window_s}].baseline = b.value;
-    for (const signal_count& g : s.signals) rows[{g.tag, g.window_s}].count = g.distinct;
+    for (const window_count& w : s.windows) at(w.unit_tag, w.window_s).count = w.count;
+    for (const baseline_state& b : s.baselines) at(b.unit_tag, b.window_s).baseline = b.value;
+    for (const signal_count& g : s.signals) at(g.tag, g.window_s).count = g.distinct;
     if (s.lock) lock = s.lock;
   }
   const bool known = !rows.empty() || lock;
@@ -173,7 +177,7 @@ awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
       if (ru->act == action::none) exempt = true;
       for (const window_limit& lim : ru->limits) {
         counted = true;
-        rows[{tag_of(lim), lim.seconds}].limits.push_back(limit_json(*ru, lim));
+        at(tag_of(lim), lim.seconds).limits.push_back(limit_json(*ru, lim));
       }
     }
   }
@@ -186,7 +190,7 @@ awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
   json::array counters;
   for (auto& [w, r] : rows) {
     json::object c;
-    c["unit"] = jstr(unit_of_tag(w.first));
+    c["unit"] = jstr(unit_of_tag(tag_order[w.first]));
     c["window"] = jstr(format_duration(std::chrono::seconds(w.second)));
     c["window_s"] = w.second;
     c["count"] = r.count;

@@ -48,15 +48,13 @@ std::string one_decimal(double v) {
   return buf;
 }
 
-// "61 messages in 1m, limit 60"; "61 messages in 1h, limit 50 (5x baseline 3.2)"
+// "61 messages in 1m, limit 60"; "146 messages in 1h, limit 145 (5x baseline 29.2, floor 10)"
 std::string exceeded_text(const limit_hit& h) {
   std::string s = std::to_string(h.count) + " " + counted(h.limit) + " in " +
                   format_duration(std::chrono::seconds(h.limit.seconds)) + ", limit " + std::to_string(h.threshold);
-  if (h.limit.how == measure::burst) {
-    std::string k = to_string(h.limit);
-    s += " (" + k.substr(k.find("burst:") + 6, k.find("x:") - k.find("burst:") - 5) + " baseline " +
-         one_decimal(h.baseline) + ", floor " + std::to_string(h.limit.count) + ")";
-  }
+  if (h.limit.how == measure::burst)
+    s += " (" + factor_text(h.limit.factor_x100) + " baseline " + one_decimal(h.baseline) + ", floor " +
+         std::to_string(h.limit.count) + ")";
   return s;
 }
 

@@ -90,7 +90,7 @@ double fold_average(double average, std::int64_t last, std::int64_t first, std::
   const double n = static_cast<double>(last - first + 1);
   average += (x - average) * std::max(alpha, 1.0 / n);
   const std::int64_t g = period - last - 1;
-  const std::int64_t mean_phase = static_cast<std::int64_t>(std::ceil(1.0 / alpha)) - (last - first + 1);
+  const std::int64_t mean_phase = static_cast<std::int64_t>(std::floor(1.0 / alpha)) - (last - first + 1);
   const std::int64_t m = std::min(g, std::max<std::int64_t>(0, mean_phase));
   average = average * n / (n + static_cast<double>(m));
   return average * std::pow(1.0 - alpha, static_cast<double>(g - m));

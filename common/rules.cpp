@@ -330,14 +330,18 @@ std::string window_text(std::uint32_t seconds) {
   return std::to_string(seconds) + 's';
 }
 
+std::string factor_text(std::uint32_t factor_x100) {
+  std::string s = std::to_string(factor_x100 / 100);
+  if (const auto cents = factor_x100 % 100; cents != 0)
+    s += cents % 10 == 0 ? "." + std::to_string(cents / 10) : (cents < 10 ? ".0" : ".") + std::to_string(cents);
+  return s + "x";
+}
+
 std::string to_string(const window_limit& l) {
   std::string s;
   if (l.what == unit::recipients) s = "rcpt:";
   if (l.how == measure::burst) {
-    s += "burst:" + std::to_string(l.factor_x100 / 100);
-    if (const auto cents = l.factor_x100 % 100; cents != 0)
-      s += (cents % 10 == 0 ? "." + std::to_string(cents / 10) : (cents < 10 ? ".0" : ".") + std::to_string(cents));
-    s += "x:";
+    s += "burst:" + factor_text(l.factor_x100) + ":";
   } else if (l.how != measure::count) {
     s += std::string(to_string(l.how)) + ":";
   }

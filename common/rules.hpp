@@ -50,6 +50,8 @@ struct window_limit {
 };
 // The limit as written in a limits file, canonical: "100/1h", "rcpt:2000/1d", "burst:5x:50/1h", "client_ips:10/1h".
 std::string to_string(const window_limit& l);
+// A burst factor as the limits file writes it: "5x", "2.5x", "1.25x".
+std::string factor_text(std::uint32_t factor_x100);
 // A window as the limits file writes it: "1h", "90s".
 std::string window_text(std::uint32_t seconds);
 

@@ -44,8 +44,9 @@ struct counter_spec {
 //   cap   = max(burst_factor x avg, burst_floor); x = min(x, cap)   -- a bad period cannot lift the baseline far
 //   n     = last - first + 1                                         -- periods seen, `last` included
 //   avg  += (x - avg) x max(alpha, 1 / n)                             -- the plain mean until 1/alpha periods
-//   g     = P - last - 1 empty periods; m = min(g, max(0, N0 - n)) with N0 = ceil(1 / alpha):
-//   avg   = avg x n / (n + m); avg = avg x (1 - alpha)^(g - m)       -- the same formula, for g zeros at once
+//   g     = P - last - 1 empty periods; m = min(g, max(0, N0 - n)) with N0 = floor(1 / alpha):
+//   avg   = avg x n / (n + m); avg = avg x (1 - alpha)^(g - m)       -- the same steps, for g zeros at once
+//           (zero j is the (n + j)th period: 1 / (n + j) >= alpha exactly while n + j <= floor(1 / alpha))
 //   last  = P
 // alpha = 1 - 2^(-window_s * 1000 / half_life_ms). The first charge ever sets avg = 0, first = last = P.
 // A charge in period `last` changes nothing here (the count is in the buckets). A refused or not charged request

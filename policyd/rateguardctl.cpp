@@ -37,7 +37,8 @@ the log: sasl_username:alice, client_address:192.0.2.7, client_address:2001:db8:
 sender:bob@example.com, sender_domain:example.com.
 
 Commands:
-  status KEY                       counters per window (with the limits that apply) and the lock
+  status KEY                       counters, baselines and signals per window (with the limits that
+                                   apply) and the lock
   top [--by KIND] [--window W] [--unit messages|recipients] [-n N]
                                    the heaviest keys now (default: sasl_username, 1h, messages, 20)
   holds [--since T] [--key KEY] [-n N]
@@ -47,7 +48,7 @@ Commands:
   lock KEY [--ttl T] [--reason TEXT]
                                    hold every later message of KEY (default ttl: lock_time, else 1d)
   release KEY                      remove KEY's lock (held mail stays held: postsuper -H releases it)
-  reset KEY                        delete KEY's counters and lock
+  reset KEY                        delete KEY's counters, baselines, signals and lock
   explain [NAME=VALUE ...]         which rules a policy request matches, the counts and the decision it
                                    would get, without counting it; the request is read from stdin
                                    (Postfix's name=value lines) when no NAME=VALUE is given
@@ -261,7 +262,7 @@ int print_change(const json::object& o, const std::string& cmd) {
     std::cout << key << (changed ? ": lock released (held mail stays held: see rateguardctl holds)" : ": not locked")
               << "\n";
   } else {
-    std::cout << key << (changed ? ": counters and lock deleted" : ": nothing to reset") << "\n";
+    std::cout << key << (changed ? ": counters, baselines, signals and lock deleted" : ": nothing to reset") << "\n";
   }
   return changed ? ex_ok : ex_nothing;
 }

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <cmath>
 #include <optional>
 
 #include "memory_store.hpp"
@@ -223,4 +224,151 @@ TEST_CASE("memory store: async_admin completes through the store interface", "[m
   REQUIRE(got);
   CHECK(got->changed);
   CHECK(got->identities.at(0).lock->since_ms == t0);  // the store's own clock when now_ms is 0
+}
+
+// --- adaptive baselines and distinct-value signals (store.hpp) -----------------------------------------------
+
+namespace {
+// The baseline the straightforward way: every period from the first to the one before `period` folded one by
+// one (zeros included), each count capped at the trip point of the average before it.
+double reference_average(const std::vector<std::pair<std::int64_t, double>>& per_period, std::int64_t period,
+                         double factor, double floor, double alpha) {
+  if (per_period.empty()) return 0;
+  const std::int64_t first = per_period.front().first;
+  double avg = 0;
+  for (std::int64_t p = first; p < period; ++p) {
+    double x = 0;
+    for (const auto& [q, n] : per_period)
+      if (q == p) x += n;
+    x = std::min(x, std::max(factor * avg, floor));
+    avg += (x - avg) * std::max(alpha, 1.0 / static_cast<double>(p - first + 1));
+  }
+  return avg;
+}
+
+counter_spec burst_counter(std::string identity, std::uint32_t window_s, double factor, std::uint64_t floor) {
+  counter_spec c = counter(std::move(identity), window_s);
+  c.burst_factor = factor;
+  c.burst_floor = floor;
+  return c;
+}
+
+signal_spec signal(std::string identity, char tag, std::uint32_t window_s, std::string value, std::uint64_t limit = 0) {
+  signal_spec s;
+  s.identity = std::move(identity);
+  s.tag = tag;
+  s.window_s = window_s;
+  s.value = std::move(value);
+  s.refuse_limit = limit;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("memory store: the baseline folds every period like a period-by-period average", "[memory_store][baseline]") {
+  // 60 s windows (5 s buckets, 60 s periods), a half-life of 10 periods: alpha = 1 - 2^(-1/10), 1/alpha = 14.9, so
+  // the plain mean lasts 14 periods. A seeded mix of busy periods, quiet ones, gaps and one flood (capped).
+  const std::int64_t half_life = 600'000, period_ms = 60'000;
+  const double alpha = 1.0 - std::exp2(-0.1);
+  memory_store s(1000000, {}, {});
+  std::vector<std::pair<std::int64_t, double>> charged;  // (period, messages)
+  const std::int64_t base = t0 / period_ms;
+  std::uint64_t seed = 7;
+  auto next = [&seed] { return (seed = seed * 6364136223846793005ull + 1442695040888963407ull) >> 33; };
+  for (std::int64_t p = 0; p < 60; ++p) {
+    std::uint64_t n = next() % 6;
+    if (p % 9 == 4) n = 0;          // gaps of one period
+    if (p >= 30 && p < 37) n = 0;   // and a long one
+    if (p == 45) n = 400;           // a flood: capped at max(3 x avg, 10)
+    for (std::uint64_t k = 0; k < n; ++k) {
+      const std::int64_t now = (base + p) * period_ms + static_cast<std::int64_t>(k % 12) * 5000;
+      auto req = request({burst_counter("u:alice", 60, 3, 10)}, now);
+      req.half_life_ms = half_life;
+      const auto r = s.check(req);
+      REQUIRE(r.ok);
+      REQUIRE(r.charged);
+      REQUIRE(r.baselines.size() == 1);
+      const bool existed = !charged.empty();
+      CHECK(r.baselines[0].present == existed);
+      if (existed) {
+        INFO("period " << p << " message " << k);
+        CHECK(r.baselines[0].average == Approx(reference_average(charged, base + p, 3, 10, alpha)).epsilon(1e-9));
+        CHECK(r.baselines[0].history_ms == (base + p - charged.front().first) * period_ms);
+      }
+      charged.emplace_back(base + p, 1.0);
+    }
+  }
+  // A read (no charge) folds as of now without writing; status shows the stored value (folded up to `last`).
+  auto read = request({burst_counter("u:alice", 60, 3, 10)}, (base + 70) * period_ms, false);
+  read.half_life_ms = half_life;
+  const auto r = s.check(read);
+  REQUIRE(r.baselines[0].present);
+  CHECK(r.baselines[0].average == Approx(reference_average(charged, base + 70, 3, 10, alpha)).epsilon(1e-9));
+  admin_request st = op(admin_op::status, "u:alice", (base + 70) * period_ms);
+  const auto status = s.admin(st);
+  REQUIRE(status.identities.size() == 1);
+  REQUIRE(status.identities[0].baselines.size() == 1);
+  CHECK(status.identities[0].baselines[0].value.average ==
+        Approx(reference_average(charged, base + 59, 3, 10, alpha)).epsilon(1e-9));
+  CHECK(status.identities[0].baselines[0].value.history_ms == 70 * period_ms);
+}
+
+TEST_CASE("memory store: a baseline outlives its windows for 4 half-lives", "[memory_store][baseline]") {
+  memory_store s;
+  auto req = request({burst_counter("u:bob", 60, 5, 10)}, t0);
+  req.half_life_ms = 3'600'000;
+  REQUIRE(s.check(req).charged);
+  // The window's own data would be gone after 70 s; the baseline keeps the identity 4 h.
+  const auto before = s.admin(op(admin_op::status, "u:bob", t0 + 4 * 3'600'000 - 1000));
+  REQUIRE(before.identities.size() == 1);
+  CHECK(before.identities[0].baselines.size() == 1);
+  const auto after = s.admin(op(admin_op::status, "u:bob", t0 + 4 * 3'600'000 + 1000));
+  CHECK(after.identities[0].baselines.empty());
+}
+
+TEST_CASE("memory store: signals count distinct values over the window plus one bucket", "[memory_store][signal]") {
+  memory_store s;
+  // 60 s window: 15 s buckets; the count covers the current bucket and the 4 before it.
+  const std::int64_t b = t0 / 15'000 * 15'000;  // the start of a bucket
+  auto ask = [&](const std::string& ip, std::int64_t at, bool charge = true) {
+    auto req = request({}, b + at, charge);
+    req.signals.push_back(signal("u:carol", 'i', 60, ip));
+    const auto r = s.check(req);
+    REQUIRE(r.ok);
+    REQUIRE(r.distinct.size() == 1);
+    return r.distinct[0];
+  };
+  CHECK(ask("192.0.2.1", 0) == 1);
+  CHECK(ask("192.0.2.1", 1000) == 1);  // the same value again
+  CHECK(ask("192.0.2.2", 16'000) == 2);
+  CHECK(ask("192.0.2.3", 59'000, false) == 2);  // a read adds nothing
+  CHECK(ask("192.0.2.3", 74'999) == 3);  // the first bucket still counts (4 buckets back)
+  CHECK(ask("192.0.2.1", 75'000) == 3);  // the first bucket gone; .1 added again in the new bucket
+  CHECK(ask("192.0.2.4", 200'000) == 1);  // everything older gone
+  const auto st = s.admin(op(admin_op::status, "u:carol", b + 200'000));
+  REQUIRE(st.identities[0].signals.size() == 1);
+  CHECK(st.identities[0].signals[0].tag == 'i');
+  CHECK(st.identities[0].signals[0].distinct == 1);
+}
+
+TEST_CASE("memory store: a signal over a refusing limit blocks charging but is still observed", "[memory_store][signal]") {
+  memory_store s;
+  for (int i = 0; i < 3; ++i) {
+    auto req = request({counter("u:dave", 3600)}, t0 + i);
+    req.signals.push_back(signal("u:dave", 'd', 3600, "d" + std::to_string(i) + ".example", 2));
+    const auto r = s.check(req);
+    REQUIRE(r.ok);
+    CHECK(r.distinct[0] == static_cast<std::uint64_t>(i + 1));
+    CHECK(r.charged == (i < 2));
+  }
+  const auto st = s.admin(op(admin_op::status, "u:dave", t0 + 10));
+  REQUIRE(st.identities[0].windows.size() == 1);
+  CHECK(st.identities[0].windows[0].count == 2);        // the third was refused: not charged
+  CHECK(st.identities[0].signals[0].distinct == 3);     // but its domain was seen
+  // A lock on an identity that only has signals is reported.
+  REQUIRE(s.admin(lock("u:erin", 60'000, "test", t0)).changed);
+  auto req = request({}, t0 + 1);
+  req.signals.push_back(signal("u:erin", 'i', 3600, "192.0.2.9"));
+  const auto r = s.check(req);
+  REQUIRE(r.locks.size() == 1);
+  CHECK(r.locks[0].identity == "u:erin");
 }

@@ -1,0 +1,154 @@
+// Detection rules through the engine and the in-process store, with an injected clock: a burst rule trips at
+// max(K x the key's own baseline, floor) and only after baseline_warmup, client_ips and rcpt_domains trip on
+// distinct values, a tripped hold asks for a lock, and the decision line names the baseline.
+#include <catch2/catch.hpp>
+
+#include "decision_log.hpp"
+#include "engine.hpp"
+#include "memory_store.hpp"
+
+using namespace rg;
+
+namespace {
+
+constexpr std::int64_t hour = 3'600'000;
+
+struct detector {
+  explicit detector(const std::string& limits) {
+    auto parsed = parse_limits(limits, "limits.conf");
+    REQUIRE(parsed.rules);
+    snap.rules = std::move(*parsed.rules);
+    snap.settings.lock_time = std::chrono::hours(24);
+    snap.settings.baseline_half_life = std::chrono::hours(24 * 7);
+    snap.settings.baseline_warmup = std::chrono::hours(24);
+  }
+  policy_snapshot snap;
+  memory_store store{1000000, [] { return std::int64_t{0}; }};
+  std::int64_t now = 1'699'999'200'000;  // a whole hour
+  int serial = 0;
+
+  policy_request rcpt(const std::string& user, const std::string& client, const std::string& recipient) {
+    policy_request r;
+    r.set(attr::request) = "smtpd_access_policy";
+    r.set(attr::protocol_state) = "RCPT";
+    r.set(attr::sasl_username) = user;
+    r.set(attr::instance) = "i" + std::to_string(++serial);
+    r.set(attr::client_address) = client;
+    r.set(attr::sender) = user + "@example.com";
+    r.set(attr::recipient) = recipient;
+    return r;
+  }
+  verdict ask(const policy_request& r) {
+    message_tracker t;
+    auto p = t.prepare(snap, r, now);
+    REQUIRE(p.needs_store);
+    auto res = store.check(p.req);
+    return t.finish(snap, r, p, res);
+  }
+  // `n` single-recipient messages spread over the current hour; returns the first that is not DUNNO.
+  std::optional<verdict> send(const std::string& user, int n) {
+    const std::int64_t start = now;
+    for (int i = 0; i < n; ++i) {
+      now = start + i * (hour / n);
+      verdict v = ask(rcpt(user, "192.0.2.1", "r@d.example"));
+      if (v.act != action::none) return v;
+    }
+    now = start + hour;
+    return std::nullopt;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a burst rule waits for the warm-up and then trips at K times the key's own baseline", "[detection]") {
+  detector d("sasl_username * burst:5x:10/1h hold\n");
+  // First day: 30 an hour, far over the floor, but the baseline is learning: nothing trips.
+  for (int h = 0; h < 24; ++h) REQUIRE_FALSE(d.send("alice", 30));
+  // Now the baseline is the mean of 24 hours, each capped at the trip point of the average before it: the first
+  // hour at the floor (10), the others whole (30): (10 + 23 x 30) / 24 = 29.17, so the trip point is 145.8. The
+  // sliding hour (13 buckets of 5 minutes) still holds the last hour's 30 at first: message 116 is the 146th.
+  const std::int64_t start = d.now;
+  std::optional<verdict> v;
+  for (int i = 0; i < 200 && !v; ++i) {
+    d.now = start + i * 1000;
+    verdict x = d.ask(d.rcpt("alice", "192.0.2.1", "r@d.example"));
+    if (x.act != action::none) v = x;
+  }
+  REQUIRE(v);
+  CHECK(v->act == action::hold);
+  REQUIRE(v->hit);
+  CHECK(v->hit->limit.how == measure::burst);
+  CHECK(v->hit->baseline == Approx((10.0 + 23 * 30.0) / 24).epsilon(1e-12));
+  CHECK(v->hit->threshold == 145);
+  CHECK(v->hit->count == 146);
+  CHECK(d.now - start == 115 * 1000);
+  CHECK(v->set_lock_ms == 24 * hour);
+  CHECK(lock_reason(*v->hit).find("(5x baseline ") != std::string::npos);
+  const std::string line = format_decision(*v, d.rcpt("alice", "192.0.2.1", "r@d.example"), log_format::text);
+  CHECK(line.find(" count=146 limit=145 ") != std::string::npos);
+  CHECK(line.find(" baseline=29.17 ") != std::string::npos);
+  CHECK(line.find(" burst=burst:5x:10/1h") != std::string::npos);
+}
+
+TEST_CASE("a quiet key trips at the floor - a new key has only its static limits", "[detection]") {
+  detector d("sasl_username * burst:5x:10/1h hold\nsasl_username * 100/1h defer\n");
+  for (int h = 0; h < 48; ++h) REQUIRE_FALSE(d.send("bob", h % 8 == 0 ? 1 : 0));
+  // bob's baseline is about 1/8 an hour: the floor of 10 decides.
+  auto v = d.send("bob", 40);
+  REQUIRE(v);
+  CHECK(v->act == action::hold);
+  CHECK(v->hit->threshold == 10);
+  CHECK(v->hit->count == 11);
+  // carol is new: the burst rule does not apply, the static 100/1h does.
+  detector e("sasl_username * burst:5x:10/1h hold\nsasl_username * 100/1h defer\n");
+  auto w = e.send("carol", 101);
+  REQUIRE(w);
+  CHECK(w->act == action::defer);
+  CHECK(w->hit->count == 101);
+}
+
+TEST_CASE("client_ips trips past N distinct addresses of one login and locks it", "[detection]") {
+  detector d("sasl_username * client_ips:3/1h hold\n");
+  for (int i = 1; i <= 3; ++i)
+    for (int k = 0; k < 3; ++k) CHECK(d.ask(d.rcpt("dave", "192.0.2." + std::to_string(i), "r@d.example")).act == action::none);
+  verdict v = d.ask(d.rcpt("dave", "198.51.100.7", "r@d.example"));
+  CHECK(v.act == action::hold);
+  REQUIRE(v.hit);
+  CHECK(v.hit->limit.how == measure::client_ips);
+  CHECK(v.hit->count == 4);
+  CHECK(v.set_lock_ms == 24 * hour);
+  CHECK(lock_reason(*v.hit) == "limits.conf:1 4 client addresses in 1h, limit 3");
+  // IPv6 clients are counted per network (ipv6_prefix 64): two addresses of one /64 are one.
+  detector e("sasl_username * client_ips:1/1h hold\n");
+  CHECK(e.ask(e.rcpt("erin", "2001:db8:1:2::1", "r@d.example")).act == action::none);
+  CHECK(e.ask(e.rcpt("erin", "2001:db8:1:2::99", "r@d.example")).act == action::none);
+  CHECK(e.ask(e.rcpt("erin", "2001:db8:1:3::1", "r@d.example")).act == action::hold);
+}
+
+TEST_CASE("rcpt_domains counts per RCPT - a deferral is per recipient and lasts while the window is over", "[detection]") {
+  detector d("sender * rcpt_domains:2/1h defer\n");
+  policy_snapshot& snap = d.snap;
+  message_tracker t;
+  auto step = [&](const std::string& rcpt_to) {
+    policy_request r = d.rcpt("frank", "192.0.2.1", rcpt_to);
+    r.set(attr::instance) = "one-message";
+    auto p = t.prepare(snap, r, d.now);
+    return p.needs_store ? t.finish(snap, r, p, d.store.check(p.req)) : p.immediate;
+  };
+  CHECK(step("a@one.example").act == action::none);
+  CHECK(step("b@ONE.example").act == action::none);  // the same domain, any case
+  CHECK(step("c@two.example").act == action::none);
+  verdict v = step("d@three.example");
+  CHECK(v.act == action::defer);
+  CHECK(v.reply.rfind("450 4.7.1 ", 0) == 0);
+  CHECK(v.hit->count == 3);
+  // A signal observes every value, refused or not (an HLL cannot forget one): three.example counts, so the window
+  // stays over the limit until it slides. Each later RCPT is still asked of the store, not deferred as part of a
+  // whole-message decision (that is for per-message limits).
+  verdict w = step("e@two.example");
+  CHECK(w.act == action::defer);
+  CHECK_FALSE(w.repeated);
+  CHECK(w.hit->count == 3);
+  d.now += 2 * hour;
+  CHECK(step("f@four.example").act == action::none);
+}
