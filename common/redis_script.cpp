@@ -165,8 +165,7 @@ if bases then
         local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * v, tonumber(ARGV[a + 6])))
         local seen = last - start + 1
         v = v + (x - v) * math.max(alpha, 1 / seen)
-        -- the g empty periods since: plain mean while 1/seen > alpha, then the exponential decay; floor, not the
-        -- ceil of store.hpp, so it equals g single folds (at seen = ceil(1/alpha) the single fold uses alpha)
+        -- the g empty periods since: plain mean while 1/seen >= alpha (floor(1/alpha) periods), then the decay
         local g = P - last - 1
         local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
         avg = string.format('%.17g', v * seen / (seen + m) * (1 - alpha) ^ (g - m))

@@ -150,7 +150,7 @@ TEST_CASE("status shows baselines as stored and signals as counted now and reset
   const std::int64_t start = (t0 / hour + 1) * hour;  // the first ms of a 1 h period (and of a 1 min one)
   const auto req = [&](std::string ip, std::int64_t now) {
     return request_with({burst("u:fay", 60, 2, 5), burst("u:fay", 3600, 2, 5, 0, 'r')},
-                        {signal("u:fay", 'i', 3600, std::move(ip)), signal("u:fay", 'd', 60, "example.com")}, now);
+                        {signal_of("u:fay", 'i', 3600, std::move(ip)), signal_of("u:fay", 'd', 60, "example.com")}, now);
   };
   for (int i = 0; i < 3; ++i) REQUIRE(e.check(req("192.0.2." + std::to_string(i), start + i)).charged);
   // The next minute folds the 60 s baseline (3 charged, under the floor of 5): stored "3:<P>:<first>".
@@ -196,7 +196,7 @@ TEST_CASE("a lock on an identity that only has signals in the request is reporte
   REQUIRE(e.admin(sr::lock("ip:192.0.2.8", 60'000, "roaming", t0)).changed);
   REQUIRE(e.admin(sr::lock("u:gus", 60'000, "rate", t0)).changed);
   const auto r = e.check(request_with({counter("u:gus", 60, 10), counter("s:g@example.com", 60, 0)},
-                                      {signal("ip:192.0.2.8", 'd', 3600, "example.com"), signal("u:gus", 'i', 3600, "192.0.2.8")},
+                                      {signal_of("ip:192.0.2.8", 'd', 3600, "example.com"), signal_of("u:gus", 'i', 3600, "192.0.2.8")},
                                       t0 + 1));
   REQUIRE(r.ok);
   CHECK(r.charged);
@@ -206,7 +206,7 @@ TEST_CASE("a lock on an identity that only has signals in the request is reporte
   CHECK(r.locks[1].identity == "ip:192.0.2.8");
   CHECK(r.locks[1].reason == "roaming");
   // Explain sees it too, with nothing but the signal.
-  const auto only = e.check(request_with({}, {signal("ip:192.0.2.8", 'd', 3600, "example.org")}, t0 + 2, false));
+  const auto only = e.check(request_with({}, {signal_of("ip:192.0.2.8", 'd', 3600, "example.org")}, t0 + 2, false));
   REQUIRE(only.locks.size() == 1);
   CHECK(only.locks[0].identity == "ip:192.0.2.8");
 }

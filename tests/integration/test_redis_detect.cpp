@@ -175,7 +175,7 @@ TEST_CASE("signals count distinct values over 5 quarter windows with the union c
   constexpr std::int64_t q = 15'000;  // a quarter of 60 s
   const std::int64_t b0 = t0 / q + 1;
   const auto add = [&](std::string value, std::int64_t now, bool charge = true) {
-    const auto r = e.check(request_with({}, {signal("u:sig", 'i', 60, std::move(value))}, now, charge));
+    const auto r = e.check(request_with({}, {signal_of("u:sig", 'i', 60, std::move(value))}, now, charge));
     REQUIRE(r.ok);
     REQUIRE(r.distinct.size() == 1);
     return r.distinct[0];
@@ -219,7 +219,7 @@ TEST_CASE("signals count distinct values over 5 quarter windows with the union c
 TEST_CASE("explain on a fresh identity creates no key and a signal's refuse limit blocks charging", "[redis][detect]") {
   env e;
   const auto req = [&](std::string value, std::int64_t now, bool charge = true) {
-    return request_with({counter("u:roam", 60, 100)}, {signal("u:roam", 'i', 3600, std::move(value), 2)}, now, charge);
+    return request_with({counter("u:roam", 60, 100)}, {signal_of("u:roam", 'i', 3600, std::move(value), 2)}, now, charge);
   };
   auto r = e.check(req("192.0.2.1", t0, false));
   REQUIRE(r.ok);
@@ -240,7 +240,7 @@ TEST_CASE("explain on a fresh identity creates no key and a signal's refuse limi
   CHECK(r.counts == std::vector<std::uint64_t>{2});
 
   // A signal with no limit never refuses; counters with none either.
-  r = e.check(request_with({counter("u:many", 60)}, {signal("u:many", 'd', 60, "example.com")}, t0));
+  r = e.check(request_with({counter("u:many", 60)}, {signal_of("u:many", 'd', 60, "example.com")}, t0));
   CHECK(r.charged);
   CHECK(r.distinct == std::vector<std::uint64_t>{1});
 }
@@ -250,8 +250,8 @@ TEST_CASE("distinct counts stay within HyperLogLog error for a thousand values a
   env e;
   for (int i = 0; i < 1000; ++i) {
     const auto r = e.check(request_with({counter("u:wide", 3600)},
-                                   {signal("u:wide", 'd', 3600, "d" + std::to_string(i) + ".example"),
-                                    signal("u:wide", 'i', 3600, "192.0.2." + std::to_string(i % 7))},
+                                   {signal_of("u:wide", 'd', 3600, "d" + std::to_string(i) + ".example"),
+                                    signal_of("u:wide", 'i', 3600, "192.0.2." + std::to_string(i % 7))},
                                    t0 + i));
     REQUIRE(r.ok);
     REQUIRE(r.charged);

@@ -292,8 +292,8 @@ TEST_CASE("memory and Redis stores give the same baselines and distinct counts f
         cs.push_back(b);
         if (rng() % 3 == 0) cs.push_back(test::burst(id, 60, 2, 5, 0, 'r'));
         if (rng() % 3 == 0) cs.push_back(test::counter(id, 10, 6));
-        sigs.push_back(test::signal(id, 'i', 60, pick(ips), std::vector<std::uint64_t>{0, 2, 3}[rng() % 3]));
-        if (rng() % 2) sigs.push_back(test::signal(id, 'd', 10, pick(domains), rng() % 2 ? 0 : 4));
+        sigs.push_back(test::signal_of(id, 'i', 60, pick(ips), std::vector<std::uint64_t>{0, 2, 3}[rng() % 3]));
+        if (rng() % 2) sigs.push_back(test::signal_of(id, 'd', 10, pick(domains), rng() % 2 ? 0 : 4));
       }
       const auto q = test::request_with(cs, sigs, now, rng() % 8 != 0, half_life);
       const auto m = memory.check(q);

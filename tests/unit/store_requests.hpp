@@ -37,7 +37,7 @@ inline counter_spec burst(std::string identity, std::uint32_t window_s, double f
   return c;
 }
 
-inline signal_spec signal(std::string identity, char tag, std::uint32_t window_s, std::string value,
+inline signal_spec signal_of(std::string identity, char tag, std::uint32_t window_s, std::string value,
                           std::uint64_t limit = 0) {
   signal_spec s;
   s.identity = std::move(identity);

@@ -29,7 +29,7 @@ TEST_CASE("append_check_call matches hiredis byte for byte with shared and binar
   auto req = test::request_with(
       {test::counter("u:alice", 60, 30), test::burst("u:alice", 3600, 2.5, 40),
        test::counter(weird, 86400, 2000, 'r'), test::counter("ip:127.0.0.1", 60, 18446744073709551615ull)},
-      {test::signal("u:alice", 'i', 86400, "192.0.2.7", 20), test::signal("d:example.com", 'd', 3600, weird)},
+      {test::signal_of("u:alice", 'i', 86400, "192.0.2.7", 20), test::signal_of("d:example.com", 'd', 3600, weird)},
       1'700'000'000'123, true, 3'600'000);
   req.counters[1].burst_factor = 0.1;  // not a short decimal in binary: must still be written so it reads back
   std::string ours;
