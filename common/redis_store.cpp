@@ -190,7 +190,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     calls_.emplace(id, call{std::move(req), std::move(done), false});
     timeouts_.emplace_back(now + opts_.timeout, id);
     arm_deadline_timer();
-    start_write(conn_);
+    write_soon(conn_);
   }
 
   void admin(admin_request req, admin_handler done) {
@@ -240,6 +240,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     std::string out;      // encoded, not yet handed to the socket
     std::string writing;  // handed to the socket by the write in flight
     bool write_busy = false;
+    bool write_posted = false;  // a write_soon() is pending
     std::deque<wire_slot> wire;  // sent (or queued) commands awaiting replies, in send order
     bool up = false;             // handshake done
     std::string reason;          // why it was closed, first cause wins
@@ -443,6 +444,18 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
                       });
   }
 
+  // Checks are written once the event loop has run every handler that is ready now: the requests that
+  // several policy connections send at the same moment then share one write (one pipelined batch for Redis)
+  // instead of the first going out alone. The latency added is one pass of the loop.
+  void write_soon(const std::shared_ptr<connection>& c) {
+    if (c->write_posted || c->write_busy) return;  // a write in flight takes what queues meanwhile
+    c->write_posted = true;
+    asio::post(ex_, [self = shared_from_this(), c] {
+      c->write_posted = false;
+      self->start_write(c);
+    });
+  }
+
   void on_reply(const std::shared_ptr<connection>& c, reply_ptr reply) {
     if (c->wire.empty()) return close(*c, "reply without a request");
     const wire_slot slot = c->wire.front();
@@ -482,7 +495,11 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     auto done = std::move(it->second.done);
     auto result = parse_check_reply(*reply, it->second.req);
     calls_.erase(it);  // before invoking: the handler may issue the next request
-    complete_now(std::move(done), std::move(result));
+    // Called directly, not through complete_now's asio::dispatch: this runs inside serve() on our executor,
+    // the only one (see the top of the file), where dispatch would run the handler inline anyway, but only
+    // after wrapping it twice in type-erased executor functions (callgrind: two allocations and 15 moves of
+    // the result per reply).
+    std::move(done)(std::move(result));
   }
 
   // --- operator commands -----------------------------------------------------------------------------------
