@@ -248,7 +248,10 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     calls_.emplace(id, call{std::move(req), std::move(done), false});
     timeouts_.emplace_back(now + opts_.timeout, id);
     arm_deadline_timer();
-    write_soon(conn_);
+    // At once, not gathered until the loop has run every ready handler: the first check of a burst then
+    // reaches Redis alone and Redis starts on it while the rest arrive (gathering each burst into one write
+    // was tried, tests/bench/README.md "Profile": no faster, and it keeps every connection in one batch).
+    start_write(conn_);
   }
 
   void admin(admin_request req, admin_handler done) {
@@ -298,7 +301,6 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     std::string out;      // encoded, not yet handed to the socket
     std::string writing;  // handed to the socket by the write in flight
     bool write_busy = false;
-    bool write_posted = false;  // a write_soon() is pending
     std::deque<wire_slot> wire;  // sent (or queued) commands awaiting replies, in send order
     bool up = false;             // handshake done
     std::string reason;          // why it was closed, first cause wins
@@ -500,18 +502,6 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
                         if (ec) return self->close(*c, "write: " + ec.message());
                         self->start_write(c);
                       });
-  }
-
-  // Checks are written once the event loop has run every handler that is ready now: the requests that
-  // several policy connections send at the same moment then share one write (one pipelined batch for Redis)
-  // instead of the first going out alone. The latency added is one pass of the loop.
-  void write_soon(const std::shared_ptr<connection>& c) {
-    if (c->write_posted || c->write_busy) return;  // a write in flight takes what queues meanwhile
-    c->write_posted = true;
-    asio::post(ex_, [self = shared_from_this(), c] {
-      c->write_posted = false;
-      self->start_write(c);
-    });
   }
 
   void on_reply(const std::shared_ptr<connection>& c, reply_ptr reply) {
