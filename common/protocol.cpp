@@ -72,21 +72,25 @@ parse_result request_parser::feed(std::string_view data) {
   if (failed_) return {parse_status::error, 0};
   if (complete_) return {parse_status::complete, 0};
 
-  std::size_t pos = 0;
-  while (pos < data.size()) {
-    const std::string_view rest = data.substr(pos);
-    const auto* nl = static_cast<const char*>(std::memchr(rest.data(), '\n', rest.size()));
+  // One NUL scan for the whole input instead of one per line (a request has ~30 lines; callgrind). A line
+  // holds the NUL when it ends after it; lines before it parse as usual.
+  const char* const end = data.data() + data.size();
+  const auto* const nul = static_cast<const char*>(std::memchr(data.data(), '\0', data.size()));
+  const char* p = data.data();
+  while (p < end) {
+    const auto* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
     // The bytes of the current line that this buffer holds, without the '\n'.
-    const std::string_view chunk =
-        rest.substr(0, nl ? static_cast<std::size_t>(nl - rest.data()) : rest.size());
+    const char* const chunk_end = nl ? nl : end;
+    const std::string_view chunk(p, static_cast<std::size_t>(chunk_end - p));
     const std::size_t used = chunk.size() + (nl ? 1 : 0);
+    const auto pos = static_cast<std::size_t>(p - data.data());
 
     // Checked before anything is buffered, so a peer that never sends '\n' cannot grow line_ past
     // max_line, nor a request past max_request.
     const std::size_t line_len = line_.size() + chunk.size();
     const char last = chunk.empty() ? (line_.empty() ? '\0' : line_.back()) : chunk.back();
     const char* reason = nullptr;
-    if (std::memchr(chunk.data(), '\0', chunk.size()) != nullptr) {
+    if (nul != nullptr && nul < chunk_end) {
       reason = "NUL byte in request";
     } else if (line_too_long(line_len, last)) {
       reason = "line too long";
@@ -98,7 +102,7 @@ parse_result request_parser::feed(std::string_view data) {
       return {parse_status::error, pos};
     }
     request_bytes_ += used;
-    pos += used;
+    p += used;
 
     if (!nl) {
       line_.append(chunk);
@@ -112,10 +116,11 @@ parse_result request_parser::feed(std::string_view data) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     const bool ok = parse_line(line);
     line_.clear();
-    if (!ok) return {parse_status::error, pos};
-    if (complete_) return {parse_status::complete, pos};
+    const auto consumed = static_cast<std::size_t>(p - data.data());
+    if (!ok) return {parse_status::error, consumed};
+    if (complete_) return {parse_status::complete, consumed};
   }
-  return {parse_status::need_more, pos};
+  return {parse_status::need_more, static_cast<std::size_t>(p - data.data())};
 }
 
 bool request_parser::parse_line(std::string_view line) {

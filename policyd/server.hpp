@@ -57,8 +57,8 @@ class server {
   boost::asio::awaitable<void> serve_requests(Socket& sock, const std::string& peer, conn_iter conn,
                                               message_tracker& tracker,
                                               const std::function<void(std::chrono::steady_clock::time_point)>& set_deadline);
-  boost::asio::awaitable<verdict> evaluate(const policy_snapshot& snap, message_tracker& t,
-                                           const policy_request& r);
+  // The decision log line of a verdict, if it is worth one (or debug logging is on).
+  void log_decision(const verdict& v, const policy_request& r);
   void log_verdict(const verdict& v, const policy_request& r);
   // A hold rule tripped: lock its key; logs the lock once, when it is new.
   boost::asio::awaitable<void> set_lock(const verdict& v, const policy_request& r);
