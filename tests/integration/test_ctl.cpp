@@ -257,3 +257,62 @@ TEST_CASE("a held message is journaled when the next message begins or the conne
   CHECK(out.find("postsuper -H E002\npostsuper -H F002\n") != std::string::npos);  // none for e3
   CHECK(d.log().find(": lock: ") == std::string::npos);  // lock_time = 0: no locks
 }
+
+TEST_CASE("detection limits through the daemon - status shows baselines and signals - on both stores", "[ctl]") {
+  redis_server redis;
+  for (const std::string store : {"memory", "redis"}) {
+    DYNAMIC_SECTION("store " << store) {
+      // baseline_warmup 0: the burst limit applies from the second message (its baseline exists, average 0).
+      daemon_process d("sasl_username * burst:5x:10/1h client_ips:2/1h rcpt_domains:50/1h hold\n",
+                       std::string(store == "redis" ? redis_settings(redis) : "") + "baseline_warmup = 0\n");
+      policy_client c(d.socket_path());
+      CHECK(c.ask(rcpt_request("ivy", "i1", "", "192.0.2.1")) == "DUNNO");
+      CHECK(c.ask(rcpt_request("ivy", "i2", "", "192.0.2.2")) == "DUNNO");
+      // A third address in the hour: client_ips 3 > 2 holds the message and locks the login.
+      const std::string held = c.ask(rcpt_request("ivy", "i3", "", "192.0.2.3"));
+      CHECK(held.rfind("HOLD ", 0) == 0);
+      CHECK(count_lines_with(d.log(), "reason=\"" + d.dir() + "/limits.conf:1 3 client addresses in 1h, limit 2\"") == 1);
+
+      const json::object st = ctl_json(d, {"status", "sasl_username:ivy"});
+      CHECK(count_of(st, "messages", "1h") == 3);
+      CHECK(count_of(st, "client_ips", "1h") == 3);
+      CHECK(count_of(st, "rcpt_domains", "1h") == 1);  // every recipient is rcpt@example.net
+      bool baseline_seen = false;
+      for (const auto& row : st.at("counters").as_array()) {
+        const auto& o = row.as_object();
+        if (o.at("unit").as_string() != "messages") continue;
+        REQUIRE(o.at("baseline").is_object());
+        CHECK(o.at("baseline").as_object().at("average").to_number<double>() == 0.0);
+        CHECK_FALSE(o.at("baseline").as_object().at("learning").as_bool());
+        baseline_seen = true;
+      }
+      CHECK(baseline_seen);
+      CHECK(st.at("lock").is_object());
+
+      // explain from a fourth address: the signal counts without adding it; the burst limit's threshold is the floor.
+      std::string out;
+      REQUIRE(d.ctl({"--json", "explain", "sasl_username=ivy", "client_address=192.0.2.4",
+                     "recipient=x@other.example"}, &out) == 0);
+      const json::object ex = json::parse(out).as_object();
+      const auto& limits = ex.at("keys").as_array()[0].as_object().at("rules").as_array()[0].as_object().at("limits").as_array();
+      REQUIRE(limits.size() == 3);
+      CHECK(limits[0].as_object().at("measure").as_string() == "burst");
+      CHECK(limits[0].as_object().at("count").to_number<int>() == 3);
+      CHECK(limits[0].as_object().at("threshold").to_number<int>() == 10);
+      CHECK(limits[1].as_object().at("measure").as_string() == "client_ips");
+      CHECK(limits[1].as_object().at("count").to_number<int>() == 3);
+      CHECK(limits[1].as_object().at("exceeded").as_bool());
+      CHECK(limits[2].as_object().at("count").to_number<int>() == 1);
+
+      // reset: counters, baseline, signals and lock are gone.
+      ctl_json(d, {"reset", "sasl_username:ivy"});
+      const json::object after = ctl_json(d, {"status", "sasl_username:ivy"}, 1);
+      CHECK_FALSE(after.at("found").as_bool());
+      for (const auto& row : after.at("counters").as_array()) {
+        CHECK(row.as_object().at("count").to_number<int>() == 0);
+        CHECK(row.as_object().at("baseline").is_null());
+      }
+      CHECK(c.ask(rcpt_request("ivy", "i5", "", "192.0.2.9")) == "DUNNO");
+    }
+  }
+}

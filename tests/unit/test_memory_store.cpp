@@ -246,22 +246,6 @@ double reference_average(const std::vector<std::pair<std::int64_t, double>>& per
   return avg;
 }
 
-counter_spec burst_counter(std::string identity, std::uint32_t window_s, double factor, std::uint64_t floor) {
-  counter_spec c = counter(std::move(identity), window_s);
-  c.burst_factor = factor;
-  c.burst_floor = floor;
-  return c;
-}
-
-signal_spec signal(std::string identity, char tag, std::uint32_t window_s, std::string value, std::uint64_t limit = 0) {
-  signal_spec s;
-  s.identity = std::move(identity);
-  s.tag = tag;
-  s.window_s = window_s;
-  s.value = std::move(value);
-  s.refuse_limit = limit;
-  return s;
-}
 }  // namespace
 
 TEST_CASE("memory store: the baseline folds every period like a period-by-period average", "[memory_store][baseline]") {
@@ -281,7 +265,7 @@ TEST_CASE("memory store: the baseline folds every period like a period-by-period
     if (p == 45) n = 400;           // a flood: capped at max(3 x avg, 10)
     for (std::uint64_t k = 0; k < n; ++k) {
       const std::int64_t now = (base + p) * period_ms + static_cast<std::int64_t>(k % 12) * 5000;
-      auto req = request({burst_counter("u:alice", 60, 3, 10)}, now);
+      auto req = request({burst("u:alice", 60, 3, 10)}, now);
       req.half_life_ms = half_life;
       const auto r = s.check(req);
       REQUIRE(r.ok);
@@ -298,7 +282,7 @@ TEST_CASE("memory store: the baseline folds every period like a period-by-period
     }
   }
   // A read (no charge) folds as of now without writing; status shows the stored value (folded up to `last`).
-  auto read = request({burst_counter("u:alice", 60, 3, 10)}, (base + 70) * period_ms, false);
+  auto read = request({burst("u:alice", 60, 3, 10)}, (base + 70) * period_ms, false);
   read.half_life_ms = half_life;
   const auto r = s.check(read);
   REQUIRE(r.baselines[0].present);
@@ -314,7 +298,7 @@ TEST_CASE("memory store: the baseline folds every period like a period-by-period
 
 TEST_CASE("memory store: a baseline outlives its windows for 4 half-lives", "[memory_store][baseline]") {
   memory_store s;
-  auto req = request({burst_counter("u:bob", 60, 5, 10)}, t0);
+  auto req = request({burst("u:bob", 60, 5, 10)}, t0);
   req.half_life_ms = 3'600'000;
   REQUIRE(s.check(req).charged);
   // The window's own data would be gone after 70 s; the baseline keeps the identity 4 h.
@@ -331,7 +315,7 @@ TEST_CASE("memory store: signals count distinct values over the window plus one 
   const std::int64_t b = t0 / 15'000 * 15'000;  // the start of a bucket
   auto ask = [&](const std::string& ip, std::int64_t at, bool charge = true) {
     auto req = request({}, b + at, charge);
-    req.signals.push_back(signal("u:carol", 'i', 60, ip));
+    req.signals.push_back(signal_of("u:carol", 'i', 60, ip));
     const auto r = s.check(req);
     REQUIRE(r.ok);
     REQUIRE(r.distinct.size() == 1);
@@ -354,7 +338,7 @@ TEST_CASE("memory store: a signal over a refusing limit blocks charging but is s
   memory_store s;
   for (int i = 0; i < 3; ++i) {
     auto req = request({counter("u:dave", 3600)}, t0 + i);
-    req.signals.push_back(signal("u:dave", 'd', 3600, "d" + std::to_string(i) + ".example", 2));
+    req.signals.push_back(signal_of("u:dave", 'd', 3600, "d" + std::to_string(i) + ".example", 2));
     const auto r = s.check(req);
     REQUIRE(r.ok);
     CHECK(r.distinct[0] == static_cast<std::uint64_t>(i + 1));
@@ -367,7 +351,7 @@ TEST_CASE("memory store: a signal over a refusing limit blocks charging but is s
   // A lock on an identity that only has signals is reported.
   REQUIRE(s.admin(lock("u:erin", 60'000, "test", t0)).changed);
   auto req = request({}, t0 + 1);
-  req.signals.push_back(signal("u:erin", 'i', 3600, "192.0.2.9"));
+  req.signals.push_back(signal_of("u:erin", 'i', 3600, "192.0.2.9"));
   const auto r = s.check(req);
   REQUIRE(r.locks.size() == 1);
   CHECK(r.locks[0].identity == "u:erin");
