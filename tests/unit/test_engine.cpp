@@ -299,6 +299,7 @@ verdict with_store(const policy_snapshot& snap, message_tracker& t, const policy
   store_result res;
   res.ok = true;
   res.counts.assign(p.counters, count);
+  res.baselines.resize(p.counters);  // no burst limits here: every baseline absent
   for (auto& id : locked) res.locks.push_back(lock_info{id, 1000, 2000, "limits.conf:9 7 messages in 1m, limit 6"});
   return t.finish(snap, r, p, res);
 }
