@@ -260,10 +260,20 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
 
   p.req.half_life_ms = snap.settings.baseline_half_life.count();
   // The values the signals add: the client (as counted: IPv6 per network), counted once per message, and the
-  // recipient's domain, per RCPT. Empty when the request has none (the signal then skips the request).
-  std::string client_value, domain_value;
-  if (auto ip = parse_ip(r.get(attr::client_address))) client_value = ip_bucket(*ip, snap.settings.ipv6_prefix);
-  domain_value = to_lower(sender_domain_of(r.get(attr::recipient)));
+  // recipient's domain, per RCPT. Empty when the request has none (the signal then skips the request). Made only
+  // when a signal limit asks for them: the hot path without signals formats no address.
+  std::optional<std::string> client_value, domain_value;
+  const auto signal_value = [&](char tag) -> const std::string& {
+    if (tag == 'i') {
+      if (!client_value) {
+        const auto ip = parse_ip(r.get(attr::client_address));
+        client_value = ip ? ip_bucket(*ip, snap.settings.ipv6_prefix) : std::string();
+      }
+      return *client_value;
+    }
+    if (!domain_value) domain_value = to_lower(sender_domain_of(r.get(attr::recipient)));
+    return *domain_value;
+  };
   auto add = [&](key_kind kind, const std::vector<const rule*>* matched, std::string key) {
     if (!matched) return;
     std::string identity;
@@ -274,7 +284,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
         if (identity.empty()) identity = counter_identity(kind, key);
         if (lim.how == measure::client_ips || lim.how == measure::rcpt_domains) {
           const char tag = lim.how == measure::client_ips ? 'i' : 'd';
-          const std::string& value = tag == 'i' ? client_value : domain_value;
+          const std::string& value = signal_value(tag);
           if (value.empty()) continue;
           auto it = std::find_if(p.req.signals.begin(), p.req.signals.end(), [&](const signal_spec& x) {
             return x.tag == tag && x.window_s == lim.seconds && x.identity == identity;

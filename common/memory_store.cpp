@@ -98,15 +98,14 @@ double fold_average(double average, std::int64_t last, std::int64_t first, std::
 }  // namespace
 
 baseline_value memory_store::baseline_at(const window_counter& w, std::int64_t period, double factor,
-                                         std::uint64_t floor, double alpha, double& folded_average) {
+                                         std::uint64_t floor, double alpha) {
   std::uint64_t x = 0;
   for (std::size_t s = 0; s < slots; ++s)
     if (w.index[s] >= 0 && w.index[s] / static_cast<std::int64_t>(buckets_per_window) == w.last_period) x += w.count[s];
-  folded_average = fold_average(w.average, w.last_period, w.first_period, period, static_cast<double>(x), factor, floor,
-                                alpha);
   baseline_value b;
   b.present = true;
-  b.average = folded_average;
+  b.average =
+      fold_average(w.average, w.last_period, w.first_period, period, static_cast<double>(x), factor, floor, alpha);
   b.history_ms = (period - w.first_period) * static_cast<std::int64_t>(w.window_s) * 1000;
   return b;
 }
@@ -182,7 +181,6 @@ store_result memory_store::check(const store_request& req) {
   };
   res.counts.reserve(req.counters.size());
   res.baselines.resize(req.counters.size());
-  std::vector<double> folded(req.counters.size(), 0.0);
   // Find (or, when charging, create) each counter; reading never creates state. A counter is remembered as
   // (identity, window index): map nodes never move and indices survive a window vector's growth.
   std::vector<std::pair<identity*, std::size_t>> found(req.counters.size(), {nullptr, 0});
@@ -207,7 +205,7 @@ store_result memory_store::check(const store_request& req) {
         n = count(*w, now);
         if (c.burst_factor > 0 && w->has_baseline)
           res.baselines[i] = baseline_at(*w, now / bucket_width_ms(c.window_s) / buckets_per_window, c.burst_factor,
-                                         c.burst_floor, baseline_alpha(c.window_s, req.half_life_ms), folded[i]);
+                                         c.burst_floor, baseline_alpha(c.window_s, req.half_life_ms));
       }
       note_lock(c.identity, *id);
     }
@@ -237,7 +235,7 @@ store_result memory_store::check(const store_request& req) {
     if (c.burst_factor > 0) {
       const std::int64_t period = cur / buckets_per_window;
       if (!w.has_baseline || period > w.last_period) {
-        w.average = w.has_baseline ? folded[i] : 0.0;
+        w.average = w.has_baseline ? res.baselines[i].average : 0.0;  // folded as of now, above
         if (!w.has_baseline) w.first_period = period;
         w.has_baseline = true;
         w.last_period = period;

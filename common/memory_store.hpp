@@ -72,7 +72,7 @@ class memory_store final : public store {
   static std::uint64_t count(const window_counter& w, std::int64_t now);
   // The baseline as of period `period` (folded, not stored); w.has_baseline must be true.
   static baseline_value baseline_at(const window_counter& w, std::int64_t period, double factor, std::uint64_t floor,
-                                    double alpha, double& folded_average);
+                                    double alpha);
   static std::uint64_t distinct(const signal_state& s, std::int64_t now);
   // Adds the request's value (when `add`) and returns the distinct count, or an error when the store is full.
   std::uint64_t observe(identity& id, const signal_spec& sig, std::int64_t now, bool add);
