@@ -366,8 +366,8 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
                                 const store_result& res) {
   verdict v;
   v.reply = "DUNNO";
-  if (!res.ok || res.counts.size() != p.counters || res.baselines.size() != p.counters ||
-      res.distinct.size() != p.signals) {
+  if (!res.ok || res.counts.size() != p.counters || res.distinct.size() != p.signals ||
+      (!res.baselines.empty() && res.baselines.size() != p.counters)) {
     v.store_failed = true;
     v.store_error = res.ok ? "store answered the wrong number of counts" : res.error;
     v.log = true;

@@ -180,7 +180,8 @@ store_result memory_store::check(const store_request& req) {
       res.locks.push_back({name, l->since_ms, l->until_ms, l->reason});
   };
   res.counts.reserve(req.counters.size());
-  res.baselines.resize(req.counters.size());
+  if (std::any_of(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }))
+    res.baselines.resize(req.counters.size());
   // Find (or, when charging, create) each counter; reading never creates state. A counter is remembered as
   // (identity, window index): map nodes never move and indices survive a window vector's growth.
   std::vector<std::pair<identity*, std::size_t>> found(req.counters.size(), {nullptr, 0});

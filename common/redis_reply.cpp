@@ -105,7 +105,8 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   r.counts.reserve(counters);
   for (std::size_t i = 1; i <= counters; ++i) r.counts.push_back(static_cast<std::uint64_t>(reply.element[i]->integer));
   std::size_t at = counters + 1;
-  r.baselines.resize(counters);
+  if (std::any_of(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }))
+    r.baselines.resize(counters);
   for (std::size_t i = 0; i < counters; ++i) {
     if (!(req.counters[i].burst_factor > 0)) continue;
     const redisReply* avg = reply.element[at++];

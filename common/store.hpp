@@ -99,7 +99,9 @@ struct store_result {
   bool ok = false;                   // false: store failure; `error` says why, counts are empty
   std::string error;
   std::vector<std::uint64_t> counts; // per counter, the count before this request (same order)
-  std::vector<baseline_value> baselines;  // per counter (same order); present only where burst_factor > 0
+  // Per counter (same order), present only where burst_factor > 0; empty when no counter of the request has one
+  // (the common case costs no allocation).
+  std::vector<baseline_value> baselines;
   std::vector<std::uint64_t> distinct;    // per signal, the distinct values including this request's
   bool charged = false;              // a lock does not change charging: a held message is accepted
   std::vector<lock_info> locks;      // the request's identities that are locked now, each once
