@@ -23,6 +23,9 @@ struct reply_deleter {
   void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
 };
 using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+// A RESP reader whose reply objects are hiredis' own (freeReplyObject frees them) but come from malloc, not
+// calloc; null when out of memory.
+reader_ptr new_reader();
 
 enum class redis_errc {
   protocol,          // the byte stream is not RESP: the connection is unusable

@@ -22,7 +22,7 @@ static_assert(signal_buckets == 4,
 // signal caches; the fields of a window are tag..window..":"..bucket, so a prefix lookup sorts them without a
 // string build per bucket (the other fields have no ':'). Normal requests cost no command beyond the
 // counters': a baseline is written once per period, a signal's union counted only when its HLL changed.
-constexpr std::string_view script_text = R"lua(-- rateguard check-and-charge; KEYS/ARGV layout in redis_store.hpp
+constexpr std::string_view check_text = R"lua(-- rateguard check-and-charge; KEYS/ARGV layout in redis_store.hpp
 local now = tonumber(ARGV[1])
 if now == 0 then
   local t = redis.call('TIME')
@@ -325,12 +325,23 @@ return added
 
 }  // namespace
 
-std::string_view check_script() { return script_text; }
+std::string_view check_script() { return check_text; }
 std::string_view read_script() { return read_text; }
 std::string_view lock_script() { return lock_text; }
 std::string_view release_script() { return release_text; }
 std::string_view reset_script() { return reset_text; }
 std::string_view journal_add_script() { return journal_add_text; }
+
+std::string_view script_text(std::size_t i) {
+  switch (i) {
+    case check_s: return check_script();
+    case read_s: return read_script();
+    case lock_s: return lock_script();
+    case release_s: return release_script();
+    case reset_s: return reset_script();
+    default: return journal_add_script();
+  }
+}
 
 std::optional<lock_info> parse_lock_value(std::string_view identity, std::string_view v) {
   lock_info l;

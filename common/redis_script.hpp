@@ -23,6 +23,10 @@ std::string_view release_script();
 std::string_view reset_script();
 std::string_view journal_add_script();
 
+// The scripts the store loads at every (re)connect, by index: the check first (the hot path).
+enum script_index : std::size_t { check_s, read_s, lock_s, release_s, reset_s, journal_add_s, script_count };
+std::string_view script_text(std::size_t i);
+
 // A lock is the hash field "lock" of its identity's key: "until_ms:since_ms:reason" (the scripts need only
 // the leading number to tell whether it is in force).
 std::optional<lock_info> parse_lock_value(std::string_view identity, std::string_view value);

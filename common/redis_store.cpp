@@ -1,10 +1,12 @@
 // redis_store: connection life cycle (connect, handshake, serve, back off), the pipelined request FIFO with
-// per-request deadlines, and the operator commands (several pipelined commands each, one deadline). The Lua
-// scripts and their arguments are in redis_script, their replies are read by redis_reply. Everything runs on
-// one executor; nothing here blocks.
+// per-request deadlines, and the wire side of the operator commands (several pipelined commands each, one
+// deadline; which commands and how their replies read is redis_admin's). The Lua scripts and their arguments
+// are in redis_script, their replies are read by redis_reply. Everything runs on one executor; nothing here
+// blocks.
 // Not here: rules, decisions, Postfix; not thread-safe (one single-threaded io_context assumed).
 #include "redis_store.hpp"
 
+#include "redis_admin.hpp"
 #include "redis_reply.hpp"
 #include "redis_script.hpp"
 
@@ -45,36 +47,6 @@ using clock_type = std::chrono::steady_clock;
 using socket_type = asio::generic::stream_protocol::socket;
 using handler_type = asio::any_completion_handler<void(store_result)>;
 using admin_handler = asio::any_completion_handler<void(admin_result)>;
-
-// A Redis glob matching `s` literally.
-std::string glob_escape(std::string_view s) {
-  std::string out;
-  for (char ch : s) {
-    if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
-    out += ch;
-  }
-  return out;
-}
-
-// The scripts the store loads at every (re)connect, by index: the check first (the hot path).
-enum script_index : std::size_t { check_s, read_s, lock_s, release_s, reset_s, journal_add_s, script_count };
-std::string_view script_text(std::size_t i) {
-  switch (i) {
-    case check_s: return check_script();
-    case read_s: return read_script();
-    case lock_s: return lock_script();
-    case release_s: return release_script();
-    case reset_s: return reset_script();
-    default: return journal_add_script();
-  }
-}
-
-// top: identities per read-script call (each an HGETALL inside one script; 100 keep a call well under a
-// millisecond, so the checks pipelined behind it are not held up), and keys per SCAN step.
-constexpr std::size_t top_batch = 100;
-constexpr std::string_view top_scan_count = "1000";
-// journal_read: entries per XREVRANGE.
-constexpr std::size_t journal_page = 1000;
 
 struct target {
   bool is_unix = false;
@@ -128,62 +100,6 @@ target parse_address(const std::string& address) {
 constexpr auto backoff_first = 50ms;
 constexpr auto backoff_cap = 500ms;
 
-// The reader's reply objects: hiredis' own, except that they come from malloc + memset instead of calloc.
-// glibc's calloc bypasses the per-thread cache, and a check reply is ~8 objects, so it was ~1 000
-// instructions per request (callgrind). Same layout and ownership as hiredis' (freeReplyObject frees them).
-redisReply* new_reply(const redisReadTask* task, int type) {
-  auto* r = static_cast<redisReply*>(std::malloc(sizeof(redisReply)));
-  if (r == nullptr) return nullptr;
-  std::memset(r, 0, sizeof *r);
-  r->type = type;
-  if (task->parent != nullptr) static_cast<redisReply*>(task->parent->obj)->element[task->idx] = r;
-  return r;
-}
-void* new_string(const redisReadTask* task, char* str, size_t len) {
-  auto* buf = static_cast<char*>(std::malloc(len + 1));
-  if (buf == nullptr) return nullptr;
-  std::memcpy(buf, str, len);
-  buf[len] = '\0';
-  redisReply* r = new_reply(task, task->type);
-  if (r == nullptr) {
-    std::free(buf);
-    return nullptr;
-  }
-  r->str = buf;
-  r->len = len;
-  return r;
-}
-void* new_array(const redisReadTask* task, int elements) {
-  redisReply** element = nullptr;
-  if (elements > 0) {
-    const auto n = static_cast<std::size_t>(elements);
-    element = static_cast<redisReply**>(std::malloc(n * sizeof(redisReply*)));
-    if (element == nullptr) return nullptr;
-    std::memset(element, 0, n * sizeof(redisReply*));  // freeReplyObject walks every slot
-  }
-  redisReply* r = new_reply(task, REDIS_REPLY_ARRAY);
-  if (r == nullptr) {
-    std::free(element);
-    return nullptr;
-  }
-  r->element = element;
-  r->elements = static_cast<std::size_t>(elements > 0 ? elements : 0);
-  return r;
-}
-void* new_integer(const redisReadTask* task, long long value) {
-  redisReply* r = new_reply(task, REDIS_REPLY_INTEGER);
-  if (r != nullptr) r->integer = value;
-  return r;
-}
-void* new_nil(const redisReadTask* task) { return new_reply(task, REDIS_REPLY_NIL); }
-void free_reply(void* r) { freeReplyObject(r); }
-
-redisReader* new_reader() {
-  // hiredis takes a non-const pointer but never writes through it.
-  static redisReplyObjectFunctions functions = {new_string, new_array, new_integer, new_nil, free_reply};
-  return redisReaderCreateWithFunctions(&functions);
-}
-
 }  // namespace
 
 // g++ 12 with -fsanitize=address reports Asio's coroutine frame allocation (awaitable_frame_base's own
@@ -207,6 +123,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     if (opts_.timeout <= 0ms) throw std::invalid_argument("redis timeout must be positive");
     if (opts_.max_pending == 0) throw std::invalid_argument("redis max_pending must be positive");
     if (opts_.journal.max_entries == 0) throw std::invalid_argument("hold journal max entries must be positive");
+    admin_keys_.prefix = opts_.key_prefix;
+    admin_keys_.journal = opts_.journal;
   }
 
   void start() {
@@ -313,27 +231,14 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     bool eval_sent;  // resent with EVAL after NOSCRIPT: a second NOSCRIPT cannot happen
   };
 
-  // One command of an operator command on the wire. Kept whole until its reply, so a NOSCRIPT can be
-  // answered by sending the same call with EVAL.
-  struct admin_cmd {
-    enum step_kind : std::uint8_t { once, scan, counts, page } step = once;  // what the reply answers
-    std::size_t script = script_count;  // a script index, or script_count: a plain command
-    std::vector<std::string> args;      // after "EVALSHA sha" for a script, else the whole command
-    bool eval_sent = false;
-  };
-
+  // An operator command in flight: its progress (redis_admin) and the store's side of it.
   struct admin_call {
     admin_call(admin_request r, admin_handler h, clock_type::time_point d)
-        : req(std::move(r)), done(std::move(h)), deadline(d) {}
-    admin_request req;
+        : state(std::move(r)), done(std::move(h)), deadline(d) {}
+    admin_state state;
     admin_handler done;
     clock_type::time_point deadline;
     std::deque<admin_cmd> sent;  // this operation's commands awaiting replies, in wire order
-    admin_result result;
-    // top: keys examined so far; the scan is over (cursor 0 or top_scan_max); identities with a count > 0
-    std::size_t examined = 0;
-    bool scan_done = false;
-    std::vector<std::tuple<std::uint64_t, std::string, std::optional<lock_info>>> hits;  // (count, identity, lock)
   };
 
   // --- connection life cycle -------------------------------------------------------------------------------
@@ -553,12 +458,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
   // --- operator commands -----------------------------------------------------------------------------------
 
-  std::string key_of(std::string_view identity) const {
-    std::string k;
-    k.reserve(opts_.key_prefix.size() + identity.size() + 2);
-    k.append(opts_.key_prefix).append("{").append(identity).append("}");
-    return k;
-  }
+  // --- operator commands: the commands and their replies are redis_admin's; here they go on the wire -----
 
   void send_admin(connection& c, std::uint64_t id, admin_call& a, admin_cmd cmd) {
     if (cmd.script < script_count) {
@@ -573,61 +473,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     a.sent.push_back(std::move(cmd));
   }
 
-  void send_script(connection& c, std::uint64_t id, admin_call& a, admin_cmd::step_kind step, std::size_t script,
-                   std::vector<std::string> args) {
-    send_admin(c, id, a, admin_cmd{step, script, std::move(args), false});
-  }
-
   void admin_begin(connection& c, std::uint64_t id, admin_call& a) {
-    const admin_request& q = a.req;
-    const std::string now = std::to_string(q.now_ms);
-    switch (q.op) {
-      case admin_op::status:
-        return send_script(c, id, a, admin_cmd::once, read_s, {"1", key_of(q.identity), now, ""});
-      case admin_op::lock:
-        return send_script(c, id, a, admin_cmd::once, lock_s,
-                           {"1", key_of(q.identity), now, std::to_string(q.ttl_ms), std::string(cut_field(q.reason))});
-      case admin_op::release:
-        return send_script(c, id, a, admin_cmd::once, release_s, {"1", key_of(q.identity), now});
-      case admin_op::reset:
-        return send_script(c, id, a, admin_cmd::once, reset_s, {"1", key_of(q.identity)});
-      case admin_op::journal_add: {
-        const hold_record& h = q.record;
-        std::vector<std::string> args = {"1", opts_.key_prefix + "holds", now, std::to_string(opts_.journal.max_entries),
-                                         std::to_string(opts_.journal.max_age.count())};
-        const std::array<const std::string*, 7> values = {&h.queue_id, &h.instance, &h.key, &h.rule,
-                                                           &h.reason,   &h.client,   &h.sender};
-        for (std::size_t i = 0; i < values.size(); ++i) {
-          args.emplace_back(journal_fields[i]);
-          args.emplace_back(cut_field(*values[i]));
-        }
-        args.emplace_back(journal_fields[7]);
-        args.push_back(std::to_string(h.recipients));
-        return send_script(c, id, a, admin_cmd::once, journal_add_s, std::move(args));
-      }
-      case admin_op::journal_read:
-        return send_journal_page(c, id, a, "+");
-      case admin_op::top:
-        return send_admin(c, id, a, admin_cmd{admin_cmd::scan, script_count, scan_args("0", q.prefix), false});
-    }
-  }
-
-  std::vector<std::string> scan_args(std::string cursor, std::string_view prefix) const {
-    // Ending in '}': identity hashes only, not their signals' HyperLogLogs ("<key>:i3600:<bucket>").
-    return {"SCAN",  std::move(cursor), "MATCH", glob_escape(opts_.key_prefix + "{" + std::string(prefix)) + "*}",
-            "COUNT", std::string(top_scan_count)};
-  }
-
-  // Newest first, from `from` down to since_ms.
-  void send_journal_page(connection& c, std::uint64_t id, admin_call& a, std::string from) {
-    const auto& q = a.req;
-    const std::size_t want = q.key.empty() ? std::min(q.limit - a.result.holds.size(), journal_page) : journal_page;
-    send_admin(c, id, a,
-               admin_cmd{admin_cmd::page,
-                         script_count,
-                         {"XREVRANGE", opts_.key_prefix + "holds", std::move(from),
-                          q.since_ms > 0 ? std::to_string(q.since_ms) : std::string("-"), "COUNT", std::to_string(want)},
-                         false});
+    for (auto& cmd : admin_first(a.state, admin_keys_)) send_admin(c, id, a, std::move(cmd));
   }
 
   void on_admin_reply(const std::shared_ptr<connection>& c, std::uint64_t id, const redisReply& reply) {
@@ -648,150 +495,23 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
         c->wire.push_back({slot_kind::script_load, script, clock_type::now()});
         return start_write(c);
       }
-      a.result.error = "redis error: " + to_redis_error(context, nullptr, &reply).text;
+      a.state.result.error = "redis error: " + to_redis_error(context, nullptr, &reply).text;
       return finish_admin(it);
     }
-    if (!admin_step(*c, id, a, cmd, reply)) {
-      if (a.result.error.empty()) a.result.error = fmt::format("redis: unexpected reply to {}", context);
+    std::vector<admin_cmd> next;
+    if (!admin_take(a.state, cmd, reply, admin_keys_, next)) {
+      if (a.state.result.error.empty()) a.state.result.error = fmt::format("redis: unexpected reply to {}", context);
       return finish_admin(it);
     }
+    for (auto& n : next) send_admin(*c, id, a, std::move(n));
     if (a.sent.empty()) return finish_admin(it);
     start_write(c);
   }
 
-  // Takes one reply of `a` into its result, sending what comes next; false when the reply is malformed.
-  bool admin_step(connection& c, std::uint64_t id, admin_call& a, const admin_cmd& cmd, const redisReply& reply) {
-    const admin_request& q = a.req;
-    admin_result& r = a.result;
-    switch (cmd.step) {
-      case admin_cmd::once:
-        switch (q.op) {
-          case admin_op::status: {
-            auto st = reply.type == REDIS_REPLY_ARRAY && reply.elements == 1 ? parse_state(q.identity, reply.element[0])
-                                                                             : std::nullopt;
-            if (!st) return false;
-            r.identities.push_back(std::move(*st));
-            return true;
-          }
-          case admin_op::lock: {
-            if (!is_array(&reply, 2) || reply.element[0]->type != REDIS_REPLY_INTEGER ||
-                reply.element[1]->type != REDIS_REPLY_STRING)
-              return false;
-            auto lock = parse_lock_value(q.identity, as_view(*reply.element[1]));
-            if (!lock) return false;
-            r.changed = reply.element[0]->integer == 1;
-            identity_state& st = r.identities.emplace_back();
-            st.identity = q.identity;
-            st.lock = std::move(lock);
-            return true;
-          }
-          case admin_op::release:
-          case admin_op::reset:
-            if (reply.type != REDIS_REPLY_INTEGER) return false;
-            r.changed = reply.integer > 0;
-            return true;
-          case admin_op::journal_add: {
-            if (reply.type != REDIS_REPLY_STRING) return false;
-            hold_record h = q.record;
-            h.id = as_view(reply);
-            h.time_ms = stream_id_ms(h.id);
-            for (std::string* f : {&h.queue_id, &h.instance, &h.key, &h.rule, &h.reason, &h.client, &h.sender})
-              f->resize(cut_field(*f).size());
-            r.holds.push_back(std::move(h));
-            return true;
-          }
-          default:
-            return false;
-        }
-      case admin_cmd::page: {
-        if (reply.type != REDIS_REPLY_ARRAY) return false;
-        for (std::size_t i = 0; i < reply.elements; ++i) {
-          auto h = parse_hold(reply.element[i]);
-          if (!h) return false;
-          if (r.holds.size() < q.limit && (q.key.empty() || h->key == q.key)) r.holds.push_back(std::move(*h));
-        }
-        const std::size_t asked = std::stoul(cmd.args.back());
-        if (r.holds.size() < q.limit && reply.elements == asked) {
-          // More may be older: the next page starts just below the last ID seen.
-          send_journal_page(c, id, a, "(" + std::string(as_view(*reply.element[reply.elements - 1]->element[0])));
-        } else {
-          std::reverse(r.holds.begin(), r.holds.end());  // oldest first
-        }
-        return true;
-      }
-      case admin_cmd::scan: {
-        if (!is_array(&reply, 2) || reply.element[0]->type != REDIS_REPLY_STRING ||
-            reply.element[1]->type != REDIS_REPLY_ARRAY)
-          return false;
-        const redisReply& keys = *reply.element[1];
-        // Read-script calls of up to top_batch keys: {numkeys, keys..., now, window}.
-        std::vector<std::string> batch;
-        const auto flush = [&] {
-          if (batch.empty()) return;
-          batch.insert(batch.begin(), std::to_string(batch.size()));
-          batch.push_back(std::to_string(q.now_ms));
-          batch.push_back(std::string(1, q.unit_tag) + std::to_string(q.window_s));
-          send_script(c, id, a, admin_cmd::counts, read_s, std::exchange(batch, {}));
-        };
-        for (std::size_t i = 0; i < keys.elements; ++i) {
-          if (keys.element[i]->type != REDIS_REPLY_STRING) return false;
-          if (++a.examined > top_scan_max) {
-            r.truncated = true;
-            a.scan_done = true;
-            break;
-          }
-          batch.emplace_back(as_view(*keys.element[i]));
-          if (batch.size() == top_batch) flush();
-        }
-        flush();
-        const std::string_view cursor = as_view(*reply.element[0]);
-        if (cursor == "0") a.scan_done = true;
-        if (!a.scan_done) {
-          send_admin(c, id, a, admin_cmd{admin_cmd::scan, script_count, scan_args(std::string(cursor), q.prefix), false});
-        }
-        if (a.scan_done && a.sent.empty()) finish_top(a);
-        return true;
-      }
-      case admin_cmd::counts: {
-        const std::size_t n = cmd.args.size() - 3;  // numkeys, keys..., now, window
-        if (!is_array(&reply, n)) return false;
-        const std::size_t skip = opts_.key_prefix.size() + 1;
-        for (std::size_t i = 0; i < n; ++i) {
-          const std::string& key = cmd.args[1 + i];
-          if (key.size() <= skip || key.back() != '}') continue;  // not "<prefix>{identity}": not ours
-          std::string identity = key.substr(skip, key.size() - skip - 1);
-          auto st = parse_state(identity, reply.element[i]);
-          if (!st) return false;
-          if (!st->windows.empty() && st->windows[0].count > 0)
-            a.hits.emplace_back(st->windows[0].count, std::move(identity), std::move(st->lock));
-        }
-        if (a.scan_done && a.sent.empty()) finish_top(a);
-        return true;
-      }
-    }
-    return false;
-  }
-
-  // Highest count first, ties by identity; SCAN may return a key twice, so duplicates go first.
-  void finish_top(admin_call& a) {
-    auto& hits = a.hits;
-    std::sort(hits.begin(), hits.end(), [](const auto& x, const auto& y) { return std::get<1>(x) < std::get<1>(y); });
-    hits.erase(std::unique(hits.begin(), hits.end(), [](const auto& x, const auto& y) { return std::get<1>(x) == std::get<1>(y); }),
-               hits.end());
-    std::stable_sort(hits.begin(), hits.end(), [](const auto& x, const auto& y) { return std::get<0>(x) > std::get<0>(y); });
-    for (std::size_t i = 0; i < hits.size() && i < a.req.limit; ++i) {
-      auto& [count, identity, lock] = hits[i];
-      identity_state& st = a.result.identities.emplace_back();
-      st.identity = std::move(identity);
-      st.windows.push_back({a.req.unit_tag, a.req.window_s, count});
-      st.lock = std::move(lock);
-    }
-    hits.clear();
-  }
-
   void finish_admin(std::map<std::uint64_t, admin_call>::iterator it) {
     auto done = std::move(it->second.done);
-    auto result = std::move(it->second.result);
+    admin_finish(it->second.state);
+    auto result = std::move(it->second.state.result);
     result.ok = result.error.empty();
     if (!result.ok) {
       result.identities.clear();
@@ -844,7 +564,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     for (const auto id : late) {
       const auto it = admins_.find(id);
       if (it == admins_.end()) continue;
-      it->second.result.error = "redis timeout";
+      it->second.state.result.error = "redis timeout";
       finish_admin(it);
     }
     if (conn_ && conn_->up && !conn_->wire.empty() && now - conn_->wire.front().sent >= stall_limit_) {
@@ -886,6 +606,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
   asio::any_io_executor ex_;
   redis_options opts_;
+  admin_keys admin_keys_;  // from opts_: where the operator commands find the data
   target target_;
   clock_type::duration stall_limit_;  // the oldest request unanswered this long: drop the connection
   // Deadline of top and journal_read, which take several round trips (SCAN steps, pages): max(5 s, 10 x
