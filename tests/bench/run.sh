@@ -20,7 +20,7 @@ P_REDIS_TIGHT=$((PORT_BASE + 4)) P_IDLE=$((PORT_BASE + 5)) P_MEMKEY=$((PORT_BASE
 
 echo "== build (Release) in $BUILD"
 # -Wno-error=restrict: GCC 12 at -O3 reports a false -Wrestrict inside std::string operator+ (GCC bug
-# 105329) in common/net_addr.cpp and common/rules.cpp; it stays a warning, every other warning is an error.
+# 105329) in common/rules/net_addr.cpp and common/rules/rules.cpp; it stays a warning, every other warning is an error.
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DRATEGUARD_WERROR=ON -DCMAKE_CXX_FLAGS=-Wno-error=restrict \
   >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target rateguardd policy_bench trivial_responder >/dev/null

@@ -55,6 +55,10 @@ TEST_CASE("durations follow Postfix: a bare number is seconds", "[config]") {
   CHECK(parse_duration("2h") == std::chrono::milliseconds(7200000));
   CHECK_FALSE(parse_duration("h"));
   CHECK_FALSE(parse_duration("-1s"));
+  // Beyond what milliseconds hold: refused, never wrapped into a small or negative value that passes a bound.
+  CHECK_FALSE(parse_duration("200000000000d"));
+  CHECK(parse_duration("106751991168d") == std::nullopt);
+  CHECK(parse_duration("106751991d") == std::chrono::milliseconds(106751991LL * 86400000));
   CHECK(format_duration(std::chrono::milliseconds(600000)) == "10m");
   CHECK(format_duration(std::chrono::milliseconds(1500)) == "1500ms");
 }

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "config.hpp"
+#include "values.hpp"
 #include "decision_log.hpp"
 
 namespace rg {
@@ -76,14 +76,6 @@ std::optional<std::string_view> field(const fields& f, std::string_view name) {
   std::optional<std::string_view> v;
   for (auto& [n, value] : f)
     if (n == name) v = value;  // the last one wins, as in the policy protocol
-  return v;
-}
-
-template <typename T>
-std::optional<T> number(std::string_view s) {
-  T v{};
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
   return v;
 }
 
@@ -267,7 +259,7 @@ awaitable<std::string> cmd_top(const control_env& env, const fields& f) {
   }
   std::size_t n = 20;
   if (auto v = field(f, "n")) {
-    auto parsed = number<std::size_t>(*v);
+    auto parsed = parse_number<std::size_t>(*v);
     if (!parsed || *parsed == 0 || *parsed > control_max_rows)
       co_return failure("usage", "-n must be 1 to " + std::to_string(control_max_rows));
     n = *parsed;
@@ -306,7 +298,7 @@ awaitable<std::string> cmd_holds(const control_env& env, const fields& f) {
   q.op = admin_op::journal_read;
   q.limit = 1000;
   if (auto s = field(f, "since_ms")) {
-    auto v = number<std::int64_t>(*s);
+    auto v = parse_number<std::int64_t>(*s);
     if (!v || *v < 0) co_return failure("usage", "bad since_ms");
     q.since_ms = *v;
   }
@@ -317,7 +309,7 @@ awaitable<std::string> cmd_holds(const control_env& env, const fields& f) {
     q.key = parsed->name;
   }
   if (auto v = field(f, "n")) {
-    auto parsed = number<std::size_t>(*v);
+    auto parsed = parse_number<std::size_t>(*v);
     if (!parsed || *parsed == 0 || *parsed > control_max_rows)
       co_return failure("usage", "-n must be 1 to " + std::to_string(control_max_rows));
     q.limit = *parsed;

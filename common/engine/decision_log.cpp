@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <ctime>
 
-#include "config.hpp"
+#include "values.hpp"
 
 namespace rg {
 

@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "config.hpp"
+#include "modes.hpp"
 #include "protocol.hpp"
 #include "rules.hpp"
-#include "store.hpp"
+#include "store_types.hpp"
 
 namespace rg {
 

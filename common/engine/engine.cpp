@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "values.hpp"
+
 
 namespace rg {
 

@@ -9,11 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "values.hpp"
+#include "modes.hpp"
+
 namespace rg {
 
 enum class store_kind : std::uint8_t { memory, redis };
-enum class run_mode : std::uint8_t { enforce, dry_run };
-enum class store_error_action : std::uint8_t { dunno, defer };
 
 struct daemon_config {
   std::string file;  // where it was read from ("" for built-in defaults)
@@ -80,9 +81,5 @@ config_result load_config(const std::string& path);
 std::vector<std::string> non_default_settings(const daemon_config& c);
 // Every option with its default, for --help.
 std::string config_help();
-
-// "100ms", "10s", "5m", "1h", "2d"; a bare number is seconds (Postfix time convention).
-std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
-std::string format_duration(std::chrono::milliseconds d);
 
 }  // namespace rg

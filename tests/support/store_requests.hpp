@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "store.hpp"
+#include "store_types.hpp"
 
 namespace rg::test {
 

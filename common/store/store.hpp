@@ -1,0 +1,50 @@
+// The counter store interface: one atomic "check every counter, charge them all only if no refusing limit
+// is exceeded" per request. Implementations: memory_store (in-process, one box) and redis_store (shared by
+// every node on the same Redis). No rules or Postfix knowledge here: counters are identity + unit + window;
+// the values it carries are in store_types.hpp.
+#pragma once
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/async_result.hpp>
+#include <string>
+
+#include "store_types.hpp"
+
+namespace rg {
+
+class store {
+ public:
+  virtual ~store() = default;
+  store() = default;
+  store(const store&) = delete;
+  store& operator=(const store&) = delete;
+
+  // Completes exactly once, on the caller's executor, within the store's deadline.
+  template <typename Token>
+  auto async_check(store_request req, Token&& token) {
+    return boost::asio::async_initiate<Token, void(store_result)>(
+        [this](auto handler, store_request r) {
+          start_check(std::move(r), boost::asio::any_completion_handler<void(store_result)>(std::move(handler)));
+        },
+        token, std::move(req));
+  }
+
+  // Completes exactly once, on the caller's executor, within the store's deadline (top may take several
+  // round trips: it still has one overall deadline).
+  template <typename Token>
+  auto async_admin(admin_request req, Token&& token) {
+    return boost::asio::async_initiate<Token, void(admin_result)>(
+        [this](auto handler, admin_request r) {
+          start_admin(std::move(r), boost::asio::any_completion_handler<void(admin_result)>(std::move(handler)));
+        },
+        token, std::move(req));
+  }
+
+  virtual std::string name() const = 0;  // "memory" / "redis"
+
+ protected:
+  virtual void start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) = 0;
+  virtual void start_admin(admin_request req, boost::asio::any_completion_handler<void(admin_result)> done) = 0;
+};
+
+}  // namespace rg
