@@ -1,6 +1,6 @@
 // Faults under sustained load, with real processes: Redis killed, paused and slowed while many policy
 // connections keep asking; SIGHUP storms; SIGTERM with requests in flight. Each test prints a RELIABILITY
-// row (README "Reliability"). Hostile input is in test_hostile.cpp.
+// row (docs/reliability.md). Hostile input is in test_hostile.cpp.
 #include <signal.h>
 
 #include <catch2/catch.hpp>

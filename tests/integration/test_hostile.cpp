@@ -1,7 +1,7 @@
 // Hostile input against the real daemon: malformed and oversized requests, binary garbage, slow-loris,
 // thousands of idle connections, clients that never read, values made to break logs and Redis keys. In
 // every test a well-behaved client keeps asking on its own connections while the attack runs, and every
-// one of its answers is checked. Each test prints a RELIABILITY row (README "Reliability").
+// one of its answers is checked. Each test prints a RELIABILITY row (docs/reliability.md).
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>

@@ -83,7 +83,7 @@ class load_driver {
   std::vector<load_sample> samples_;
 };
 
-// One row of the README "Reliability" table, printed as a line starting with "RELIABILITY:" so the table can
+// One row of the docs/reliability.md table, printed as a line starting with "RELIABILITY:" so the table can
 // be regenerated with: ctest --test-dir build -R '^(fault|hostile):' -V | grep RELIABILITY:
 void print_reliability(const std::string& what, const load_summary& s, int crashes, const std::string& notes,
                        const std::string& test);
