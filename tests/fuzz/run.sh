@@ -12,20 +12,21 @@ BUILD=build-fuzz
 # No -Werror here: CI's g++ build enforces the warnings; a warning only clang gives should not stop fuzzing.
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRATEGUARD_FUZZ=ON \
   -DRATEGUARD_WERROR=OFF >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target fuzz_protocol fuzz_limits
+cmake --build "$BUILD" -j"$(nproc)" --target fuzz_protocol fuzz_milter fuzz_limits
 
 # Seeds: the captured real Postfix requests and the sample limits file, plus the hand-made ones (and any
 # input that once crashed a target) committed in tests/fuzz/corpus/TARGET/.
 seeds() {
   case $1 in
     protocol) echo tests/data/postfix-requests/* tests/fuzz/corpus/protocol/* ;;
+    milter) echo tests/fuzz/corpus/milter/* ;;
     limits) echo conf/limits.conf tests/fuzz/corpus/limits/* ;;
   esac
 }
 
 passed=0
 failed=0
-for target in protocol limits; do
+for target in protocol milter limits; do
   work="$BUILD/fuzz-run/$target"
   rm -rf "$work"
   mkdir -p "$work/corpus" "$work/artifacts"
