@@ -26,8 +26,12 @@ const json::value& get(const json::object& o, const char* k) {
   return it == o.end() ? null : it->value();
 }
 
-std::string pad(const std::string& s, std::size_t w) { return s.size() >= w ? s : s + std::string(w - s.size(), ' '); }
-std::string rpad(const std::string& s, std::size_t w) { return s.size() >= w ? s : std::string(w - s.size(), ' ') + s; }
+std::string pad(const std::string& s, std::size_t w) {
+  return s.size() >= w ? s : s + std::string(w - s.size(), ' ');
+}
+std::string rpad(const std::string& s, std::size_t w) {
+  return s.size() >= w ? s : std::string(w - s.size(), ' ') + s;
+}
 
 // Columns as wide as their widest cell, two spaces apart.
 void print_table(std::ostream& out, const std::vector<std::vector<std::string>>& rows,
@@ -52,7 +56,8 @@ void print_table(std::ostream& out, const std::vector<std::vector<std::string>>&
 }
 
 std::string lock_text(const json::object& l) {
-  return "locked until " + str(get(l, "until")) + " (since " + str(get(l, "since")) + "): " + str(get(l, "reason"));
+  return "locked until " + str(get(l, "until")) + " (since " + str(get(l, "since")) +
+         "): " + str(get(l, "reason"));
 }
 
 int print_status(const json::object& o, std::ostream& out) {
@@ -82,14 +87,16 @@ int print_status(const json::object& o, std::ostream& out) {
     rows.push_back({str(get(co, "unit")), str(get(co, "window")), str(get(co, "count")), baseline,
                     limits.empty() ? "-" : limits});
   }
-  if (rows.size() > 1) print_table(out, rows, {false, false, true, false, false});
-  else out << "counters none\n";
+  if (rows.size() > 1)
+    print_table(out, rows, {false, false, true, false, false});
+  else
+    out << "counters none\n";
   return get(o, "found").as_bool() ? 0 : 1;
 }
 
 int print_top(const json::object& o, std::ostream& out) {
-  out << "# " << str(get(o, "unit")) << " per " << str(get(o, "by")) << " in the last " << str(get(o, "window"))
-            << "\n";
+  out << "# " << str(get(o, "unit")) << " per " << str(get(o, "by")) << " in the last "
+      << str(get(o, "window")) << "\n";
   std::vector<std::vector<std::string>> rows{{"COUNT", "KEY", ""}};
   for (const auto& r : get(o, "top").as_array()) {
     const auto& ro = r.as_object();
@@ -102,7 +109,8 @@ int print_top(const json::object& o, std::ostream& out) {
 }
 
 int print_holds(const json::object& o, std::ostream& out) {
-  std::vector<std::vector<std::string>> rows{{"TIME", "QUEUE_ID", "KEY", "RULE", "RCPTS", "CLIENT", "SENDER", "REASON"}};
+  std::vector<std::vector<std::string>> rows{
+      {"TIME", "QUEUE_ID", "KEY", "RULE", "RCPTS", "CLIENT", "SENDER", "REASON"}};
   std::vector<std::string> ids;
   for (const auto& r : get(o, "holds").as_array()) {
     const auto& h = r.as_object();
@@ -126,33 +134,39 @@ int print_change(const json::object& o, std::string_view cmd, std::ostream& out)
   const bool changed = get(o, "changed").as_bool();
   const std::string key = str(get(o, "key"));
   if (cmd == "lock") {
-    if (changed) out << key << ": locked";
-    else out << key << ": already locked, lock kept";
+    if (changed)
+      out << key << ": locked";
+    else
+      out << key << ": already locked, lock kept";
     if (get(o, "lock").is_object()) out << " (" << lock_text(get(o, "lock").as_object()) << ")";
     out << "\n";
   } else if (cmd == "release") {
-    out << key << (changed ? ": lock released (held mail stays held: see rateguardctl holds)" : ": not locked")
-              << "\n";
+    out << key
+        << (changed ? ": lock released (held mail stays held: see rateguardctl holds)" : ": not locked")
+        << "\n";
   } else {
-    out << key << (changed ? ": counters, baselines, signals and lock deleted" : ": nothing to reset") << "\n";
+    out << key << (changed ? ": counters, baselines, signals and lock deleted" : ": nothing to reset")
+        << "\n";
   }
   return changed ? 0 : 1;
 }
 
 int print_explain(const json::object& o, std::ostream& out) {
   const auto& d = get(o, "decision").as_object();
-  out << "decision  " << str(get(d, "action")) << (get(d, "dry_run").as_bool() ? " (dry-run: answers DUNNO)" : "")
-            << "\nreply     " << str(get(d, "reply")) << "\n";
+  out << "decision  " << str(get(d, "action"))
+      << (get(d, "dry_run").as_bool() ? " (dry-run: answers DUNNO)" : "") << "\nreply     "
+      << str(get(d, "reply")) << "\n";
   if (!str(get(d, "rule")).empty())
     out << "because   " << str(get(d, "key")) << " " << str(get(d, "rule")) << ": " << str(get(d, "count"))
-              << " in " << str(get(d, "window")) << ", limit " << str(get(d, "limit")) << "\n";
+        << " in " << str(get(d, "window")) << ", limit " << str(get(d, "limit")) << "\n";
   if (!str(get(d, "locked_key")).empty()) out << "locked    " << str(get(d, "locked_key")) << "\n";
   if (get(d, "would_lock").as_bool()) out << "          (this hold would lock the key)\n";
   out << "state     " << str(get(o, "protocol_state")) << " (not counted)\n";
   for (const auto& k : get(o, "keys").as_array()) {
     const auto& ko = k.as_object();
-    out << "\n" << str(get(ko, "kind")) << " \"" << str(get(ko, "compared")) << "\" counted as "
-              << str(get(ko, "counted_as")) << ": ";
+    out << "\n"
+        << str(get(ko, "kind")) << " \"" << str(get(ko, "compared")) << "\" counted as "
+        << str(get(ko, "counted_as")) << ": ";
     if (get(ko, "selector").is_null()) {
       out << "no rule matches\n";
       continue;
@@ -162,13 +176,16 @@ int print_explain(const json::object& o, std::ostream& out) {
     for (const auto& r : get(ko, "rules").as_array()) {
       const auto& ro = r.as_object();
       const auto& limits = get(ro, "limits").as_array();
-      if (limits.empty()) rows.push_back({"  " + str(get(ro, "rule")), str(get(ro, "action")), "-", "-", "-", "exempt"});
+      if (limits.empty())
+        rows.push_back({"  " + str(get(ro, "rule")), str(get(ro, "action")), "-", "-", "-", "exempt"});
       for (const auto& l : limits) {
         const auto& lo = l.as_object();
         const bool has = lo.contains("count");
         std::string note;
-        if (has && get(lo, "exceeded").as_bool()) note = "exceeded";
-        else if (has && !get(lo, "applies").as_bool()) note = "baseline learning";
+        if (has && get(lo, "exceeded").as_bool())
+          note = "exceeded";
+        else if (has && !get(lo, "applies").as_bool())
+          note = "baseline learning";
         rows.push_back({"  " + str(get(ro, "rule")), str(get(ro, "action")), str(get(lo, "spec")),
                         has ? str(get(lo, "count")) + "+" + str(get(lo, "cost")) : "-",
                         has ? str(get(lo, "threshold")) : "-", note});

@@ -17,11 +17,11 @@ inline constexpr bool timing_gates = RG_TIMING_GATES != 0;
 
 }  // namespace rg::test
 
-#define RG_CHECK_TIMING(...)                                                         \
-  do {                                                                               \
-    if (::rg::test::timing_gates) {                                                  \
-      CHECK(__VA_ARGS__);                                                            \
-    } else if (!(__VA_ARGS__)) {                                                     \
+#define RG_CHECK_TIMING(...)                                                           \
+  do {                                                                                 \
+    if (::rg::test::timing_gates) {                                                    \
+      CHECK(__VA_ARGS__);                                                              \
+    } else if (!(__VA_ARGS__)) {                                                       \
       WARN("timing bound missed (a figure, not a gate, in this tree): " #__VA_ARGS__); \
-    }                                                                                \
+    }                                                                                  \
   } while (false)

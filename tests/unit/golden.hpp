@@ -1,5 +1,6 @@
 // Golden files, Postfix's table-driven style: an input (NAME.in) rendered by the code under test must equal
-// the expected output (NAME.ref) byte for byte. To accept a deliberate change, regenerate and review the diff:
+// the expected output (NAME.ref) byte for byte. To accept a deliberate change, regenerate and review the
+// diff:
 //   RG_UPDATE_GOLDEN=1 build/tests/unit_tests '[golden]' && git diff tests/unit/golden
 // Not a general test helper: only the file handling the golden tests share.
 #pragma once

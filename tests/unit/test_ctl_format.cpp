@@ -1,7 +1,7 @@
 // rateguardctl's tables against golden files (tests/unit/golden/ctl_*.in -> .ref; golden.hpp says how to
 // regenerate). A .in is the command line as an operator types it ("$ rateguardctl status KEY", options and a
-// trailing "# comment" allowed) followed by the daemon's JSON answer to it, as `rateguardctl --json` prints
-// it; the .ref is what rateguardctl prints for that answer. README's examples are these .ref files
+// trailing "# comment" allowed) followed by the daemon's JSON answer to it (what `rateguardctl --json` prints,
+// recorded from a real rateguardd, indented here for review); the .ref is what rateguardctl prints for that answer. README's examples are these .ref files
 // (test_readme_examples.cpp).
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
@@ -21,8 +21,10 @@ std::string command_of(const std::string& line) {
   in >> w;
   REQUIRE(w == "rateguardctl");
   while (in >> w) {
-    if (w == "-c" || w == "--config" || w == "--socket") in >> w;
-    else if (w[0] != '-') return w;
+    if (w == "-c" || w == "--config" || w == "--socket")
+      in >> w;
+    else if (w[0] != '-')
+      return w;
   }
   FAIL("no command in " << line);
   return {};

@@ -1,6 +1,6 @@
 // Decision log lines against golden files (tests/unit/golden/decision_*.in -> .ref; golden.hpp says how to
-// regenerate). Each .in is a list of cases separated by empty lines; a case builds a verdict and a request the
-// way the engine fills them and is rendered by format_decision, or by format_lock for "line=lock":
+// regenerate). Each .in is a list of cases separated by empty lines; a case builds a verdict and a request
+// the way the engine fills them and is rendered by format_decision, or by format_lock for "line=lock":
 //   log_format=text|json          the form of this and every later case
 //   client_address=... sender=... any Postfix request attribute
 //   action=defer|hold|warn|reject the rule's action; dry_run=yes makes it would-...
@@ -10,7 +10,14 @@
 //   reply=TEXT                    instead of the reply the engine would derive
 // Values may spell any byte as \xNN (and '\' as \\), for the hostile cases.
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <ctime>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "decision_log.hpp"
 #include "engine.hpp"
@@ -41,8 +48,8 @@ std::string decode(std::string_view s) {
 
 std::int64_t iso_ms(const std::string& s) {
   std::tm tm{};
-  REQUIRE(std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                      &tm.tm_min, &tm.tm_sec) == 6);
+  REQUIRE(std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                      &tm.tm_hour, &tm.tm_min, &tm.tm_sec) == 6);
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
   return static_cast<std::int64_t>(timegm(&tm)) * 1000;
@@ -123,15 +130,20 @@ std::string render(const std::vector<std::pair<std::string, std::string>>& field
     v.hit = hit;
   }
   // The reply as message_tracker::finish derives it.
-  if (reply) v.reply = *reply;
-  else if (v.store_failed || v.dry_run || v.act == rg::action::none) v.reply = "DUNNO";
+  if (reply)
+    v.reply = *reply;
+  else if (v.store_failed || v.dry_run || v.act == rg::action::none)
+    v.reply = "DUNNO";
   else if (!v.lock_key.empty() && !rg::refuses(v.act))
-    v.reply = "HOLD rateguard: this " + v.lock_key.substr(0, v.lock_key.find(':')) + " is locked, message held for review";
-  else if (hit) v.reply = rg::reply_for(*hit, "");
+    v.reply = "HOLD rateguard: this " + v.lock_key.substr(0, v.lock_key.find(':')) +
+              " is locked, message held for review";
+  else if (hit)
+    v.reply = rg::reply_for(*hit, "");
   const std::string reason = lock_reason ? *lock_reason : hit ? rg::lock_reason(*hit) : std::string();
   if (line_kind == "lock") {
     REQUIRE(hit);
-    return rg::format_lock(rg::key_name(hit->kind, hit->key), hit->rule_where, iso_ms(lock_until), reason, r, f);
+    return rg::format_lock(rg::key_name(hit->kind, hit->key), hit->rule_where, iso_ms(lock_until), reason, r,
+                           f);
   }
   if (!v.lock_key.empty()) {
     rg::lock_info l;

@@ -4,14 +4,17 @@
 // So a change in the output fails its golden test, and regenerating the golden file fails this one until
 // README shows the new output too.
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "golden.hpp"
 
 namespace {
 
 struct marked_block {
-  std::string path;  // relative to the source tree, as written in the marker
+  std::string path;   // relative to the source tree, as written in the marker
   unsigned line = 0;  // of the marker in README.md
   std::string text;   // the block's lines, each ending in '\n'
 };
@@ -73,7 +76,8 @@ TEST_CASE("README's log lines and rateguardctl tables are the golden files", "[g
         CHECK(text.substr(0, nl + 1) == input.substr(0, input.find('\n') + 1));
         text.erase(0, nl + 1);
       }
-      INFO("README.md:" << b.line << " shows " << b.path << " (copy the file into the block after regenerating it)");
+      INFO("README.md:" << b.line << " shows " << b.path
+                        << " (copy the file into the block after regenerating it)");
       CHECK(text == rg::test::read_text(ref));
     }
   }
