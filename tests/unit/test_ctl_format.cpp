@@ -1,8 +1,10 @@
-// rateguardctl's tables against golden files (tests/unit/golden/ctl_*.in -> .ref; golden.hpp says how to
-// regenerate). A .in is the command line as an operator types it ("$ rateguardctl status KEY", options and a
-// trailing "# comment" allowed) followed by the daemon's JSON answer to it (what `rateguardctl --json` prints,
-// recorded from a real rateguardd, indented here for review); the .ref is what rateguardctl prints for that answer. README's examples are these .ref files
-// (test_readme_examples.cpp).
+// rateguardctl's tables against golden files (tests/unit/golden/ctl_*.in -> .ref). After a deliberate
+// change: RG_UPDATE_GOLDEN=1 build/tests/unit_tests '[golden]' rewrites the .ref files; review git diff and
+// copy changed ones into README (test_readme_examples.cpp checks it). A .in is the command line as an
+// operator types it ("$ rateguardctl status KEY", options and a trailing "# comment" allowed) followed by the
+// daemon's JSON answer to it (what `rateguardctl --json` prints, recorded from a real rateguardd, indented
+// here for review); the .ref is what rateguardctl prints for that answer. README's examples are these .ref
+// files (test_readme_examples.cpp).
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 #include <sstream>

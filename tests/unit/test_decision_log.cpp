@@ -1,6 +1,8 @@
-// Decision log lines against golden files (tests/unit/golden/decision_*.in -> .ref; golden.hpp says how to
-// regenerate). Each .in is a list of cases separated by empty lines; a case builds a verdict and a request
-// the way the engine fills them and is rendered by format_decision, or by format_lock for "line=lock":
+// Decision log lines against golden files (tests/unit/golden/decision_*.in -> .ref). After a deliberate
+// change: RG_UPDATE_GOLDEN=1 build/tests/unit_tests '[golden]' rewrites the .ref files; review git diff and
+// copy a changed decision_log.ref into README (test_readme_examples.cpp checks it). Each .in is a list of
+// cases separated by empty lines; a case builds a verdict and a request the way the engine fills them and is
+// rendered by format_decision, or by format_lock for "line=lock":
 //   log_format=text|json          the form of this and every later case
 //   client_address=... sender=... any Postfix request attribute
 //   action=defer|hold|warn|reject the rule's action; dry_run=yes makes it would-...
