@@ -77,7 +77,8 @@ ${RG_EXTRA_SETTINGS:-}
 EOF
   "$RG_DAEMON" -c "$T/rg/rateguard.conf" >/dev/null 2>>"$T/rg/stderr" &
   RG_PID=$!
-  wait_until 5 port_open "$POLICY_PORT" || fail "rateguardd did not listen on $POLICY_PORT"
+  # 20 s: a sanitized daemon on a busy machine; it usually listens within 0.1 s.
+  wait_until 20 port_open "$POLICY_PORT" || fail "rateguardd did not listen on $POLICY_PORT"
 }
 
 # Rewrites limits.conf atomically (rename), so a reload never reads half a file.
@@ -333,6 +334,6 @@ wait_queue_empty() { wait_until 15 eval '[ "$(queue_count)" -eq 0 ]' || fail "qu
 
 expect_log() {
   local pattern=$1 what=$2
-  wait_until 5 grep -qE -- "$pattern" "$T/rg/rateguardd.log" || fail "$what: rateguardd log lacks /$pattern/"
+  wait_until 15 grep -qE -- "$pattern" "$T/rg/rateguardd.log" || fail "$what: rateguardd log lacks /$pattern/"
 }
 log_count() { grep -cE -- "$1" "$T/rg/rateguardd.log" 2>/dev/null || true; }

@@ -114,7 +114,7 @@ sasl_username * rcpt:5/1h defer'
   # What the sink got: A to 3 recipients, B to 2.
   # smtp-sink writes its dump while the transaction runs: poll (bounded) rather than read once.
   sink_rcpts() { cat "$T"/sink/* | grep -c '^X-Rcpt-Args:' || true; }
-  wait_until 5 eval '[ "$(sink_rcpts)" -eq 5 ]' || fail "sink saw $(sink_rcpts) recipients, want 5"
+  wait_until 15 eval '[ "$(sink_rcpts)" -eq 5 ]' || fail "sink saw $(sink_rcpts) recipients, want 5"
   # C: the third message is over 2 messages/1h.
   send_auth "$T/mC"
   expect_rcpt_reply "$T/mC" "Rate limit exceeded: at most 2 messages per 1h" "message C"

@@ -68,7 +68,7 @@ std::uint64_t count_of(const json::object& status, const std::string& unit, cons
 // The journal is written after the reply: wait (bounded) until it has `n` records.
 json::array wait_holds(const daemon_process& d, std::size_t n, std::vector<std::string> args = {"holds"}) {
   json::array holds;
-  for (int i = 0; i < 300; ++i) {
+  for (int i = 0; i < 1000; ++i) {  // 10 s at least: a slow machine, not a slow journal
     holds = ctl_json(d, args).at("holds").as_array();
     if (holds.size() >= n) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -13,6 +13,7 @@
 #include "daemon_fixture.hpp"
 #include "load_driver.hpp"
 #include "redis_fixture.hpp"
+#include "timing.hpp"
 
 using namespace rg::test;
 using namespace std::chrono_literals;
@@ -96,17 +97,23 @@ recovery recovery_after(const std::vector<load_sample>& samples, load_clock::tim
 // Once back, the store stays back. A store error after that can only be a round trip that missed
 // redis_timeout because this shared 2-core machine stalled a process for over 100 ms (seen while others
 // compile); allow those up to 2 % of the answers: a reconnect loop or a backlog would fail far more.
+// In the slow trees (timing.hpp) the 2 % is a figure; a reconnect loop or a backlog still fails there, as
+// errors after recovery on most answers.
 void check_stays_back(const recovery& r) {
   INFO("store errors after recovery: " << r.errors_after << " of " << r.answers_after);
   CHECK(r.answers_after > 0);
-  CHECK(r.errors_after * 50 <= r.answers_after);
+  CHECK(r.errors_after * 2 <= r.answers_after);
+  RG_CHECK_TIMING(r.errors_after * 50 <= r.answers_after);
 }
 
 void check_answers(const load_summary& s) {
   INFO(s.text());
   CHECK(s.errors == 0);  // every request answered, no connection dropped
   CHECK(s.answered == s.count("DUNNO") + s.count(store_error_word));
-  CHECK(s.max_ms <= answer_bound_ms);
+  // No answer waited for the fault to end: each came by redis_timeout (the daemon's deadline) + a margin.
+  // The faults last 0.7 to 1.5 s, so a missing deadline shows as answers of a second and more; how close to
+  // 100 ms they come depends on the machine.
+  RG_CHECK_TIMING(s.max_ms <= answer_bound_ms);
   CHECK(s.count(store_error_word) > 0);  // the fault was seen
 }
 
@@ -141,7 +148,8 @@ void kill_and_restart_under_load(bool persistence, const std::string& test) {
   const auto rec = recovery_after(samples, back_at);
   REQUIRE(rec.at.has_value());
   const double reconnect_ms = ms_between(back_at, *rec.at);
-  CHECK(reconnect_ms <= 1000);
+  INFO("back " << reconnect_ms << " ms after Redis");
+  RG_CHECK_TIMING(reconnect_ms <= 1000);
   check_stays_back(rec);
   CHECK(d.wait_for_log("connection restored"));
   CHECK(d.log_count(": connection lost: ") == 1);  // one outage, one reconnect
@@ -216,7 +224,8 @@ TEST_CASE("fault: Redis paused with SIGSTOP for 1.5 s under load then resumed", 
   const auto rec = recovery_after(load.samples(), resumed_at);
   REQUIRE(rec.at.has_value());
   const double reconnect_ms = ms_between(resumed_at, *rec.at);
-  CHECK(reconnect_ms <= 1000);
+  INFO("back " << reconnect_ms << " ms after SIGCONT");
+  RG_CHECK_TIMING(reconnect_ms <= 1000);
   check_stays_back(rec);
   CHECK(d.log_count("connection lost: no reply for 1000 ms") == 1);
   CHECK(d.log_count(": connection lost: ") == 1);
@@ -273,7 +282,8 @@ TEST_CASE("fault: Redis slow (DEBUG SLEEP) under load - deadlines hold and redis
   const auto rec = recovery_after(load.samples(), slow_until);
   REQUIRE(rec.at.has_value());
   const double recovered_ms = ms_between(slow_until, *rec.at);
-  CHECK(recovered_ms <= 1000);  // no backlog to work off
+  INFO("normal " << recovered_ms << " ms after the last sleep");
+  RG_CHECK_TIMING(recovered_ms <= 1000);  // no backlog to work off
   check_stays_back(rec);
   CHECK(d.log_count(": connection lost: ") == 0);  // slow, never stalled past the stall limit
   // What Redis executed beyond the accepted requests were requests that timed out: while it slept at most
@@ -348,12 +358,12 @@ TEST_CASE(
       ++broken;
       REQUIRE(wait_until(
           [&] { return d.log_count("reload refused: keeping") == static_cast<std::size_t>(broken); },
-          3000ms));
+          10000ms));
     } else {
       ++good;
       last_good = g;
       // Applied when a new request sees it (bounded).
-      REQUIRE(wait_until([&] { return watch() == g; }, 3000ms));
+      REQUIRE(wait_until([&] { return watch() == g; }, 10000ms));
     }
   }
   load.stop();
@@ -405,7 +415,21 @@ TEST_CASE("fault: SIGTERM under load - requests in flight are answered then exit
   load_driver load(o);
   REQUIRE(wait_until([&] { return load.answered_so_far() >= 200; }, 5000ms));
   redis.pause();
-  std::this_thread::sleep_for(200ms);  // every connection now has a request waiting on Redis
+  // Every connection now sends a request that waits on Redis: the answers stop. Waited for until no answer
+  // came for 200 ms (a connection pauses 1 ms between requests), not for a fixed time that a slow machine
+  // might not reach.
+  {
+    auto seen = load.answered_so_far();
+    auto quiet_since = load_clock::now();
+    const auto limit = load_clock::now() + 10s;
+    while (load_clock::now() - quiet_since < 200ms && load_clock::now() < limit) {
+      std::this_thread::sleep_for(5ms);
+      if (const auto now = load.answered_so_far(); now != seen) {
+        seen = now;
+        quiet_since = load_clock::now();
+      }
+    }
+  }
   const auto answered_before = load.answered_so_far();
   const auto term_at = load_clock::now();
   d.signal(SIGTERM);
@@ -435,7 +459,9 @@ TEST_CASE("fault: SIGTERM under load - requests in flight are answered then exit
   // Each connection ends with one request the daemon never read (sent after its last answer).
   CHECK(s.errors <= static_cast<std::size_t>(o.connections));
   CHECK(rc == 0);
-  CHECK(ms_between(term_at, exited_at) < 3000);
+  // Exits once the requests in flight are answered (Redis resumes 0.3 s after SIGTERM), not at their 3 s
+  // store deadline; the log line below says shutdown_timeout never cut it short.
+  RG_CHECK_TIMING(ms_between(term_at, exited_at) < 3000);
   CHECK(d.log().find("shutdown_timeout reached") == std::string::npos);
   print_reliability("SIGTERM under 16 connections, each with a request in flight (Redis paused 0.5 s)",
                     before, rc == 0 ? 0 : 1,

@@ -25,6 +25,7 @@
 #include "daemon_fixture.hpp"
 #include "load_driver.hpp"
 #include "redis_fixture.hpp"
+#include "timing.hpp"
 
 using namespace rg::test;
 using namespace std::chrono_literals;
@@ -42,7 +43,7 @@ bool expected(std::uint64_t seq, const std::string& action) {
 class bystander {
  public:
   explicit bystander(const daemon_process& d) : load_(options(d)) {
-    const auto until = load_clock::now() + 5s;
+    const auto until = load_clock::now() + 20s;
     while (load_.answered_so_far() < 10 && load_clock::now() < until) std::this_thread::sleep_for(5ms);
     REQUIRE(load_.answered_so_far() >= 10);
     started_ = load_clock::now();
@@ -66,8 +67,10 @@ class bystander {
     CHECK(s.errors == 0);
     CHECK(wrong == 0);
     CHECK(during >= 10);
-    // The daemon was never blocked by the attack (generous for a shared machine under ASan).
-    CHECK(max_gap_ms_ < 1000);
+    // The daemon was never blocked by the attack (its answers kept coming: the load driver counts a reply
+    // slower than 3 s as an error above); how long the longest silence was depends on the machine.
+    INFO("bystander's longest wait " << max_gap_ms_ << " ms");
+    RG_CHECK_TIMING(max_gap_ms_ < 1000);
     return s;
   }
   double max_gap_ms() const { return max_gap_ms_; }
@@ -128,7 +131,7 @@ void malformed(const std::string& what, const std::string& bytes, const std::str
     policy_client evil(d.socket_path());
     const auto t = load_clock::now();
     evil.send(bytes);  // may fail half-way when the daemon closes first: that is the point
-    if (evil.closed_by_peer(3000)) ++closed;
+    if (evil.closed_by_peer(10000)) ++closed;
     slowest = std::max(slowest, std::chrono::duration<double, std::milli>(load_clock::now() - t).count());
   });
   CHECK(closed == attempts);
@@ -212,7 +215,7 @@ TEST_CASE("hostile: slow-loris requests that never end", "[hostile]") {
     l.began = l.next = load_clock::now();
     REQUIRE(l.c->send(policy_head() + "sender="));
   }
-  const auto until = load_clock::now() + 6s;
+  const auto until = load_clock::now() + 20s;  // the cut is due after 1 s; this only bounds a hang
   std::size_t open = n;
   while (open > 0 && load_clock::now() < until) {
     for (auto& l : all) {
@@ -236,7 +239,8 @@ TEST_CASE("hostile: slow-loris requests that never end", "[hostile]") {
       slowest = std::max(slowest, std::chrono::duration<double, std::milli>(*l.closed - l.began).count());
   CHECK(open == 0);
   CHECK(slowest >= 1000);  // not before request_timeout
-  CHECK(slowest <= 2500);  // request_timeout (1 s) + a margin for a shared machine
+  INFO("the last cut after " << slowest << " ms");
+  RG_CHECK_TIMING(slowest <= 2500);  // request_timeout (1 s) + a margin for a shared machine
   CHECK(d.log_count("request not complete within request_timeout (1s): closing connection") == n);
   const auto s = b.finish();
   print_reliability("Slow-loris: " + std::to_string(n) +
@@ -275,7 +279,10 @@ TEST_CASE("hostile: thousands of idle connections up to and past max_connections
   std::vector<std::unique_ptr<policy_client>> idle;
   const auto t0 = load_clock::now();
   open_idle(idle, cap - 2, d.socket_path());
-  REQUIRE(idle.back()->ask(rcpt_request("good", "last-idle")) == "DUNNO");  // all of them accepted
+  // All of them accepted: the last one is answered. A sanitized daemon on a busy machine needed over 3 s to
+  // accept the 2000 (once, in a loaded run); the bound is for a hang.
+  REQUIRE(idle.back()->send(rcpt_request("good", "last-idle")));
+  REQUIRE(idle.back()->read_action(20000) == "DUNNO");
   const double open_ms = std::chrono::duration<double, std::milli>(load_clock::now() - t0).count();
 
   std::size_t refused = 0;
@@ -283,7 +290,7 @@ TEST_CASE("hostile: thousands of idle connections up to and past max_connections
   for (std::size_t i = 0; i < past; ++i) {
     policy_client extra(d.socket_path());
     const auto t = load_clock::now();
-    if (extra.closed_by_peer(3000)) ++refused;
+    if (extra.closed_by_peer(10000)) ++refused;
     slowest_refusal =
         std::max(slowest_refusal, std::chrono::duration<double, std::milli>(load_clock::now() - t).count());
   }
@@ -345,7 +352,7 @@ TEST_CASE("hostile: max_connections idle connections with a low inherited open f
   std::this_thread::sleep_for(attack_time);          // all held while the bystander asks
   CHECK(idle.back()->read_action(10) == "timeout");  // nothing unasked is answered
   REQUIRE(idle.back()->send(rcpt_request("good", "last-idle")));
-  const auto last = idle.back()->read_action(3000);
+  const auto last = idle.back()->read_action(10000);
   CHECK(last == "DUNNO");  // accepted: the daemon did not run out of descriptors
   CHECK(d->log().find("accept: Too many open files") == std::string::npos);
   const auto s = b.finish();
@@ -371,12 +378,13 @@ TEST_CASE("hostile: idle connections past the daemon's hard open file limit", "[
   // Not accepted while the daemon is out of descriptors: no answer, but no crash and no refusal either.
   const auto waiting = idle.back()->read_action(1000);
   CHECK(waiting == "timeout");
-  std::this_thread::sleep_for(1000ms);
+  REQUIRE(d.wait_for_log(": accept: Too many open files", 10000));
+  std::this_thread::sleep_for(1000ms);  // about 10 retries of accept after the first warning
   const std::size_t warnings = d.log_count(": accept: Too many open files");
   CHECK(warnings == 1);  // one warning, not one per retry (every 100 ms)
   // Once others close, the waiting ones are accepted and served.
   idle.erase(idle.begin(), idle.begin() + 300);
-  const auto later = idle.back()->read_action(3000);
+  const auto later = idle.back()->read_action(10000);
   CHECK(later == "DUNNO");
   const auto s = b.finish();
   idle.clear();
@@ -407,7 +415,7 @@ TEST_CASE("hostile: clients that send pipelined requests and never read replies"
     std::strncpy(a.sun_path, d.socket_path().c_str(), sizeof a.sun_path - 1);
     REQUIRE(::connect(g.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
   }
-  const auto until = load_clock::now() + 8s;
+  const auto until = load_clock::now() + 20s;  // the cut is due 1 s after the sends block; this bounds a hang
   std::size_t open = n;
   long rss_peak = rss_before;
   while (open > 0 && load_clock::now() < until) {
@@ -436,7 +444,8 @@ TEST_CASE("hostile: clients that send pipelined requests and never read replies"
           std::max(slowest_cut, std::chrono::duration<double, std::milli>(*g.closed - *g.blocked).count());
   }
   CHECK(open == 0);
-  CHECK(slowest_cut <= 2500);            // request_timeout (1 s) after the daemon's replies backed up
+  INFO("slowest cut " << slowest_cut << " ms after the sends blocked");
+  RG_CHECK_TIMING(slowest_cut <= 2500);  // request_timeout (1 s) after the daemon's replies backed up
   CHECK(most_sent < 16u * 1024 * 1024);  // the daemon stopped reading: bounded by socket buffers
   if (rss_is_meaningful) CHECK(rss_peak - rss_before < 16 * 1024);  // and buffered nothing of its own
   CHECK(d.log_count("cannot send reply") == n);

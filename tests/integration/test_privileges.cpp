@@ -241,8 +241,9 @@ TEST_CASE("started unprivileged it runs as user only when it already is that use
   conf_dir c("user = nobody\n");
   REQUIRE(chmod(c.dir.c_str(), 0777) == 0);  // so nobody can create its socket there
   std::string out;
-  // As nobody itself: nothing to switch, it serves until timeout(1) stops it (TERM, then exit 124).
-  CHECK(run_command({"timeout", "3", "setpriv", "--reuid=nobody", "--regid=nogroup", "--init-groups",
+  // As nobody itself: nothing to switch, it serves until timeout(1) stops it (TERM, then exit 124). 5 s: by
+  // then even a sanitized daemon on a busy machine has logged "started".
+  CHECK(run_command({"timeout", "5", "setpriv", "--reuid=nobody", "--regid=nogroup", "--init-groups",
                      RG_DAEMON, "-c", c.conf()},
                     &out) == 124);
   CHECK(out.find("rateguardd 0.1.0 started") != std::string::npos);
@@ -274,8 +275,8 @@ TEST_CASE("the sample configuration of README's quick start runs as nobody when 
   conf.close();
   std::filesystem::copy_file(RG_SAMPLE_CONF "/limits.conf", c.dir + "/limits.conf",
                              std::filesystem::copy_options::overwrite_existing);
-  CHECK(run_command({"timeout", "3", RG_DAEMON, "-c", c.conf()}, &out) ==
-        124);  // ran until timeout stopped it
+  CHECK(run_command({"timeout", "5", RG_DAEMON, "-c", c.conf()}, &out) ==
+        124);  // ran until timeout stopped it (5 s: long enough to have logged its start on a busy machine)
   CHECK(out.find("running as user nobody (uid " + std::to_string(uid_of("nobody"))) != std::string::npos);
   CHECK(out.find("rateguardd 0.1.0 started") != std::string::npos);
 }

@@ -65,8 +65,9 @@ daemon_process::daemon_process(const std::string& limits, const std::string& set
     execl(RG_DAEMON, RG_DAEMON, "-c", conf.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  // Ready when the socket accepts a connection (bounded: 5 s).
-  for (int i = 0; i < 500; ++i) {
+  // Ready when the socket accepts a connection (bounded: 20 s, for a sanitized daemon on a busy machine;
+  // it is usually ready in well under 100 ms).
+  for (int i = 0; i < 2000; ++i) {
     int st = 0;
     if (waitpid(pid_, &st, WNOHANG) == pid_) {
       pid_ = -1;

@@ -34,7 +34,8 @@ class daemon_process {
   int wait_exit(int timeout_ms);
   std::string log() const;
   // Waits (bounded) until the log contains `text`; returns whether it did.
-  bool wait_for_log(const std::string& text, int timeout_ms = 3000) const;
+  // The default bound is for a slow, busy machine; the wait ends as soon as the line is there.
+  bool wait_for_log(const std::string& text, int timeout_ms = 10000) const;
   // Occurrences of `text` in the log.
   std::size_t log_count(const std::string& text) const;
 

@@ -37,7 +37,7 @@ class redis_server {
   void pause();   // SIGSTOP: connections are accepted by the kernel, nothing is answered
   void resume();  // SIGCONT
 
-  // A command through a blocking client on the unix socket (2 s timeout). The reply printed: strings and
+  // A command through a blocking client on the unix socket (20 s timeout). The reply printed: strings and
   // status as is, integers in decimal, nil as "(nil)", errors as "(error) ...", arrays as "[a, b]".
   // `db`: SELECT first (each call uses a fresh connection).
   std::string command(const std::vector<std::string>& argv, int db = 0);

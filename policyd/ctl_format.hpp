@@ -1,0 +1,17 @@
+// rateguardctl's tables: the daemon's JSON answer to one successful command, rendered as the operator reads
+// it. No socket, no config, no exit on error: rateguardctl.cpp does the exchange, and the golden-file test
+// (tests/unit/test_ctl_format.cpp) renders recorded answers through the same code.
+#pragma once
+
+#include <boost/json/fwd.hpp>
+#include <ostream>
+#include <string_view>
+
+namespace rg {
+
+// Prints the answer `o` (its "ok" is true) to `command` (status, top, holds, lock, release, reset, explain)
+// as tables. Returns 0, or 1 when the answer says nothing was found or changed (rateguardctl's exit codes).
+// A field of the wrong type (a daemon of another version) throws a std::exception.
+int print_answer(std::string_view command, const boost::json::object& o, std::ostream& out);
+
+}  // namespace rg
