@@ -9,12 +9,18 @@
 #include <string>
 #include <vector>
 
-#include "values.hpp"
 #include "modes.hpp"
+#include "net_addr.hpp"
+#include "values.hpp"
 
 namespace rg {
 
 enum class store_kind : std::uint8_t { memory, redis };
+
+// What a listen value may be: "inet:HOST:PORT" (port 0: the kernel chooses), "inet:[V6]:PORT" or
+// "unix:/path". load_config checks it, the daemon's listeners parse it the same way.
+inline constexpr endpoint_syntax listen_syntax{
+    .scheme_required = true, .default_port = 0, .port_zero_ok = true};
 
 struct daemon_config {
   std::string file;  // where it was read from ("" for built-in defaults)
