@@ -22,17 +22,20 @@
 
 namespace rg {
 
+// The defaults are redis_defaults' (store_types.hpp), shared with the settings file.
 struct redis_options {
-  std::string address = "127.0.0.1:6379";  // "host:port", "[v6]:port", or a unix socket path starting with '/'
-                                           // (also "unix:/path")
-  std::string username;                    // optional ACL user
-  std::string password;                    // optional AUTH; never logged
-  int db = 0;                              // SELECT when non-zero
-  std::chrono::milliseconds timeout{100};  // per-request deadline ("redis timeout"); also of the operator
-                                           // commands, except top and journal_read: max(5 s, 10 x timeout)
-  std::size_t max_pending = 4096;          // requests in flight to Redis; beyond: fail fast ("redis overloaded")
-  std::string key_prefix = "rg:";
-  journal_caps journal;                    // the hold journal stream <key_prefix>holds
+  std::string address{redis_defaults::address};  // "host:port", "[v6]:port", "host" (port 6379), or a unix
+                                                  // socket path starting with '/' (also "unix:/path")
+  std::string username;                           // optional ACL user
+  std::string password;                           // optional AUTH; never logged
+  int db = redis_defaults::db;                    // SELECT when non-zero
+  // Per-request deadline ("redis timeout"); also of the operator commands, except top and journal_read:
+  // max(5 s, 10 x timeout).
+  std::chrono::milliseconds timeout{redis_defaults::timeout};
+  std::size_t max_pending = redis_defaults::max_pending;  // requests in flight to Redis; beyond: fail fast
+                                                          // ("redis overloaded")
+  std::string key_prefix{redis_defaults::key_prefix};
+  journal_caps journal;  // the hold journal stream <key_prefix>holds
 };
 
 class redis_store final : public store {
