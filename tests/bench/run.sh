@@ -99,11 +99,10 @@ start_daemon redis_tight "$P_REDIS_TIGHT" redis 1
 
 SHA=$(rcli script load "$("$BENCH" --print-lua)")
 BIG=1000000000
-# Key shapes of the daemon's two request kinds (same KEYS/ARGV as redis_store.cpp builds):
+# Key shapes of the daemon's two request kinds:
 # first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
 # later RCPTs of the same message: only the rcpt windows of u and s.
-# ARGV: now (0: TIME), charge, half-life (ms), counters, then per counter key, unit, window, cost, limit,
-# burst factor and floor (0 0: no baseline).
+# KEYS and ARGV as common/store/redis/redis_script.hpp lays them out (burst factor, floor 0 0: no baseline).
 FIRST=(EVALSHA "$SHA" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}' 0 1 604800000 7
   1 m 60 1 $BIG 0 0 1 m 3600 1 $BIG 0 0 1 m 86400 1 $BIG 0 0 1 r 3600 1 0 0 0 2 m 60 1 0 0 0 2 m 3600 1 0 0 0
   3 r 3600 1 $BIG 0 0)

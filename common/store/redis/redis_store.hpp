@@ -55,13 +55,8 @@ class redis_store final : public store {
 
   std::string name() const override { return "redis"; }
 
-  // The check-and-charge script (the benchmark reuses it with redis-benchmark).
-  // KEYS = distinct identities of the counters, then of the signals; ARGV = now_ms (0: Redis TIME), charge
-  // (1/0), half_life_ms, number of counters, then per counter: key index (1-based), unit tag, window_s, cost,
-  // refuse_limit, burst_factor (decimal, 0: none), burst_floor; then per signal: key index, tag, window_s,
-  // value, refuse_limit. Returns {charged (1/0), count per counter..., per counter with burst_factor > 0:
-  // average ('' when no baseline yet), history_ms; distinct per signal..., then for each key with a lock in
-  // force: key index, lock value}.
+  // The check-and-charge script (the benchmark reuses it with redis-benchmark); its KEYS, ARGV and reply are
+  // laid out in redis_script.hpp.
   static std::string_view lua_script();
 
  protected:
