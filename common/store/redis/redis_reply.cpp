@@ -16,9 +16,9 @@ namespace rg {
 
 namespace {
 
-// The reader's reply objects: hiredis' own, except that they come from malloc + memset instead of calloc.
-// glibc's calloc bypasses the per-thread cache, and a check reply is ~8 objects, so it was ~1 000
-// instructions per request (callgrind). Same layout and ownership as hiredis' (freeReplyObject frees them).
+// The reader's reply objects: hiredis' own, except that they come from malloc + memset instead of calloc:
+// glibc's calloc bypasses the per-thread cache, and every check reply is several objects. Same layout and
+// ownership as hiredis' (freeReplyObject frees them).
 redisReply* new_reply(const redisReadTask* task, int type) {
   auto* r = static_cast<redisReply*>(std::malloc(sizeof(redisReply)));
   if (r == nullptr) return nullptr;

@@ -370,8 +370,8 @@ void append_array_header(std::string& out, std::size_t elements) {
   out += "\r\n";
 }
 
-// The hot helpers below run ~45 times per check call, mostly for numbers of a few digits: digits are written
-// backwards into a small stack buffer (no zero-filled buffers, no std::to_chars call), then one append.
+// The helpers below run for every argument of every check call, mostly numbers of a few digits: the digits
+// are written backwards into a small stack buffer, then appended at once.
 
 namespace {
 // Writes the decimal digits of `n` so that they end just before `end`; returns where they begin.

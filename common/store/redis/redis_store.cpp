@@ -132,7 +132,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     arm_deadline_timer();
     // At once, not gathered until the loop has run every ready handler: the first check of a burst then
     // reaches Redis alone and Redis starts on it while the rest arrive (gathering each burst into one write
-    // was tried, tests/bench/README.md "Profile": no faster, and it keeps every connection in one batch).
+    // keeps every connection in one batch; tests/bench/README.md, "Profile").
     start_write(conn_);
   }
 
@@ -415,8 +415,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     calls_.erase(it);  // before invoking: the handler may issue the next request
     // Called directly, not through complete_now's asio::dispatch: this runs inside serve() on our executor,
     // the only one (see the top of the file), where dispatch would run the handler inline anyway, but only
-    // after wrapping it twice in type-erased executor functions (callgrind: two allocations and 15 moves of
-    // the result per reply).
+    // after wrapping it twice in type-erased executor functions (allocations and moves of the result).
     std::move(done)(std::move(result));
   }
 
