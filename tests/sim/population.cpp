@@ -66,6 +66,27 @@ struct generator {
 
   double uniform(double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); }
 
+  // Records an incident; returns its index (sim_message::incident).
+  std::int16_t add_incident(const incident_info& inc) {
+    p.incidents.push_back(inc);
+    return static_cast<std::int16_t>(p.incidents.size() - 1);
+  }
+
+  // A recipient never used before, at one of 100 000 rare domains: "<local>N@<domain>K.example".
+  std::string fresh_rcpt(const char* local, const char* domain_name) {
+    return local + std::to_string(++new_rcpt) + "@" + domain_name +
+           std::to_string(std::uniform_int_distribution<unsigned>(0, 99999)(rng)) + ".example";
+  }
+
+  // The owner's own mail from the incident's start on belongs to it too (owner_mail).
+  void claim_owner_mail(std::uint32_t owner, std::int16_t idx, double start) {
+    for (auto& m : p.messages)
+      if (m.sender == owner && m.incident < 0 && m.t >= start) {
+        m.incident = idx;
+        m.owner_mail = true;
+      }
+  }
+
   std::uint32_t add_sender(sender_profile s) {
     p.senders.push_back(std::move(s));
     return static_cast<std::uint32_t>(p.senders.size() - 1);
@@ -192,8 +213,7 @@ struct generator {
                         "/day) sends " + std::to_string(o.incident_a_messages) + " messages in " +
                         std::to_string(std::lround(o.incident_a_minutes)) + " min from " +
                         std::to_string(o.incident_a_ips) + " addresses";
-      const auto idx = static_cast<std::int16_t>(p.incidents.size());
-      p.incidents.push_back(inc);
+      const auto idx = add_incident(inc);
       const unsigned ips = std::clamp(o.incident_a_ips, 1u, 250u);
       for (unsigned i = 0; i < o.incident_a_messages; ++i) {
         sim_message msg;
@@ -204,16 +224,10 @@ struct generator {
         msg.size = 3000;
         const double u = uniform(0, 1);
         const unsigned rc = u < 0.5 ? 1 : u < 0.8 ? 2 : 3;
-        for (unsigned r = 0; r < rc; ++r)
-          msg.rcpts.push_back("x" + std::to_string(++new_rcpt) + "@v" +
-                              std::to_string(std::uniform_int_distribution<unsigned>(0, 99999)(rng)) + ".example");
+        for (unsigned r = 0; r < rc; ++r) msg.rcpts.push_back(fresh_rcpt("x", "v"));
         p.messages.push_back(std::move(msg));
       }
-      for (auto& m : p.messages)
-        if (m.sender == owner && m.incident < 0 && m.t >= inc.start) {
-          m.incident = idx;
-          m.owner_mail = true;
-        }
+      claim_owner_mail(owner, idx, inc.start);
     }
 
     // Incident B: a PHP script on the web server loops, one message every few seconds, port 25, no login.
@@ -231,8 +245,7 @@ struct generator {
       inc.start = incident_day + o.incident_b_hour * hour_s;
       inc.description = "www-data@www.example.com on 127.0.0.1 sends " + std::to_string(o.incident_b_messages) +
                         " messages in " + std::to_string(std::lround(o.incident_b_minutes)) + " min";
-      const auto idx = static_cast<std::int16_t>(p.incidents.size());
-      p.incidents.push_back(inc);
+      const auto idx = add_incident(inc);
       const double step = o.incident_b_minutes * 60 / std::max(1u, o.incident_b_messages);
       for (unsigned i = 0; i < o.incident_b_messages; ++i) {
         sim_message msg;
@@ -265,8 +278,7 @@ struct generator {
       inc.description = "login " + p.senders[owner].login + " (" + std::to_string(std::lround(p.senders[owner].daily)) +
                         "/day) sends " + std::to_string(o.incident_c_messages) + " messages evenly over " +
                         std::to_string(std::lround(o.incident_c_hours)) + " h from 1 address";
-      const auto idx = static_cast<std::int16_t>(p.incidents.size());
-      p.incidents.push_back(inc);
+      const auto idx = add_incident(inc);
       const double step = o.incident_c_hours * hour_s / std::max(1u, o.incident_c_messages);
       for (unsigned i = 0; i < o.incident_c_messages; ++i) {
         sim_message msg;
@@ -275,15 +287,10 @@ struct generator {
         msg.incident = idx;
         msg.client = "203.0.113.200";
         msg.size = 3000;
-        msg.rcpts.push_back("y" + std::to_string(++new_rcpt) + "@w" +
-                            std::to_string(std::uniform_int_distribution<unsigned>(0, 99999)(rng)) + ".example");
+        msg.rcpts.push_back(fresh_rcpt("y", "w"));
         p.messages.push_back(std::move(msg));
       }
-      for (auto& m : p.messages)
-        if (m.sender == owner && m.incident < 0 && m.t >= inc.start) {
-          m.incident = idx;
-          m.owner_mail = true;
-        }
+      claim_owner_mail(owner, idx, inc.start);
     }
 
     std::erase_if(p.messages, [&](const sim_message& m) { return m.t >= p.end; });
