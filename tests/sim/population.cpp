@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
 
 namespace rg::sim {
@@ -65,6 +66,22 @@ struct generator {
   std::string common_domain() { return "d" + std::to_string(domain(rng)) + ".example"; }
 
   double uniform(double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); }
+
+  // The ordinary user whose volume is nearest `daily` (the first of equals), other than `taken`: an
+  // incident's victim.
+  std::uint32_t nearest_user(double daily, std::optional<std::uint32_t> taken = std::nullopt) const {
+    auto dist = [&](std::uint32_t u) { return u == taken ? 1e9 : std::abs(p.senders[u].daily - daily); };
+    std::uint32_t owner = 0;
+    for (std::uint32_t u = 1; u < o.users; ++u)
+      if (dist(u) < dist(owner)) owner = u;
+    return owner;
+  }
+
+  // "login user123 (45/day)": how a compromised login's incident description begins.
+  std::string login_text(std::uint32_t owner) const {
+    const sender_profile& s = p.senders[owner];
+    return "login " + s.login + " (" + std::to_string(std::lround(s.daily)) + "/day)";
+  }
 
   // Records an incident; returns its index (sim_message::incident).
   std::int16_t add_incident(const incident_info& inc) {
@@ -199,20 +216,12 @@ struct generator {
     // Incident A: the ordinary user whose volume is nearest incident_a_owner_daily is compromised: a burst
     // to fresh addresses at hundreds of domains, from a botnet's addresses.
     {
-      std::uint32_t owner = 0;
-      for (std::uint32_t u = 1; u < o.users; ++u)
-        if (std::abs(p.senders[u].daily - o.incident_a_owner_daily) <
-            std::abs(p.senders[owner].daily - o.incident_a_owner_daily))
-          owner = u;
-      incident_info inc;
-      inc.id = "A";
-      inc.name = "compromised-login";
-      inc.sender = owner;
-      inc.start = incident_day + o.incident_a_hour * hour_s;
-      inc.description = "login " + p.senders[owner].login + " (" + std::to_string(std::lround(p.senders[owner].daily)) +
-                        "/day) sends " + std::to_string(o.incident_a_messages) + " messages in " +
-                        std::to_string(std::lround(o.incident_a_minutes)) + " min from " +
-                        std::to_string(o.incident_a_ips) + " addresses";
+      const std::uint32_t owner = nearest_user(o.incident_a_owner_daily);
+      std::string what = login_text(owner) + " sends " + std::to_string(o.incident_a_messages) +
+                         " messages in " + std::to_string(std::lround(o.incident_a_minutes)) + " min from " +
+                         std::to_string(o.incident_a_ips) + " addresses";
+      const incident_info inc{.id = "A", .name = "compromised-login", .description = std::move(what),
+                              .sender = owner, .start = incident_day + o.incident_a_hour * hour_s};
       const auto idx = add_incident(inc);
       const unsigned ips = std::clamp(o.incident_a_ips, 1u, 250u);
       for (unsigned i = 0; i < o.incident_a_messages; ++i) {
@@ -263,21 +272,12 @@ struct generator {
     // incident_c_owner_daily) used by a patient sender that keeps a steady pace below any limit set above
     // the heaviest legitimate logins (48 an hour, one recipient each, fresh domains, one address).
     {
-      std::uint32_t owner = 0;
-      const std::uint32_t taken = p.incidents[0].sender;
-      auto dist = [&](std::uint32_t u) {
-        return u == taken ? 1e9 : std::abs(p.senders[u].daily - o.incident_c_owner_daily);
-      };
-      for (std::uint32_t u = 1; u < o.users; ++u)
-        if (dist(u) < dist(owner)) owner = u;
-      incident_info inc;
-      inc.id = "C";
-      inc.name = "slow-login";
-      inc.sender = owner;
-      inc.start = incident_day + o.incident_c_hour * hour_s;
-      inc.description = "login " + p.senders[owner].login + " (" + std::to_string(std::lround(p.senders[owner].daily)) +
-                        "/day) sends " + std::to_string(o.incident_c_messages) + " messages evenly over " +
-                        std::to_string(std::lround(o.incident_c_hours)) + " h from 1 address";
+      const std::uint32_t owner = nearest_user(o.incident_c_owner_daily, p.incidents[0].sender);
+      std::string what = login_text(owner) + " sends " + std::to_string(o.incident_c_messages) +
+                         " messages evenly over " + std::to_string(std::lround(o.incident_c_hours)) +
+                         " h from 1 address";
+      const incident_info inc{.id = "C", .name = "slow-login", .description = std::move(what),
+                              .sender = owner, .start = incident_day + o.incident_c_hour * hour_s};
       const auto idx = add_incident(inc);
       const double step = o.incident_c_hours * hour_s / std::max(1u, o.incident_c_messages);
       for (unsigned i = 0; i < o.incident_c_messages; ++i) {
