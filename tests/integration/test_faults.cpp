@@ -33,9 +33,8 @@ const std::string store_error_word = "451";  // on_store_error = defer: "451 4.3
 const std::string limits = "sasl_username * 1000000/1h defer\nsasl_username probe 5/1h defer\n";
 
 std::string redis_settings(const redis_server& r, const std::string& extra = "") {
-  return "store = redis\nredis = " + r.socket_path() +
-         "\nredis_timeout = " + std::to_string(redis_timeout.count()) + "ms\non_store_error = defer\n" +
-         extra;
+  return r.daemon_settings() + "redis_timeout = " + std::to_string(redis_timeout.count()) +
+         "ms\non_store_error = defer\n" + extra;
 }
 
 template <typename Pred>
@@ -397,7 +396,7 @@ TEST_CASE(
 TEST_CASE("fault: SIGTERM under load - requests in flight are answered then exit 0", "[faults]") {
   redis_server redis;
   // A long store deadline, so requests stay in flight while Redis is paused.
-  daemon_process d(limits, "store = redis\nredis = " + redis.socket_path() + "\nredis_timeout = 3s\n");
+  daemon_process d(limits, redis.daemon_settings() + "redis_timeout = 3s\n");
   const load_options o = load_on(d, 16, 20s, 1ms);  // 20 s: ends when the daemon closes the connections
   load_driver load(o);
   wait_answered(load, 200);
