@@ -44,18 +44,12 @@ void log_exception(std::exception_ptr e, const char* what) {
   }
 }
 
-asio::ip::tcp::endpoint inet_endpoint(const std::string& spec) {
-  // inet:HOST:PORT or inet:[V6]:PORT
-  std::string rest = spec.substr(5);
-  auto colon = rest.rfind(':');
-  std::string host = rest.substr(0, colon);
-  auto port = static_cast<unsigned short>(std::stoul(rest.substr(colon + 1)));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  if (host == "localhost") host = "127.0.0.1";
+asio::ip::tcp::endpoint inet_endpoint(const endpoint& e, const std::string& spec) {
+  const std::string host = e.host == "localhost" ? "127.0.0.1" : e.host;
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   if (ec) throw std::runtime_error(spec + ": not a numeric address: " + host);
-  return {addr, port};
+  return {addr, e.port};
 }
 
 void set_socket_owner(const std::string& path, const std::string& owner) {
@@ -114,8 +108,11 @@ void server::bind() {
   bind_control();
   for (const std::string& spec : cfg_.listen) {
     try {
-      if (spec.rfind("inet:", 0) == 0) {
-        auto ep = inet_endpoint(spec);
+      std::string why;
+      const auto parsed = parse_endpoint(spec, listen_syntax, &why);  // load_config has checked it
+      if (!parsed) throw std::runtime_error(why);
+      if (!parsed->is_unix) {
+        auto ep = inet_endpoint(*parsed, spec);
         asio::ip::tcp::acceptor acc(io_);
         acc.open(ep.protocol());
         acc.set_option(asio::socket_base::reuse_address(true));
@@ -124,7 +121,7 @@ void server::bind() {
         acc.listen(asio::socket_base::max_listen_connections);
         tcp_.push_back(std::move(acc));
       } else {
-        const std::string path = spec.substr(5);
+        const std::string& path = parsed->path;
         struct stat st {};
         // Replace a stale socket left by a crash, but never some other file.
         if (lstat(path.c_str(), &st) == 0) {

@@ -81,14 +81,9 @@ std::string set_choice(std::string& out, const std::string& v, std::initializer_
 }
 
 std::string check_listen(const std::string& v) {
-  if (v.rfind("inet:", 0) == 0) {
-    auto colon = v.rfind(':');
-    if (colon <= 4 || !parse_number<std::uint16_t>(v.substr(colon + 1)) || v.size() == colon + 1)
-      return "bad listen address \"" + v + "\" (use inet:HOST:PORT, inet:[::1]:PORT or unix:/path)";
-    return {};
-  }
-  if (v.rfind("unix:/", 0) == 0 && v.size() > 6) return {};
-  return "bad listen address \"" + v + "\" (use inet:HOST:PORT, inet:[::1]:PORT or unix:/path)";
+  std::string why;
+  if (parse_endpoint(v, listen_syntax, &why)) return {};
+  return "bad listen address \"" + v + "\": " + why + " (use inet:HOST:PORT, inet:[::1]:PORT or unix:/path)";
 }
 
 const std::vector<option_def>& options() {

@@ -9,13 +9,23 @@
 #include <string>
 #include <vector>
 
-#include "values.hpp"
+#include "engine.hpp"
 #include "modes.hpp"
+#include "net_addr.hpp"
+#include "store_types.hpp"
+#include "values.hpp"
 
 namespace rg {
 
 enum class store_kind : std::uint8_t { memory, redis };
 
+// What a listen value may be: "inet:HOST:PORT" (port 0: the kernel chooses), "inet:[V6]:PORT" or
+// "unix:/path". load_config checks it, the daemon's listeners parse it the same way.
+inline constexpr endpoint_syntax listen_syntax{
+    .scheme_required = true, .default_port = 0, .port_zero_ok = true};
+
+// Where a lower layer has the same setting, the default is taken from it (engine_settings, journal_caps,
+// redis_defaults, default_memory_max_keys), so each default is written once.
 struct daemon_config {
   std::string file;  // where it was read from ("" for built-in defaults)
 
@@ -36,29 +46,29 @@ struct daemon_config {
   std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(5)};
 
   std::string limits = "/etc/rateguard/limits.conf";
-  run_mode mode = run_mode::enforce;
-  unsigned ipv6_prefix = 64;
+  run_mode mode = engine_settings{}.mode;
+  unsigned ipv6_prefix = engine_settings{}.ipv6_prefix;
   // A tripped hold rule locks its key this long (every later message of the key is held); 0: no locks.
   std::chrono::milliseconds lock_time{std::chrono::hours(24)};
   // Burst rules (burst:Kx:F/W): how fast a key's baseline forgets, and how much history it needs first.
-  std::chrono::milliseconds baseline_half_life{std::chrono::hours(7 * 24)};
-  std::chrono::milliseconds baseline_warmup{std::chrono::hours(24)};
+  std::chrono::milliseconds baseline_half_life{engine_settings{}.baseline_half_life};
+  std::chrono::milliseconds baseline_warmup{engine_settings{}.baseline_warmup};
   // rateguardctl's unix socket (mode 0600); empty: no control socket.
   std::string control_socket = "/run/rateguard/control";
 
   store_kind store = store_kind::memory;
-  std::string redis = "127.0.0.1:6379";
+  std::string redis{redis_defaults::address};
   std::string redis_username;
   std::string redis_password_file;
-  int redis_db = 0;
-  std::chrono::milliseconds redis_timeout{100};
-  std::size_t redis_max_pending = 4096;
-  std::string redis_prefix = "rg:";
-  store_error_action on_store_error = store_error_action::dunno;
-  std::size_t memory_max_keys = 1000000;
+  int redis_db = redis_defaults::db;
+  std::chrono::milliseconds redis_timeout{redis_defaults::timeout};
+  std::size_t redis_max_pending = redis_defaults::max_pending;
+  std::string redis_prefix{redis_defaults::key_prefix};
+  store_error_action on_store_error = engine_settings{}.on_store_error;
+  std::size_t memory_max_keys = default_memory_max_keys;
   // The hold journal's caps (both stores): entries kept at most, and their age at most.
-  std::size_t hold_journal_max = 10000;
-  std::chrono::milliseconds hold_journal_age{std::chrono::hours(24 * 7)};
+  std::size_t hold_journal_max = journal_caps{}.max_entries;
+  std::chrono::milliseconds hold_journal_age{journal_caps{}.max_age};
 
   std::string log_target = "stderr";  // stderr | syslog | file:/path
   std::string log_format = "text";    // text | json

@@ -22,20 +22,11 @@ using boost::asio::use_awaitable;
 
 namespace {
 
-// Bytes >= 0x80 become the UTF-8 of U+0080..U+00FF (Latin-1, like the JSON decision log), so a hostile
-// value never makes the reply invalid UTF-8, and ASCII stays as it is.
+// A value as the JSON decision log writes it (json_quote: each byte its Latin-1 character), read back by
+// Boost.JSON: bytes >= 0x80 become the UTF-8 of U+0080..U+00FF, so a hostile value never makes the reply
+// invalid UTF-8, and ASCII stays as it is. Not cut: a reply carries whole values.
 json::string jstr(std::string_view s) {
-  json::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) {
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    }
-  }
-  return out;
+  return std::move(json::parse(json_quote(s, std::string_view::npos)).as_string());
 }
 
 std::string failure(std::string_view code, std::string_view text) {

@@ -16,7 +16,9 @@ void append_hex(std::string& out, unsigned char c, const char* prefix) {
   out += buf;
 }
 
-std::string json_string(std::string_view s, std::size_t max = 512) {
+}  // namespace
+
+std::string json_quote(std::string_view s, std::size_t max) {
   std::string out = "\"";
   const bool cut = s.size() > max;
   if (cut) s = s.substr(0, max);
@@ -34,6 +36,8 @@ std::string json_string(std::string_view s, std::size_t max = 512) {
   out += '"';
   return out;
 }
+
+namespace {
 
 std::string_view action_word(const verdict& v) {
   if (v.store_failed) return "store-error";
@@ -80,24 +84,24 @@ std::string format_decision(const verdict& v, const policy_request& r, log_forma
   const std::string& qid = r.get(attr::queue_id);
   const std::string window = v.hit ? format_duration(std::chrono::seconds(v.hit->limit.seconds)) : std::string();
   if (f == log_format::json) {
-    std::string o = "{\"queue_id\":" + json_string(qid.empty() ? "NOQUEUE" : qid) +
-                    ",\"action\":" + json_string(action_word(v)) + ",\"reply\":" + json_string(v.reply);
-    if (v.store_failed) o += ",\"error\":" + json_string(v.store_error);
+    std::string o = "{\"queue_id\":" + json_quote(qid.empty() ? "NOQUEUE" : qid) +
+                    ",\"action\":" + json_quote(action_word(v)) + ",\"reply\":" + json_quote(v.reply);
+    if (v.store_failed) o += ",\"error\":" + json_quote(v.store_error);
     if (v.hit) {
-      o += ",\"key_kind\":" + json_string(to_string(v.hit->kind)) + ",\"key\":" + json_string(v.hit->key) +
-           ",\"rule\":" + json_string(v.hit->rule_where) + ",\"window\":" + json_string(window) +
+      o += ",\"key_kind\":" + json_quote(to_string(v.hit->kind)) + ",\"key\":" + json_quote(v.hit->key) +
+           ",\"rule\":" + json_quote(v.hit->rule_where) + ",\"window\":" + json_quote(window) +
            ",\"count\":" + std::to_string(v.hit->count) + ",\"limit\":" + std::to_string(v.hit->threshold) +
-           ",\"unit\":" + json_string(unit_word(v.hit->limit));
+           ",\"unit\":" + json_quote(unit_word(v.hit->limit));
       if (v.hit->limit.how == measure::burst)
-        o += ",\"baseline\":" + baseline_text(v.hit->baseline) + ",\"burst\":" + json_string(to_string(v.hit->limit));
+        o += ",\"baseline\":" + baseline_text(v.hit->baseline) + ",\"burst\":" + json_quote(to_string(v.hit->limit));
     }
     if (v.lock)
-      o += ",\"locked_key\":" + json_string(v.lock_key) + ",\"lock_until\":" + json_string(iso_time(v.lock->until_ms)) +
-           ",\"lock_reason\":" + json_string(v.lock->reason);
-    o += ",\"client\":" + json_string(r.get(attr::client_address)) +
-         ",\"sasl_username\":" + json_string(r.get(attr::sasl_username)) +
-         ",\"sender\":" + json_string(r.get(attr::sender)) + ",\"recipient\":" + json_string(r.get(attr::recipient)) +
-         ",\"instance\":" + json_string(r.get(attr::instance)) + "}";
+      o += ",\"locked_key\":" + json_quote(v.lock_key) + ",\"lock_until\":" + json_quote(iso_time(v.lock->until_ms)) +
+           ",\"lock_reason\":" + json_quote(v.lock->reason);
+    o += ",\"client\":" + json_quote(r.get(attr::client_address)) +
+         ",\"sasl_username\":" + json_quote(r.get(attr::sasl_username)) +
+         ",\"sender\":" + json_quote(r.get(attr::sender)) + ",\"recipient\":" + json_quote(r.get(attr::recipient)) +
+         ",\"instance\":" + json_quote(r.get(attr::instance)) + "}";
     return o;
   }
   std::string o = qid.empty() ? std::string("NOQUEUE") : escape_log_value(qid, 64);
@@ -132,11 +136,11 @@ std::string format_lock(const std::string& key, const std::string& rule, std::in
                         const std::string& reason, const policy_request& r, log_format f) {
   const std::string& qid = r.get(attr::queue_id);
   if (f == log_format::json)
-    return "{\"queue_id\":" + json_string(qid.empty() ? "NOQUEUE" : qid) + ",\"action\":\"lock\",\"key\":" +
-           json_string(key) + ",\"rule\":" + json_string(rule) + ",\"until\":" + json_string(iso_time(until_ms)) +
-           ",\"reason\":" + json_string(reason) + ",\"client\":" + json_string(r.get(attr::client_address)) +
-           ",\"sasl_username\":" + json_string(r.get(attr::sasl_username)) +
-           ",\"sender\":" + json_string(r.get(attr::sender)) + ",\"instance\":" + json_string(r.get(attr::instance)) +
+    return "{\"queue_id\":" + json_quote(qid.empty() ? "NOQUEUE" : qid) + ",\"action\":\"lock\",\"key\":" +
+           json_quote(key) + ",\"rule\":" + json_quote(rule) + ",\"until\":" + json_quote(iso_time(until_ms)) +
+           ",\"reason\":" + json_quote(reason) + ",\"client\":" + json_quote(r.get(attr::client_address)) +
+           ",\"sasl_username\":" + json_quote(r.get(attr::sasl_username)) +
+           ",\"sender\":" + json_quote(r.get(attr::sender)) + ",\"instance\":" + json_quote(r.get(attr::instance)) +
            "}";
   return (qid.empty() ? std::string("NOQUEUE") : escape_log_value(qid, 64)) + ": lock: key=" + escape_log_value(key) +
          " rule=" + escape_log_value(rule) + " until=" + iso_time(until_ms) + " reason=\"" +

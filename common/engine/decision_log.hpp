@@ -30,4 +30,10 @@ std::string iso_time(std::int64_t ms_since_epoch);
 // Control characters, DEL, '\\' and '"' become \xNN; values longer than `max` bytes are cut and end in "...".
 std::string escape_log_value(std::string_view s, std::size_t max = 512);
 
+// `s` as a JSON string literal, quotes included, in ASCII: '"' and '\\' escaped, control characters, DEL
+// and bytes >= 0x80 as \u00NN. Each byte stands for its Latin-1 character, so any byte string gives valid
+// JSON and ASCII stays as it is. Values longer than `max` bytes are cut and end in "..." (inside the quotes).
+// The one JSON string writer: the JSON decision log, and the control replies (decoded into Boost.JSON).
+std::string json_quote(std::string_view s, std::size_t max = 512);
+
 }  // namespace rg

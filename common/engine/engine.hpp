@@ -17,13 +17,16 @@
 
 namespace rg {
 
+// The initializers are the settings' defaults (daemon_config takes them from here), but for lock_time: an
+// engine given no lock time locks nothing, while the daemon's lock_time defaults to 24h (daemon_config).
 struct engine_settings {
   run_mode mode = run_mode::enforce;
   unsigned ipv6_prefix = 64;
   store_error_action on_store_error = store_error_action::dunno;
   std::chrono::milliseconds lock_time{0};  // a tripped hold rule locks its key this long; 0: no lock
-  std::chrono::milliseconds baseline_half_life{7LL * 86400 * 1000};  // burst rules: the baseline's half-life
-  std::chrono::milliseconds baseline_warmup{86400 * 1000};           // burst rules apply after this much history
+  // Burst rules: the baseline's half-life, and how much history a baseline needs before they apply.
+  std::chrono::milliseconds baseline_half_life{default_baseline_half_life};
+  std::chrono::milliseconds baseline_warmup{std::chrono::hours(24)};
 };
 
 // What the daemon decides with: swapped as a whole on SIGHUP; a request finishes on the one it began with.

@@ -72,12 +72,16 @@ struct signal_spec {
   std::uint64_t refuse_limit = 0;  // as in counter_spec: not charged when distinct > refuse_limit
 };
 
+// The default of the setting baseline_half_life (engine_settings, daemon_config and store_request take it).
+inline constexpr std::chrono::milliseconds default_baseline_half_life = std::chrono::hours(7 * 24);
+
 struct store_request {
   std::vector<counter_spec> counters;
   std::vector<signal_spec> signals;
   std::int64_t now_ms = 0;  // 0: the store's own clock (Redis: TIME, so nodes with skewed clocks agree)
   bool charge = true;       // false: only read the counts, add nothing (rateguardctl explain)
-  std::int64_t half_life_ms = 7LL * 86400 * 1000;  // baseline_half_life (for counters with burst_factor > 0)
+  // baseline_half_life (for counters with burst_factor > 0)
+  std::int64_t half_life_ms = default_baseline_half_life.count();
 };
 
 // A lock (circuit breaker) on one identity: while it lasts, every message of that identity is held. It lives
@@ -124,10 +128,23 @@ struct hold_record {
 };
 
 // The hold journal's caps (settings hold_journal_max, hold_journal_age), the same on both stores: every
-// journal_add trims exactly to them (holds are rare, so exact trimming costs next to nothing).
+// journal_add trims exactly to them (holds are rare, so exact trimming costs next to nothing). The members'
+// initializers are the settings' defaults (daemon_config takes them from here).
 struct journal_caps {
   std::size_t max_entries = 10000;
   std::chrono::milliseconds max_age = std::chrono::hours(24 * 7);
+};
+
+// The stores' settings' defaults, stated here, below both the stores and daemon_config (the settings file
+// does not link the stores): memory_max_keys, and redis, redis_db, redis_timeout, redis_max_pending,
+// redis_prefix (redis_options takes them too).
+inline constexpr std::size_t default_memory_max_keys = 1000000;
+struct redis_defaults {
+  static constexpr std::string_view address = "127.0.0.1:6379";
+  static constexpr int db = 0;
+  static constexpr std::chrono::milliseconds timeout{100};
+  static constexpr std::size_t max_pending = 4096;
+  static constexpr std::string_view key_prefix = "rg:";
 };
 
 // top examines at most this many identities of the asked kind (Redis: SCAN; memory: iteration), so one

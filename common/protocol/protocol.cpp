@@ -72,8 +72,8 @@ parse_result request_parser::feed(std::string_view data) {
   if (failed_) return {parse_status::error, 0};
   if (complete_) return {parse_status::complete, 0};
 
-  // One NUL scan for the whole input instead of one per line (a request has ~30 lines; callgrind). A line
-  // holds the NUL when it ends after it; lines before it parse as usual.
+  // One NUL scan for the whole input, not one per line. A line holds the NUL when it ends after it; lines
+  // before it parse as usual.
   const char* const end = data.data() + data.size();
   const auto* const nul = static_cast<const char*>(std::memchr(data.data(), '\0', data.size()));
   const char* p = data.data();

@@ -1,11 +1,14 @@
-// IP address and CIDR parsing on top of POSIX inet_pton/inet_ntop, prefix matching, and the IPv6 bucket
-// text. Nothing here allocates except ip_bucket's result; nothing knows about rules or requests.
+// IP address and CIDR parsing on top of POSIX inet_pton/inet_ntop, prefix matching, the IPv6 bucket
+// text, and the endpoint syntax. Nothing knows about rules or requests; nothing resolves names.
 #include "net_addr.hpp"
 
 #include <arpa/inet.h>
+#include <sys/un.h>
 
 #include <algorithm>
 #include <cstring>
+
+#include "values.hpp"
 
 namespace rg {
 namespace {
@@ -96,6 +99,55 @@ std::string ip_bucket(const ip_address& a, unsigned v6_prefix) {
   std::string out = buf;
   if (prefix < 128) out += "/" + std::to_string(prefix);
   return out;
+}
+
+std::optional<endpoint> parse_endpoint(std::string_view text, const endpoint_syntax& syntax,
+                                       std::string* why) {
+  const auto bad = [&](const char* reason) -> std::optional<endpoint> {
+    if (why != nullptr) *why = reason;
+    return std::nullopt;
+  };
+  endpoint e;
+  const bool unix_scheme = text.starts_with("unix:");
+  const bool inet_scheme = text.starts_with("inet:");
+  if (unix_scheme || inet_scheme) {
+    text.remove_prefix(5);
+  } else if (syntax.scheme_required) {
+    return bad("expected inet: or unix:");
+  }
+  if (unix_scheme || (!inet_scheme && text.starts_with('/'))) {
+    e.is_unix = true;
+    e.path = text;
+    if (!e.path.starts_with('/')) return bad("unix socket path must be absolute");
+    if (e.path.size() < 2) return bad("unix socket path names no file");
+    // bind/connect would fail later, with a less clear error, on a path that does not fit sockaddr_un.
+    if (e.path.size() >= sizeof(sockaddr_un::sun_path)) return bad("unix socket path too long");
+    return e;
+  }
+  std::string_view rest;
+  if (text.starts_with('[')) {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) return bad("missing ']'");
+    e.host = text.substr(1, close - 1);
+    rest = text.substr(close + 1);
+  } else {
+    const auto colon = text.find(':');
+    if (colon != std::string_view::npos && text.find(':', colon + 1) != std::string_view::npos)
+      return bad("IPv6 addresses need brackets: [addr]:port");
+    e.host = text.substr(0, colon);
+    if (colon != std::string_view::npos) rest = text.substr(colon);
+  }
+  if (e.host.empty()) return bad("empty host");
+  if (rest.empty()) {
+    if (syntax.default_port == 0) return bad("missing :port");
+    e.port = syntax.default_port;
+    return e;
+  }
+  if (rest.front() != ':') return bad("expected :port");
+  const auto port = parse_number<std::uint16_t>(rest.substr(1));
+  if (!port || (*port == 0 && !syntax.port_zero_ok)) return bad("bad port");
+  e.port = *port;
+  return e;
 }
 
 }  // namespace rg

@@ -1,5 +1,6 @@
-// IP address parsing, CIDR matching and the bucket an address is counted in (IPv6 grouped by prefix).
-// Standard library plus POSIX inet_pton only; nothing about rules or requests.
+// IP address parsing, CIDR matching and the bucket an address is counted in (IPv6 grouped by prefix); the
+// endpoint syntax of the settings (listen, redis). Standard library plus POSIX inet_pton only; nothing about
+// rules or requests, no name resolution, no sockets.
 #pragma once
 
 #include <array>
@@ -34,5 +35,30 @@ std::optional<cidr> parse_cidr(std::string_view text, bool* host_bits_set = null
 // canonically with the prefix ("2001:db8:1:2::/64"), so one host hopping through its /64 is one client.
 // A prefix of 128 (or more) prints the bare address.
 std::string ip_bucket(const ip_address& a, unsigned v6_prefix);
+
+// A socket address as the settings write it: "inet:HOST:PORT", "inet:[V6]:PORT", "unix:/path", and where
+// the syntax allows it "HOST", "HOST:PORT", "[V6]", "[V6]:PORT", "/path". The one parser of listen (the
+// settings' check, the daemon's listeners), redis (the Redis store) and the test clients' endpoints.
+struct endpoint {
+  bool is_unix = false;
+  std::string path;        // unix: absolute, short enough for sockaddr_un
+  std::string host;        // inet: as written, an IPv6 address without its brackets; a name is not resolved
+  std::uint16_t port = 0;  // inet
+};
+
+struct endpoint_syntax {
+  // true: "inet:" or "unix:" must come first (listen, like Postfix's master.cf); false: either is optional
+  // and a bare "/path" is a unix socket (redis, like redis-cli).
+  bool scheme_required = true;
+  // The port of a host written without one; 0: the port must be written.
+  std::uint16_t default_port = 0;
+  // Port 0 lets the kernel choose, which makes sense for a listener only.
+  bool port_zero_ok = false;
+};
+
+// nullopt when malformed, with `why` set to a short phrase ("IPv6 addresses need brackets: [addr]:port").
+// An IPv6 host needs brackets (a bare "::1:10033" is ambiguous); the host must not be empty.
+std::optional<endpoint> parse_endpoint(std::string_view text, const endpoint_syntax& syntax,
+                                       std::string* why = nullptr);
 
 }  // namespace rg

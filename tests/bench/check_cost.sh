@@ -18,9 +18,8 @@ for _ in $(seq 50); do redis-cli -s "$D/r.sock" ping >/dev/null 2>&1 && break; s
 rcli() { redis-cli -s "$D/r.sock" "$@"; }
 SHA=$(rcli script load "$("$BENCH" --print-lua)")
 BIG=1000000000
-# As the daemon sends a first RCPT (tests/bench/run.sh): ARGV now (0: TIME), charge, half-life, counters,
-# then per counter key, unit, window, cost, limit, burst factor, floor; then per signal key, tag, window,
-# value, limit.
+# As the daemon sends a first RCPT (tests/bench/run.sh); the KEYS and ARGV layout is the one in
+# common/store/redis/redis_script.hpp (check_head_args, check_counter_args, check_signal_args).
 HEAD="EVALSHA $SHA 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test} 0 1 604800000 7"
 TAIL="1 m 86400 1 $BIG 0 0 1 r 3600 1 0 0 0 2 m 60 1 0 0 0 2 m 3600 1 0 0 0 3 r 3600 1 $BIG 0 0"
 declare -A SHAPE=(

@@ -8,30 +8,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 STORE=${1:?memory or redis} C=${2:?connections} N=${3:-20000} BUILD=${4:-$ROOT/build}
 OUT=${OUT:-$(mktemp /tmp/rg-callgrind-XXXXXX.out)}
-TMP=$(mktemp -d /tmp/rg-profile-XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+bench_setup rg-profile
 PORT=$((30000 + RANDOM % 20000))
-RSOCK=$TMP/redis.sock
-if [[ $STORE == redis ]]; then
-  redis-server --port 0 --unixsocket "$RSOCK" --save "" --appendonly no --daemonize no --logfile "$TMP/redis.log" &
-  PIDS+=($!)
-  for _ in $(seq 1 100); do redis-cli -s "$RSOCK" ping >/dev/null 2>&1 && break; sleep 0.05; done
-fi
+if [[ $STORE == redis ]]; then start_redis; fi
 # run.sh's "generous" limits: every counter read and charged, every answer DUNNO.
-s=1000000
-cat >"$TMP/limits.conf" <<EOF
-sasl_username   *             $((30 * s))/1m $((200 * s))/1h $((1000 * s))/1d  defer
-sasl_username   *             rcpt:$((2000 * s))/1h                 hold
-client_address  127.0.0.0/8   $((60 * s))/1m $((500 * s))/1h                   hold
-sender          *             rcpt:$((2000 * s))/1h                 defer
-EOF
+write_limits "$TMP/limits.conf" 1000000
 # redis_timeout 2s: under callgrind the daemon is ~50x slower, a 100 ms deadline would fail requests.
 cat >"$TMP/rateguard.conf" <<EOF
 listen = inet:127.0.0.1:$PORT

@@ -28,18 +28,11 @@ DAEMON=$BUILD/policyd/rateguardd
 BENCH=$BUILD/tests/bench/policy_bench
 TRIVIAL=$BUILD/tests/bench/trivial_responder
 
-TMP=$(mktemp -d /tmp/rg-bench-XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+bench_setup rg-bench
 ulimit -n 4096 2>/dev/null || true  # 1000 idle connections on both ends
 
-RSOCK=$TMP/redis.sock
 rcli() { redis-cli -s "$RSOCK" "$@"; }
 
 # Waits (bounded) until something answers on 127.0.0.1:$1.
@@ -51,17 +44,6 @@ wait_port() {
   done
   echo "nothing listens on 127.0.0.1:$1" >&2
   exit 1
-}
-
-# Same rule shapes as conf/limits.conf; "generous" has limits nobody reaches, "tight" the sample's.
-write_limits() {  # FILE SCALE
-  local s=$2
-  cat >"$1" <<EOF
-sasl_username   *             $((30 * s))/1m $((200 * s))/1h $((1000 * s))/1d  defer
-sasl_username   *             rcpt:$((2000 * s))/1h                 hold
-client_address  127.0.0.0/8   $((60 * s))/1m $((500 * s))/1h                   hold
-sender          *             rcpt:$((2000 * s))/1h                 defer
-EOF
 }
 
 start_daemon() {  # NAME PORT STORE SCALE
@@ -86,9 +68,7 @@ EOF
 }
 
 echo "== start redis-server, daemons, trivial responder (ports $PORT_BASE..$P_MEMKEY)"
-redis-server --port 0 --unixsocket "$RSOCK" --save "" --appendonly no --daemonize no --logfile "$TMP/redis.log" &
-PIDS+=($!)
-for _ in $(seq 1 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.05; done
+start_redis
 "$TRIVIAL" "$P_TRIVIAL" 1800 >/dev/null &
 PIDS+=($!)
 wait_port "$P_TRIVIAL"
@@ -99,11 +79,10 @@ start_daemon redis_tight "$P_REDIS_TIGHT" redis 1
 
 SHA=$(rcli script load "$("$BENCH" --print-lua)")
 BIG=1000000000
-# Key shapes of the daemon's two request kinds (same KEYS/ARGV as redis_store.cpp builds):
+# Key shapes of the daemon's two request kinds:
 # first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
 # later RCPTs of the same message: only the rcpt windows of u and s.
-# ARGV: now (0: TIME), charge, half-life (ms), counters, then per counter key, unit, window, cost, limit,
-# burst factor and floor (0 0: no baseline).
+# KEYS and ARGV as common/store/redis/redis_script.hpp lays them out (burst factor, floor 0 0: no baseline).
 FIRST=(EVALSHA "$SHA" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}' 0 1 604800000 7
   1 m 60 1 $BIG 0 0 1 m 3600 1 $BIG 0 0 1 m 86400 1 $BIG 0 0 1 r 3600 1 0 0 0 2 m 60 1 0 0 0 2 m 3600 1 0 0 0
   3 r 3600 1 $BIG 0 0)

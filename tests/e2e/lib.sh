@@ -309,6 +309,16 @@ expect_accepted() {
   echo "$id"
 }
 
+# send_accepted FIRST LAST [NOTE] — messages FIRST..LAST as the SASL user (transcripts $T/mN), each of them
+# must be queued; a failure says "message N NOTE".
+send_accepted() {
+  local i
+  for ((i = $1; i <= $2; i++)); do
+    send_auth "$T/m$i"
+    expect_accepted "$T/m$i" "message $i${3:+ $3}" >/dev/null
+  done
+}
+
 # A 450 4.7.1 reply carrying our text (Postfix puts "<rcpt>: Recipient address rejected: " before it).
 has_reply() { grep -F -- "$2" "$1" | grep -qE '^<\*\* +450 4\.7\.1 '; }
 expect_rcpt_reply() {

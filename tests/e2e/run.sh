@@ -12,11 +12,7 @@ USER_KEY="sasl_username:$SASL_USER@$SASL_DOMAIN"   # Postfix appends the realm t
 # 1. Authenticated submission under `sasl_username * 3/1h defer`: 3 delivered, the 4th deferred at RCPT.
 scenario_auth_defer() {
   setup_all 'sasl_username * 3/1h defer'
-  local i
-  for i in 1 2 3; do
-    send_auth "$T/m$i"
-    expect_accepted "$T/m$i" "message $i" >/dev/null
-  done
+  send_accepted 1 3
   wait_sink_count 3
   wait_queue_empty
   send_auth "$T/m4"
@@ -125,8 +121,7 @@ sasl_username * rcpt:5/1h defer'
 # 5. rateguardd down: with default_action=DUNNO (one try, see lib.sh) mail keeps flowing, quickly.
 scenario_daemon_down() {
   setup_all 'sasl_username * 1/1h defer'
-  send_auth "$T/m1"
-  expect_accepted "$T/m1" "message 1" >/dev/null
+  send_accepted 1 1
   stop_rateguard
   local i t0 t1
   for i in 2 3; do
@@ -148,24 +143,16 @@ scenario_daemon_down() {
 scenario_redis_down() {
   RG_WITH_REDIS=1
   setup_all 'sasl_username * 2/1h defer'
-  send_auth "$T/m1"
-  expect_accepted "$T/m1" "message 1" >/dev/null
+  send_accepted 1 1
   stop_redis
-  local i
-  for i in 2 3 4; do
-    send_auth "$T/m$i"
-    expect_accepted "$T/m$i" "message $i with Redis down" >/dev/null
-  done
+  send_accepted 2 4 "with Redis down"
   expect_log "warning: NOQUEUE: store-error: error=\"redis not connected\"|warning: NOQUEUE: store-error: error=\"redis connection lost\"" \
     "store-error warning"
   wait_sink_count 4
   start_redis
   expect_log "connection restored" "reconnect after Redis returned"
   # Redis came back empty (no persistence here): 2 more pass, the next is deferred.
-  for i in 5 6; do
-    send_auth "$T/m$i"
-    expect_accepted "$T/m$i" "message $i after Redis returned" >/dev/null
-  done
+  send_accepted 5 6 "after Redis returned"
   send_auth "$T/m7"
   expect_rcpt_reply "$T/m7" "at most 2 messages per 1h for this sasl_username" "message 7 after Redis returned"
   wait_sink_count 6
@@ -174,11 +161,7 @@ scenario_redis_down() {
 # 6. SIGHUP with a lower limit applies to the next message; Postfix is not restarted, counts survive.
 scenario_reload() {
   setup_all 'sasl_username * 5/1h defer'
-  local i
-  for i in 1 2; do
-    send_auth "$T/m$i"
-    expect_accepted "$T/m$i" "message $i" >/dev/null
-  done
+  send_accepted 1 2
   write_limits 'sasl_username * 2/1h defer'
   kill -HUP "$RG_PID"
   expect_log "reload: .*limits.conf \(1 rules\)" "reload"
@@ -194,11 +177,7 @@ scenario_reload() {
 # is the one that counts.
 scenario_realm() {
   setup_all "$(printf 'sasl_username %s 1/1h defer\nsasl_username @%s 2/1h defer' "$SASL_USER" "$SASL_DOMAIN")"
-  local i
-  for i in 1 2; do
-    send_auth "$T/m$i"
-    expect_accepted "$T/m$i" "message $i (the plain-name 1/1h rule must not apply)" >/dev/null
-  done
+  send_accepted 1 2 "(the plain-name 1/1h rule must not apply)"
   send_auth "$T/m3"
   expect_rcpt_reply "$T/m3" "at most 2 messages per 1h for this sasl_username" "message 3"
   expect_log "NOQUEUE: defer: key=$USER_KEY rule=.*limits.conf:2 window=1h count=3 limit=2" "defer by the @realm rule"

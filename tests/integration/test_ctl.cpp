@@ -76,7 +76,6 @@ json::array wait_holds(const daemon_process& d, std::size_t n, std::vector<std::
   return holds;
 }
 
-std::string redis_settings(const redis_server& r) { return "store = redis\nredis = " + r.socket_path() + "\n"; }
 
 }  // namespace
 
@@ -85,7 +84,7 @@ TEST_CASE("a hold rule locks the sender - rateguardctl reviews and ends it - on 
   for (const std::string store : {"memory", "redis"}) {
     DYNAMIC_SECTION("store " << store) {
       daemon_process d("sasl_username * 3/1h hold\nsasl_username * 1000/1d defer\n",
-                       store == "redis" ? redis_settings(redis) : "");
+                       store == "redis" ? redis.daemon_settings() : "");
       policy_client c(d.socket_path());
       const std::string rule = d.dir() + "/limits.conf:1";
 
@@ -264,7 +263,8 @@ TEST_CASE("detection limits through the daemon - status shows baselines and sign
     DYNAMIC_SECTION("store " << store) {
       // baseline_warmup 0: the burst limit applies from the second message (its baseline exists, average 0).
       daemon_process d("sasl_username * burst:5x:10/1h client_ips:2/1h rcpt_domains:50/1h hold\n",
-                       std::string(store == "redis" ? redis_settings(redis) : "") + "baseline_warmup = 0\n");
+                       (store == "redis" ? redis.daemon_settings() : std::string()) +
+                           "baseline_warmup = 0\n");
       policy_client c(d.socket_path());
       CHECK(c.ask(rcpt_request("ivy", "i1", "", "192.0.2.1")) == "DUNNO");
       CHECK(c.ask(rcpt_request("ivy", "i2", "", "192.0.2.2")) == "DUNNO");

@@ -22,7 +22,6 @@ using namespace rg::test;
 
 namespace {
 
-std::string redis_settings(const redis_server& r) { return "store = redis\nredis = " + r.socket_path() + "\n"; }
 
 }  // namespace
 
@@ -30,7 +29,7 @@ TEST_CASE("150 messages against 100/1h: exactly 100 pass and 50 are deferred - o
   redis_server redis;
   for (const std::string store : {"memory", "redis"}) {
     DYNAMIC_SECTION("store " << store) {
-      daemon_process d("sasl_username * 100/1h defer\n", store == "redis" ? redis_settings(redis) : "");
+      daemon_process d("sasl_username * 100/1h defer\n", store == "redis" ? redis.daemon_settings() : "");
       policy_client c(d.socket_path());
       int dunno = 0, deferred = 0;
       for (int i = 0; i < 150; ++i) {
@@ -52,7 +51,7 @@ TEST_CASE("8 concurrent connections x 50 requests against a limit of 100 admit e
   redis_server redis;
   for (const std::string store : {"memory", "redis"}) {
     DYNAMIC_SECTION("store " << store) {
-      daemon_process d("sasl_username * 100/1h defer\n", store == "redis" ? redis_settings(redis) : "");
+      daemon_process d("sasl_username * 100/1h defer\n", store == "redis" ? redis.daemon_settings() : "");
       std::atomic<int> dunno{0}, deferred{0}, other{0};
       std::vector<std::thread> threads;
       for (int t = 0; t < 8; ++t)
@@ -75,8 +74,8 @@ TEST_CASE("8 concurrent connections x 50 requests against a limit of 100 admit e
 
 TEST_CASE("two daemons sharing one Redis admit exactly the limit together", "[daemon][redis]") {
   redis_server redis;
-  daemon_process a("sasl_username * 100/1h defer\n", redis_settings(redis));
-  daemon_process b("sasl_username * 100/1h defer\n", redis_settings(redis));
+  daemon_process a("sasl_username * 100/1h defer\n", redis.daemon_settings());
+  daemon_process b("sasl_username * 100/1h defer\n", redis.daemon_settings());
   std::atomic<int> dunno{0}, deferred{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t)

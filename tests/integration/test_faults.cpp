@@ -34,9 +34,8 @@ const std::string store_error_word = "451";  // on_store_error = defer: "451 4.3
 const std::string limits = "sasl_username * 1000000/1h defer\nsasl_username probe 5/1h defer\n";
 
 std::string redis_settings(const redis_server& r, const std::string& extra = "") {
-  return "store = redis\nredis = " + r.socket_path() +
-         "\nredis_timeout = " + std::to_string(redis_timeout.count()) + "ms\non_store_error = defer\n" +
-         extra;
+  return r.daemon_settings() + "redis_timeout = " + std::to_string(redis_timeout.count()) +
+         "ms\non_store_error = defer\n" + extra;
 }
 
 template <typename Pred>
@@ -47,6 +46,29 @@ bool wait_until(Pred done, std::chrono::milliseconds limit) {
     std::this_thread::sleep_for(5ms);
   }
   return true;
+}
+
+// Three "probe" requests before the load: the daemon and the store answer, and probe's count is 3.
+void probe_before_load(const daemon_process& d) {
+  policy_client c(d.socket_path());
+  for (int i = 0; i < 3; ++i) REQUIRE(c.ask(rcpt_request("probe", "pre-" + std::to_string(i))) == "DUNNO");
+}
+
+// The load of a test: `connections` users asking on the daemon's socket for `duration`, `pause` between an
+// answer and the next request.
+load_options load_on(const daemon_process& d, int connections, std::chrono::milliseconds duration,
+                     std::chrono::milliseconds pause) {
+  load_options o;
+  o.socket_path = d.socket_path();
+  o.connections = connections;
+  o.duration = duration;
+  o.pause = pause;
+  return o;
+}
+
+// The load is under way: `n` answers within 5 s.
+void wait_answered(const load_driver& load, std::size_t n) {
+  REQUIRE(wait_until([&] { return load.answered_so_far() >= n; }, 5000ms));
 }
 
 // Asks for "probe" until the first deferral (at most 10 times); returns how many passed before it.
@@ -122,18 +144,11 @@ void kill_and_restart_under_load(bool persistence, const std::string& test) {
   so.persistence = persistence;
   redis_server redis(so);
   daemon_process d(limits, redis_settings(redis));
-  {
-    policy_client c(d.socket_path());
-    for (int i = 0; i < 3; ++i) REQUIRE(c.ask(rcpt_request("probe", "pre-" + std::to_string(i))) == "DUNNO");
-  }
+  probe_before_load(d);
 
-  load_options o;
-  o.socket_path = d.socket_path();
-  o.connections = 16;
-  o.duration = 3500ms;
-  o.pause = 2ms;
+  const load_options o = load_on(d, 16, 3500ms, 2ms);
   load_driver load(o);
-  REQUIRE(wait_until([&] { return load.answered_so_far() >= 200; }, 5000ms));
+  wait_answered(load, 200);
   std::this_thread::sleep_for(300ms);
   const auto killed_at = load_clock::now();
   redis.kill();
@@ -201,17 +216,10 @@ TEST_CASE("fault: Redis killed and restarted under load - persistence off loses 
 TEST_CASE("fault: Redis paused with SIGSTOP for 1.5 s under load then resumed", "[faults]") {
   redis_server redis;
   daemon_process d(limits, redis_settings(redis));
-  {
-    policy_client c(d.socket_path());
-    for (int i = 0; i < 3; ++i) REQUIRE(c.ask(rcpt_request("probe", "pre-" + std::to_string(i))) == "DUNNO");
-  }
-  load_options o;
-  o.socket_path = d.socket_path();
-  o.connections = 16;
-  o.duration = 4000ms;
-  o.pause = 2ms;
+  probe_before_load(d);
+  const load_options o = load_on(d, 16, 4000ms, 2ms);
   load_driver load(o);
-  REQUIRE(wait_until([&] { return load.answered_so_far() >= 200; }, 5000ms));
+  wait_answered(load, 200);
   std::this_thread::sleep_for(300ms);
   redis.pause();
   std::this_thread::sleep_for(1500ms);  // past the stall limit (1 s): the daemon drops the connection
@@ -261,13 +269,9 @@ TEST_CASE("fault: Redis slow (DEBUG SLEEP) under load - deadlines hold and redis
   constexpr int sleeps = 3;
   daemon_process d(limits,
                    redis_settings(redis, "redis_max_pending = " + std::to_string(max_pending) + "\n"));
-  load_options o;
-  o.socket_path = d.socket_path();
-  o.connections = connections;
-  o.duration = 3000ms;
-  o.pause = 5ms;
+  const load_options o = load_on(d, connections, 3000ms, 5ms);
   load_driver load(o);
-  REQUIRE(wait_until([&] { return load.answered_so_far() >= 200; }, 5000ms));
+  wait_answered(load, 200);
   std::this_thread::sleep_for(200ms);
   const long rss_before = rss_kb(d.pid());
   // Redis answers nothing for 500 ms at a time (5 x redis_timeout, half the stall limit), three times.
@@ -336,13 +340,9 @@ TEST_CASE(
     "fault: SIGHUP 40 times under load with broken files - no dropped connection and no half-loaded rules",
     "[faults]") {
   daemon_process d(generation(0, false));
-  load_options o;
-  o.socket_path = d.socket_path();
-  o.connections = 16;
-  o.duration = 20s;  // stopped below, when the reloads are done
-  o.pause = 2ms;
+  const load_options o = load_on(d, 16, 20s, 2ms);  // 20 s: stopped below, when the reloads are done
   load_driver load(o);
-  REQUIRE(wait_until([&] { return load.answered_so_far() >= 100; }, 5000ms));
+  wait_answered(load, 100);
 
   policy_client watcher(d.socket_path());
   int good = 0, broken = 0, last_good = 0, asked = 0;
@@ -406,14 +406,10 @@ TEST_CASE(
 TEST_CASE("fault: SIGTERM under load - requests in flight are answered then exit 0", "[faults]") {
   redis_server redis;
   // A long store deadline, so requests stay in flight while Redis is paused.
-  daemon_process d(limits, "store = redis\nredis = " + redis.socket_path() + "\nredis_timeout = 3s\n");
-  load_options o;
-  o.socket_path = d.socket_path();
-  o.connections = 16;
-  o.duration = 20s;  // ends when the daemon closes the connections
-  o.pause = 1ms;
+  daemon_process d(limits, redis.daemon_settings() + "redis_timeout = 3s\n");
+  const load_options o = load_on(d, 16, 20s, 1ms);  // 20 s: ends when the daemon closes the connections
   load_driver load(o);
-  REQUIRE(wait_until([&] { return load.answered_so_far() >= 200; }, 5000ms));
+  wait_answered(load, 200);
   redis.pause();
   // Every connection now sends a request that waits on Redis: the answers stop. Waited for until no answer
   // came for 200 ms (a connection pauses 1 ms between requests), not for a fixed time that a slow machine

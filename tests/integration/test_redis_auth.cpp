@@ -76,8 +76,8 @@ TEST_CASE("requirepass: the password from a file with a trailing newline authent
           "[redis_auth]") {
   redis_server redis(with_requirepass());
   secret_file secret(password + "\n");
-  daemon_process d("sasl_username * 3/1h defer\n", "store = redis\nredis = " + redis.socket_path() +
-                                                       "\nredis_password_file = " + secret.path + "\n");
+  daemon_process d("sasl_username * 3/1h defer\n",
+                   redis.daemon_settings() + "redis_password_file = " + secret.path + "\n");
   REQUIRE(d.wait_for_log("redis " + redis.socket_path() + ": connected"));
   policy_client c(d.socket_path());
   CHECK(dunno_count(c, "alice", 5, "rp") == 3);  // the limit holds: counted in Redis
@@ -96,8 +96,8 @@ TEST_CASE("an ACL user with README's rules works with redis_username and redis_p
   redis_server redis(opts);
   secret_file secret(password + "\r\n");
   daemon_process d("sasl_username * 3/1h defer\n",
-                   "store = redis\nredis = " + redis.socket_path() +
-                       "\nredis_username = rateguard\nredis_password_file = " + secret.path + "\n");
+                   redis.daemon_settings() + "redis_username = rateguard\nredis_password_file = " +
+                       secret.path + "\n");
   REQUIRE(d.wait_for_log("redis " + redis.socket_path() + ": connected"));
   policy_client c(d.socket_path());
   CHECK(dunno_count(c, "bob", 5, "acl") == 3);
@@ -116,9 +116,8 @@ TEST_CASE(
   redis_server redis;  // no user "rateguard" yet: AUTH fails with WRONGPASS
   secret_file secret(password + "\n");
   daemon_process d("sasl_username * 2/1h defer\n",
-                   "store = redis\nredis = " + redis.socket_path() +
-                       "\nredis_username = rateguard\nredis_password_file = " + secret.path +
-                       "\non_store_error = defer\n");
+                   redis.daemon_settings() + "redis_username = rateguard\nredis_password_file = " +
+                       secret.path + "\non_store_error = defer\n");
   REQUIRE(d.wait_for_log("redis " + redis.socket_path() + ": cannot connect: AUTH: WRONGPASS"));
   policy_client c(d.socket_path());
   CHECK(c.ask(rcpt_request("carol", "w1")).rfind("451 4.3.0 ", 0) == 0);
@@ -137,8 +136,7 @@ TEST_CASE("redis_db = 3 puts every key in database 3 and none in 0", "[redis_aut
   redis_server redis(with_requirepass());
   secret_file secret(password);  // no line ending at all
   daemon_process d("sasl_username * 3/1h defer\n",
-                   "store = redis\nredis = " + redis.socket_path() +
-                       "\nredis_db = 3\nredis_password_file = " + secret.path + "\n");
+                   redis.daemon_settings() + "redis_db = 3\nredis_password_file = " + secret.path + "\n");
   REQUIRE(d.wait_for_log("redis " + redis.socket_path() + ": connected"));
   policy_client c(d.socket_path());
   CHECK(dunno_count(c, "dave", 4, "db") == 3);
@@ -151,7 +149,7 @@ TEST_CASE("redis_db = 3 puts every key in database 3 and none in 0", "[redis_aut
 
 TEST_CASE("the password file must exist and hold a password and should be private", "[redis_auth]") {
   redis_server redis(with_requirepass());
-  const std::string base = "store = redis\nredis = " + redis.socket_path() + "\n";
+  const std::string base = redis.daemon_settings();
   // A start expected to fail, from a rateguard.conf in `dir`; returns the exit status, output in `out`.
   auto start_in = [&](const std::string& dir, const std::string& password_file, std::string& out) {
     std::ofstream(dir + "/limits.conf") << "sasl_username * 3/1h defer\n";

@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
 
 namespace rg::sim {
@@ -65,6 +66,43 @@ struct generator {
   std::string common_domain() { return "d" + std::to_string(domain(rng)) + ".example"; }
 
   double uniform(double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); }
+
+  // The ordinary user whose volume is nearest `daily` (the first of equals), other than `taken`: an
+  // incident's victim.
+  std::uint32_t nearest_user(double daily, std::optional<std::uint32_t> taken = std::nullopt) const {
+    auto dist = [&](std::uint32_t u) { return u == taken ? 1e9 : std::abs(p.senders[u].daily - daily); };
+    std::uint32_t owner = 0;
+    for (std::uint32_t u = 1; u < o.users; ++u)
+      if (dist(u) < dist(owner)) owner = u;
+    return owner;
+  }
+
+  // "login user123 (45/day)": how a compromised login's incident description begins.
+  std::string login_text(std::uint32_t owner) const {
+    const sender_profile& s = p.senders[owner];
+    return "login " + s.login + " (" + std::to_string(std::lround(s.daily)) + "/day)";
+  }
+
+  // Records an incident; returns its index (sim_message::incident).
+  std::int16_t add_incident(const incident_info& inc) {
+    p.incidents.push_back(inc);
+    return static_cast<std::int16_t>(p.incidents.size() - 1);
+  }
+
+  // A recipient never used before, at one of 100 000 rare domains: "<local>N@<domain>K.example".
+  std::string fresh_rcpt(const char* local, const char* domain_name) {
+    return local + std::to_string(++new_rcpt) + "@" + domain_name +
+           std::to_string(std::uniform_int_distribution<unsigned>(0, 99999)(rng)) + ".example";
+  }
+
+  // The owner's own mail from the incident's start on belongs to it too (owner_mail).
+  void claim_owner_mail(std::uint32_t owner, std::int16_t idx, double start) {
+    for (auto& m : p.messages)
+      if (m.sender == owner && m.incident < 0 && m.t >= start) {
+        m.incident = idx;
+        m.owner_mail = true;
+      }
+  }
 
   std::uint32_t add_sender(sender_profile s) {
     p.senders.push_back(std::move(s));
@@ -178,22 +216,13 @@ struct generator {
     // Incident A: the ordinary user whose volume is nearest incident_a_owner_daily is compromised: a burst
     // to fresh addresses at hundreds of domains, from a botnet's addresses.
     {
-      std::uint32_t owner = 0;
-      for (std::uint32_t u = 1; u < o.users; ++u)
-        if (std::abs(p.senders[u].daily - o.incident_a_owner_daily) <
-            std::abs(p.senders[owner].daily - o.incident_a_owner_daily))
-          owner = u;
-      incident_info inc;
-      inc.id = "A";
-      inc.name = "compromised-login";
-      inc.sender = owner;
-      inc.start = incident_day + o.incident_a_hour * hour_s;
-      inc.description = "login " + p.senders[owner].login + " (" + std::to_string(std::lround(p.senders[owner].daily)) +
-                        "/day) sends " + std::to_string(o.incident_a_messages) + " messages in " +
-                        std::to_string(std::lround(o.incident_a_minutes)) + " min from " +
-                        std::to_string(o.incident_a_ips) + " addresses";
-      const auto idx = static_cast<std::int16_t>(p.incidents.size());
-      p.incidents.push_back(inc);
+      const std::uint32_t owner = nearest_user(o.incident_a_owner_daily);
+      std::string what = login_text(owner) + " sends " + std::to_string(o.incident_a_messages) +
+                         " messages in " + std::to_string(std::lround(o.incident_a_minutes)) + " min from " +
+                         std::to_string(o.incident_a_ips) + " addresses";
+      const incident_info inc{.id = "A", .name = "compromised-login", .description = std::move(what),
+                              .sender = owner, .start = incident_day + o.incident_a_hour * hour_s};
+      const auto idx = add_incident(inc);
       const unsigned ips = std::clamp(o.incident_a_ips, 1u, 250u);
       for (unsigned i = 0; i < o.incident_a_messages; ++i) {
         sim_message msg;
@@ -204,16 +233,10 @@ struct generator {
         msg.size = 3000;
         const double u = uniform(0, 1);
         const unsigned rc = u < 0.5 ? 1 : u < 0.8 ? 2 : 3;
-        for (unsigned r = 0; r < rc; ++r)
-          msg.rcpts.push_back("x" + std::to_string(++new_rcpt) + "@v" +
-                              std::to_string(std::uniform_int_distribution<unsigned>(0, 99999)(rng)) + ".example");
+        for (unsigned r = 0; r < rc; ++r) msg.rcpts.push_back(fresh_rcpt("x", "v"));
         p.messages.push_back(std::move(msg));
       }
-      for (auto& m : p.messages)
-        if (m.sender == owner && m.incident < 0 && m.t >= inc.start) {
-          m.incident = idx;
-          m.owner_mail = true;
-        }
+      claim_owner_mail(owner, idx, inc.start);
     }
 
     // Incident B: a PHP script on the web server loops, one message every few seconds, port 25, no login.
@@ -231,8 +254,7 @@ struct generator {
       inc.start = incident_day + o.incident_b_hour * hour_s;
       inc.description = "www-data@www.example.com on 127.0.0.1 sends " + std::to_string(o.incident_b_messages) +
                         " messages in " + std::to_string(std::lround(o.incident_b_minutes)) + " min";
-      const auto idx = static_cast<std::int16_t>(p.incidents.size());
-      p.incidents.push_back(inc);
+      const auto idx = add_incident(inc);
       const double step = o.incident_b_minutes * 60 / std::max(1u, o.incident_b_messages);
       for (unsigned i = 0; i < o.incident_b_messages; ++i) {
         sim_message msg;
@@ -250,23 +272,13 @@ struct generator {
     // incident_c_owner_daily) used by a patient sender that keeps a steady pace below any limit set above
     // the heaviest legitimate logins (48 an hour, one recipient each, fresh domains, one address).
     {
-      std::uint32_t owner = 0;
-      const std::uint32_t taken = p.incidents[0].sender;
-      auto dist = [&](std::uint32_t u) {
-        return u == taken ? 1e9 : std::abs(p.senders[u].daily - o.incident_c_owner_daily);
-      };
-      for (std::uint32_t u = 1; u < o.users; ++u)
-        if (dist(u) < dist(owner)) owner = u;
-      incident_info inc;
-      inc.id = "C";
-      inc.name = "slow-login";
-      inc.sender = owner;
-      inc.start = incident_day + o.incident_c_hour * hour_s;
-      inc.description = "login " + p.senders[owner].login + " (" + std::to_string(std::lround(p.senders[owner].daily)) +
-                        "/day) sends " + std::to_string(o.incident_c_messages) + " messages evenly over " +
-                        std::to_string(std::lround(o.incident_c_hours)) + " h from 1 address";
-      const auto idx = static_cast<std::int16_t>(p.incidents.size());
-      p.incidents.push_back(inc);
+      const std::uint32_t owner = nearest_user(o.incident_c_owner_daily, p.incidents[0].sender);
+      std::string what = login_text(owner) + " sends " + std::to_string(o.incident_c_messages) +
+                         " messages evenly over " + std::to_string(std::lround(o.incident_c_hours)) +
+                         " h from 1 address";
+      const incident_info inc{.id = "C", .name = "slow-login", .description = std::move(what),
+                              .sender = owner, .start = incident_day + o.incident_c_hour * hour_s};
+      const auto idx = add_incident(inc);
       const double step = o.incident_c_hours * hour_s / std::max(1u, o.incident_c_messages);
       for (unsigned i = 0; i < o.incident_c_messages; ++i) {
         sim_message msg;
@@ -275,15 +287,10 @@ struct generator {
         msg.incident = idx;
         msg.client = "203.0.113.200";
         msg.size = 3000;
-        msg.rcpts.push_back("y" + std::to_string(++new_rcpt) + "@w" +
-                            std::to_string(std::uniform_int_distribution<unsigned>(0, 99999)(rng)) + ".example");
+        msg.rcpts.push_back(fresh_rcpt("y", "w"));
         p.messages.push_back(std::move(msg));
       }
-      for (auto& m : p.messages)
-        if (m.sender == owner && m.incident < 0 && m.t >= inc.start) {
-          m.incident = idx;
-          m.owner_mail = true;
-        }
+      claim_owner_mail(owner, idx, inc.start);
     }
 
     std::erase_if(p.messages, [&](const sim_message& m) { return m.t >= p.end; });

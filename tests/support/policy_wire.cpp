@@ -1,6 +1,8 @@
 // Postfix 3.7 policy requests and replies as a test client writes and reads them (see policy_wire.hpp).
 #include "policy_wire.hpp"
 
+#include "net_addr.hpp"
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <cctype>
@@ -67,27 +69,17 @@ std::string action_of(std::string_view reply) {
 
 boost::asio::generic::stream_protocol::endpoint parse_endpoint(const std::string& spec) {
   namespace asio = boost::asio;
-  if (spec.rfind("unix:", 0) == 0) return asio::local::stream_protocol::endpoint(spec.substr(5));
-  if (spec.rfind("inet:", 0) == 0) {
-    auto rest = spec.substr(5);
-    auto colon = rest.rfind(':');
-    if (colon == std::string::npos) throw std::invalid_argument("bad address " + spec);
-    auto host = rest.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    boost::system::error_code ec;
-    auto addr = asio::ip::make_address(host, ec);
-    if (ec) throw std::invalid_argument("bad address " + spec);
-    if (!addr.is_loopback()) throw std::invalid_argument("tests run on loopback only: " + spec);
-    unsigned long port = 0;
-    try {
-      port = std::stoul(rest.substr(colon + 1));
-    } catch (const std::logic_error&) {
-      port = 0;
-    }
-    if (port == 0 || port > 65535) throw std::invalid_argument("bad port in " + spec);
-    return asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(port));
-  }
-  throw std::invalid_argument("address must be inet:HOST:PORT or unix:/path: " + spec);
+  // The daemon's listen syntax, less port 0 (nothing to connect to).
+  constexpr endpoint_syntax connect_syntax{.scheme_required = true, .default_port = 0, .port_zero_ok = false};
+  std::string why;
+  const auto e = rg::parse_endpoint(spec, connect_syntax, &why);
+  if (!e) throw std::invalid_argument("address must be inet:HOST:PORT or unix:/path: " + spec + ": " + why);
+  if (e->is_unix) return asio::local::stream_protocol::endpoint(e->path);
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(e->host, ec);
+  if (ec) throw std::invalid_argument("bad address " + spec);
+  if (!addr.is_loopback()) throw std::invalid_argument("tests run on loopback only: " + spec);
+  return asio::ip::tcp::endpoint(addr, e->port);
 }
 
 }  // namespace rg::test

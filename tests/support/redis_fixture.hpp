@@ -26,6 +26,8 @@ class redis_server {
   redis_server& operator=(const redis_server&) = delete;
 
   const std::string& socket_path() const { return socket_path_; }
+  // The rateguard.conf lines that point rateguardd at this server: "store = redis\nredis = <socket>\n".
+  std::string daemon_settings() const { return "store = redis\nredis = " + socket_path_ + "\n"; }
   int tcp_port() const { return tcp_port_; }  // 0 without TCP
   const std::string& dir() const { return dir_; }
   pid_t pid() const { return pid_; }  // 0 while stopped

@@ -49,7 +49,8 @@ inline signal_spec signal_of(std::string identity, char tag, std::uint32_t windo
 }
 
 inline store_request request_with(std::vector<counter_spec> counters, std::vector<signal_spec> signals, std::int64_t now,
-                                  bool charge = true, std::int64_t half_life_ms = 7LL * 86400 * 1000) {
+                                  bool charge = true,
+                                  std::int64_t half_life_ms = default_baseline_half_life.count()) {
   auto r = request(std::move(counters), now, charge);
   r.signals = std::move(signals);
   r.half_life_ms = half_life_ms;

@@ -49,6 +49,40 @@ TEST_CASE("good settings are applied and only the changed ones are printed by -n
   CHECK(std::none_of(n.begin(), n.end(), [](const std::string& s) { return s.rfind("store =", 0) == 0; }));
 }
 
+TEST_CASE("listen: each bad endpoint reported with file, line and why (rules/net_addr's parser)", "[config]") {
+  auto path = write_conf("listen = inet:127.0.0.1:0\nlisten = inet:::1:10033\nlisten = 127.0.0.1:10033\n"
+                         "listen = inet::10033\nlisten = unix:relative.sock\nlisten = inet:[::1]:99999\n");
+  auto r = load_config(path);
+  CHECK_FALSE(r.config);
+  REQUIRE(r.errors.size() == 5);
+  CHECK(r.errors[0].text.find(path + ":2: listen: bad listen address \"inet:::1:10033\": IPv6 addresses need "
+                              "brackets") == 0);
+  CHECK(r.errors[1].text.find(path + ":3: listen: bad listen address \"127.0.0.1:10033\": expected inet: or "
+                              "unix:") == 0);
+  CHECK(r.errors[2].text.find(path + ":4: listen: bad listen address \"inet::10033\": empty host") == 0);
+  CHECK(r.errors[3].text.find(path + ":5: listen: bad listen address \"unix:relative.sock\": unix socket path "
+                              "must be absolute") == 0);
+  CHECK(r.errors[4].text.find(path + ":6: listen: bad listen address \"inet:[::1]:99999\": bad port") == 0);
+}
+
+TEST_CASE("the defaults shared with lower layers are theirs", "[config]") {
+  const daemon_config c;
+  const engine_settings e;
+  CHECK(c.mode == e.mode);
+  CHECK(c.ipv6_prefix == e.ipv6_prefix);
+  CHECK(c.on_store_error == e.on_store_error);
+  CHECK(c.baseline_half_life == e.baseline_half_life);
+  CHECK(c.baseline_warmup == e.baseline_warmup);
+  CHECK(c.hold_journal_max == journal_caps{}.max_entries);
+  CHECK(c.hold_journal_age == journal_caps{}.max_age);
+  CHECK(c.redis == redis_defaults::address);
+  CHECK(c.redis_timeout == redis_defaults::timeout);
+  CHECK(c.redis_max_pending == redis_defaults::max_pending);
+  CHECK(c.redis_prefix == redis_defaults::key_prefix);
+  CHECK(c.memory_max_keys == default_memory_max_keys);
+  CHECK(store_request{}.half_life_ms == e.baseline_half_life.count());
+}
+
 TEST_CASE("durations follow Postfix: a bare number is seconds", "[config]") {
   CHECK(parse_duration("30") == std::chrono::milliseconds(30000));
   CHECK(parse_duration("100ms") == std::chrono::milliseconds(100));

@@ -1,4 +1,5 @@
-// Unit tests for common/net_addr: address and CIDR parsing, prefix matching and the IPv6 bucket text.
+// Unit tests for common/rules/net_addr: address and CIDR parsing, prefix matching, the IPv6 bucket text
+// and the endpoint syntax (tables: text -> parts or error).
 // Rules and the engine's use of buckets are tested elsewhere.
 #include <catch2/catch.hpp>
 
@@ -147,4 +148,100 @@ TEST_CASE("ip_bucket", "[net_addr]") {
   CHECK(ip_bucket(ip("2001:db8:1:2ff:3:4:5:6"), 56) == "2001:db8:1:200::/56");
   CHECK(ip_bucket(ip("2001:DB8::1"), 128) == "2001:db8::1");
   CHECK(ip_bucket(ip("2001:db8::1"), 0) == "::/0");
+}
+
+namespace {
+// One row: the text, then what parse_endpoint makes of it ("unix PATH", "inet HOST PORT") or "error: WHY".
+struct endpoint_case {
+  const char* text;
+  const char* expected;
+};
+
+std::string describe(std::string_view text, const endpoint_syntax& syntax) {
+  std::string why;
+  const auto e = parse_endpoint(text, syntax, &why);
+  if (!e) return "error: " + why;
+  if (e->is_unix) return "unix " + e->path;
+  return "inet " + e->host + " " + std::to_string(e->port);
+}
+
+void check_table(const endpoint_syntax& syntax, std::initializer_list<endpoint_case> table) {
+  for (const auto& row : table) {
+    INFO('"' << row.text << '"');
+    CHECK(describe(row.text, syntax) == row.expected);
+  }
+}
+
+const std::string long_path = "/" + std::string(106, 'p');  // 107 bytes: sun_path (108) holds it with its NUL
+}  // namespace
+
+TEST_CASE("parse_endpoint: the listen syntax (inet: or unix: first, port required, port 0 allowed)",
+          "[net_addr]") {
+  const endpoint_syntax listen{.scheme_required = true, .default_port = 0, .port_zero_ok = true};
+  check_table(listen, {
+                          {"inet:127.0.0.1:10033", "inet 127.0.0.1 10033"},
+                          {"inet:[::1]:10033", "inet ::1 10033"},
+                          {"inet:[2001:db8::1]:25", "inet 2001:db8::1 25"},
+                          {"inet:localhost:10033", "inet localhost 10033"},  // resolving: the caller's job
+                          {"inet:127.0.0.1:0", "inet 127.0.0.1 0"},
+                          {"inet:127.0.0.1:65535", "inet 127.0.0.1 65535"},
+                          {"inet:127.0.0.1:010033", "inet 127.0.0.1 10033"},
+                          {"unix:/run/rateguard/policy", "unix /run/rateguard/policy"},
+                          {"unix:/x", "unix /x"},
+                          {"127.0.0.1:10033", "error: expected inet: or unix:"},
+                          {"/run/rateguard/policy", "error: expected inet: or unix:"},
+                          {"", "error: expected inet: or unix:"},
+                          {"tcp:127.0.0.1:10033", "error: expected inet: or unix:"},
+                          {"inet:127.0.0.1", "error: missing :port"},
+                          {"inet:127.0.0.1:", "error: bad port"},
+                          {"inet:127.0.0.1:65536", "error: bad port"},
+                          {"inet:127.0.0.1:-1", "error: bad port"},
+                          {"inet:127.0.0.1:+25", "error: bad port"},
+                          {"inet:127.0.0.1:25x", "error: bad port"},
+                          {"inet:127.0.0.1: 25", "error: bad port"},
+                          {"inet::10033", "error: empty host"},
+                          {"inet:", "error: empty host"},
+                          {"inet:[]:10033", "error: empty host"},
+                          {"inet:::1:10033", "error: IPv6 addresses need brackets: [addr]:port"},
+                          {"inet:[::1:10033", "error: missing ']'"},
+                          {"inet:[::1]10033", "error: expected :port"},
+                          {"inet:[::1]", "error: missing :port"},
+                          {"unix:", "error: unix socket path must be absolute"},
+                          {"unix:run/policy", "error: unix socket path must be absolute"},
+                          {"unix:/", "error: unix socket path names no file"},
+                      });
+  CHECK(describe("unix:" + long_path, listen) == "unix " + long_path);
+  CHECK(describe("unix:" + long_path + "p", listen) == "error: unix socket path too long");
+}
+
+TEST_CASE("parse_endpoint: the redis syntax (scheme optional, bare /path, default port, no port 0)",
+          "[net_addr]") {
+  const endpoint_syntax redis{.scheme_required = false, .default_port = 6379, .port_zero_ok = false};
+  check_table(redis, {
+                         {"127.0.0.1:6379", "inet 127.0.0.1 6379"},
+                         {"127.0.0.1", "inet 127.0.0.1 6379"},
+                         {"redis.example.com:6380", "inet redis.example.com 6380"},
+                         {"[::1]:6380", "inet ::1 6380"},
+                         {"[::1]", "inet ::1 6379"},
+                         {"inet:127.0.0.1:6380", "inet 127.0.0.1 6380"},
+                         {"/run/redis/redis.sock", "unix /run/redis/redis.sock"},
+                         {"unix:/run/redis/redis.sock", "unix /run/redis/redis.sock"},
+                         {"::1", "error: IPv6 addresses need brackets: [addr]:port"},
+                         {"::1:6379", "error: IPv6 addresses need brackets: [addr]:port"},
+                         {"127.0.0.1:0", "error: bad port"},
+                         {"127.0.0.1:70000", "error: bad port"},
+                         {":6379", "error: empty host"},
+                         {"", "error: empty host"},
+                         {"[::1", "error: missing ']'"},
+                         {"[::1]x", "error: expected :port"},
+                         {"unix:redis.sock", "error: unix socket path must be absolute"},
+                         {"/", "error: unix socket path names no file"},
+                     });
+  CHECK(describe(long_path + "p", redis) == "error: unix socket path too long");
+}
+
+TEST_CASE("parse_endpoint does not read past the view", "[net_addr]") {
+  const std::string text = "inet:127.0.0.1:100339";
+  const endpoint_syntax listen{.scheme_required = true, .default_port = 0, .port_zero_ok = true};
+  CHECK(describe(std::string_view(text).substr(0, text.size() - 1), listen) == "inet 127.0.0.1 10033");
 }

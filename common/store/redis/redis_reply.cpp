@@ -16,9 +16,9 @@ namespace rg {
 
 namespace {
 
-// The reader's reply objects: hiredis' own, except that they come from malloc + memset instead of calloc.
-// glibc's calloc bypasses the per-thread cache, and a check reply is ~8 objects, so it was ~1 000
-// instructions per request (callgrind). Same layout and ownership as hiredis' (freeReplyObject frees them).
+// The reader's reply objects: hiredis' own, except that they come from malloc + memset instead of calloc:
+// glibc's calloc bypasses the per-thread cache, and every check reply is several objects. Same layout and
+// ownership as hiredis' (freeReplyObject frees them).
 redisReply* new_reply(const redisReadTask* task, int type) {
   auto* r = static_cast<redisReply*>(std::malloc(sizeof(redisReply)));
   if (r == nullptr) return nullptr;
@@ -150,17 +150,15 @@ bool parse_window(const redisReply* e, char& tag, std::uint32_t& window_s) {
 
 }  // namespace
 
-// {charged, count per counter..., per counter with burst_factor > 0: average ('' none yet), history_ms;
-// distinct per signal..., then per locked key: key index (1-based, in order of first appearance among the
-// counters then the signals, as append_check_call numbers them), lock value}.
+// The layout is redis_script.hpp's (check_*_args, check_*_fields).
 store_result parse_check_reply(const redisReply& reply, const store_request& req) {
   if (reply.type == REDIS_REPLY_ERROR) return failure("redis error: " + to_redis_error("EVALSHA", nullptr, &reply).text);
   const std::size_t counters = req.counters.size();
   const auto bursts = static_cast<std::size_t>(std::count_if(
       req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }));
-  const std::size_t fixed = 1 + counters + 2 * bursts + req.signals.size();
+  const std::size_t fixed = 1 + counters + check_baseline_fields * bursts + req.signals.size();
   const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements >= fixed &&
-                        (reply.elements - fixed) % 2 == 0 &&
+                        (reply.elements - fixed) % check_lock_fields == 0 &&
                         std::all_of(reply.element, reply.element + counters + 1, non_negative);
   if (!shape_ok) return failure("redis: unexpected reply to the check script");
   store_result r;
@@ -202,7 +200,7 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   for (const auto& c : req.counters) add_key(c.identity);
   for (const auto& s : req.signals) add_key(s.identity);
   std::vector<std::pair<std::size_t, lock_info>> locks;
-  for (std::size_t i = fixed; i < reply.elements; i += 2) {
+  for (std::size_t i = fixed; i < reply.elements; i += check_lock_fields) {
     const redisReply* k = reply.element[i];
     const redisReply* v = reply.element[i + 1];
     const auto index = non_negative(k) ? static_cast<std::size_t>(k->integer) : 0;

@@ -50,9 +50,8 @@ admin_result admin_failure(std::string error);
 inline std::string_view as_view(const redisReply& r) { return {r.str, r.len}; }
 bool is_array(const redisReply* r, std::size_t elements);
 
-// {charged, count per counter..., per counter with burst_factor > 0: average ('' none yet), history_ms;
-// distinct per signal..., then per locked key: key index (1-based, in order of first appearance among the
-// counters then the signals, as append_check_call numbers them), lock value}.
+// The check script's reply (its layout: redis_script.hpp) to `req` -> counts, baselines, signals, locks (in
+// key order); a failure when its shape does not fit the request.
 store_result parse_check_reply(const redisReply& reply, const store_request& req);
 // One key's {lock in force or '', {window prefix, count, ...}, {baseline, average, history_ms, ...},
 // {signal, distinct, ...}} from the read script.

@@ -16,13 +16,18 @@ namespace {
 static_assert(buckets_per_window == 12, "update the Lua script: it counts 12 + 1 buckets");
 static_assert(signal_buckets == 4,
               "update the Lua scripts: a signal bucket is a quarter window, 5 are counted");
+// The check script indexes ARGV and builds its reply with these numbers written out (redis_script.hpp).
+static_assert(check_head_args == 4 && check_counter_args == 7 && check_signal_args == 5,
+              "update the check script: counter i's ARGV start at i * 7 - 2, the signals' at 5 + 7 * n");
+static_assert(check_baseline_fields == 2 && check_lock_fields == 2,
+              "update the check script: it appends 2 values per baseline and per lock");
 
 // Kept short: Redis parses and runs it per call, and per-command overhead dominates (REDIS-NOTES).
 // One HGETALL per distinct key gives every bucket of every window of that identity, its lock, baselines and
 // signal caches; the fields of a window are tag..window..":"..bucket, so a prefix lookup sorts them without a
 // string build per bucket (the other fields have no ':'). Normal requests cost no command beyond the
 // counters': a baseline is written once per period, a signal's union counted only when its HLL changed.
-constexpr std::string_view check_text = R"lua(-- rateguard check-and-charge; KEYS/ARGV layout in redis_store.hpp
+constexpr std::string_view check_text = R"lua(-- rateguard check-and-charge; layout in redis_script.hpp
 local now = tonumber(ARGV[1])
 if now == 0 then
   local t = redis.call('TIME')
@@ -365,8 +370,8 @@ void append_array_header(std::string& out, std::size_t elements) {
   out += "\r\n";
 }
 
-// The hot helpers below run ~45 times per check call, mostly for numbers of a few digits: digits are written
-// backwards into a small stack buffer (no zero-filled buffers, no std::to_chars call), then one append.
+// The helpers below run for every argument of every check call, mostly numbers of a few digits: the digits
+// are written backwards into a small stack buffer, then appended at once.
 
 namespace {
 // Writes the decimal digits of `n` so that they end just before `end`; returns where they begin.
@@ -440,7 +445,8 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
     while (j < i && identity(j) != identity(i)) ++j;
     key_of[i] = j < i ? key_of[j] : ++keys;  // 1-based, as Lua indexes KEYS
   }
-  append_array_header(out, 3 + keys + 4 + 7 * n + 5 * req.signals.size());
+  append_array_header(out, 3 + keys + check_head_args + check_counter_args * n +
+                               check_signal_args * req.signals.size());
   append_bulk(out, verb);
   append_bulk(out, script_or_sha);
   append_bulk(out, std::uint64_t{keys});

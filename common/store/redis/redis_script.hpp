@@ -3,6 +3,7 @@
 // sends them, the benchmark feeds the check script to redis-benchmark.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
@@ -13,6 +14,23 @@
 #include "store.hpp"
 
 namespace rg {
+
+// The check script's call and reply, stated once: the script (redis_script.cpp) reads and writes them,
+// append_check_call writes the call, parse_check_reply (redis_reply.cpp) reads the reply.
+//   KEYS  the distinct identities of the counters, then of the signals, in order of first appearance, as
+//         <prefix>{<identity>}; counters and signals name theirs by index (1-based, as Lua indexes KEYS).
+//   ARGV  check_head_args: now_ms (0: Redis TIME), charge (1/0), half_life_ms, number of counters; then
+//         per counter check_counter_args: key index, unit tag, window_s, cost, refuse_limit, burst_factor
+//         (decimal, 0: none), burst_floor; then per signal check_signal_args: key index, tag, window_s,
+//         value, refuse_limit.
+//   reply {charged (1/0), count per counter...; per counter with burst_factor > 0, check_baseline_fields:
+//         average ('' when no baseline yet), history_ms; distinct per signal...; then per key with a lock in
+//         force, check_lock_fields: key index, lock value}.
+inline constexpr std::size_t check_head_args = 4;
+inline constexpr std::size_t check_counter_args = 7;
+inline constexpr std::size_t check_signal_args = 5;
+inline constexpr std::size_t check_baseline_fields = 2;
+inline constexpr std::size_t check_lock_fields = 2;
 
 std::string_view check_script();
 // The operator scripts (layouts in redis_script.cpp): read (status, top; read-only), lock, release, reset,
@@ -37,8 +55,8 @@ void append_bulk(std::string& out, std::uint64_t n);
 // One whole command.
 void append_command(std::string& out, std::initializer_list<std::string_view> argv);
 
-// The complete "EVALSHA sha numkeys KEYS... ARGV..." (or "EVAL script ...") of one check, written
-// straight into `out`: this runs once per policy request, so no intermediate strings.
+// The complete "EVALSHA sha numkeys KEYS... ARGV..." (or "EVAL script ...") of one check (layout above),
+// written straight into `out`: this runs once per policy request, so no intermediate strings.
 void append_check_call(std::string& out, std::string_view verb, std::string_view script_or_sha,
                        const store_request& req, std::string_view key_prefix);
 

@@ -6,6 +6,7 @@
 // Not here: rules, decisions, Postfix; not thread-safe (one single-threaded io_context assumed).
 #include "redis_store.hpp"
 
+#include "net_addr.hpp"
 #include "redis_admin.hpp"
 #include "redis_reply.hpp"
 #include "redis_script.hpp"
@@ -26,7 +27,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -34,7 +34,6 @@
 #include <map>
 #include <optional>
 #include <stdexcept>
-#include <sys/un.h>
 #include <utility>
 
 namespace rg {
@@ -48,51 +47,15 @@ using socket_type = asio::generic::stream_protocol::socket;
 using handler_type = asio::any_completion_handler<void(store_result)>;
 using admin_handler = asio::any_completion_handler<void(admin_result)>;
 
-struct target {
-  bool is_unix = false;
-  std::string path;  // unix socket
-  std::string host;  // tcp
-  std::string port;
-};
+// What the redis setting may be: "HOST[:PORT]", "[V6][:PORT]", "/path" or "unix:/path" (Redis' own port
+// when none is written).
+constexpr endpoint_syntax redis_syntax{.scheme_required = false, .default_port = 6379, .port_zero_ok = false};
 
-target parse_address(const std::string& address) {
-  auto bad = [&](std::string_view why) {
-    return std::invalid_argument(fmt::format("redis address \"{}\": {}", printable(address), why));
-  };
-  target t;
-  if (address.starts_with('/') || address.starts_with("unix:")) {
-    t.is_unix = true;
-    t.path = address.starts_with('/') ? address : address.substr(5);
-    if (!t.path.starts_with('/')) throw bad("unix socket path must be absolute");
-    if (t.path.size() >= sizeof(sockaddr_un::sun_path)) throw bad("unix socket path too long");
-    return t;
-  }
-  std::string_view rest;
-  if (address.starts_with('[')) {
-    const auto close = address.find(']');
-    if (close == std::string::npos) throw bad("missing ']'");
-    t.host = address.substr(1, close - 1);
-    rest = std::string_view(address).substr(close + 1);
-  } else {
-    const auto colon = address.find(':');
-    if (colon != std::string::npos && address.find(':', colon + 1) != std::string::npos) {
-      throw bad("IPv6 addresses need brackets: [addr]:port");
-    }
-    t.host = address.substr(0, colon);
-    if (colon != std::string::npos) rest = std::string_view(address).substr(colon);
-  }
-  if (t.host.empty()) throw bad("empty host");
-  if (rest.empty()) {
-    t.port = "6379";
-    return t;
-  }
-  if (rest.front() != ':') throw bad("expected :port");
-  rest.remove_prefix(1);
-  unsigned port = 0;
-  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), port);
-  if (ec != std::errc() || end != rest.data() + rest.size() || port == 0 || port > 65535) throw bad("bad port");
-  t.port = std::string(rest);
-  return t;
+endpoint parse_address(const std::string& address) {
+  std::string why;
+  auto e = parse_endpoint(address, redis_syntax, &why);
+  if (!e) throw std::invalid_argument(fmt::format("redis address \"{}\": {}", printable(address), why));
+  return std::move(*e);
 }
 
 // Back-off between connection attempts: quick first retries for a restart, capped so the store is back
@@ -169,7 +132,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     arm_deadline_timer();
     // At once, not gathered until the loop has run every ready handler: the first check of a burst then
     // reaches Redis alone and Redis starts on it while the rest arrive (gathering each burst into one write
-    // was tried, tests/bench/README.md "Profile": no faster, and it keeps every connection in one batch).
+    // keeps every connection in one batch; tests/bench/README.md, "Profile").
     start_write(conn_);
   }
 
@@ -288,7 +251,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       const asio::local::stream_protocol::endpoint ep(target_.path);
       std::tie(ec) = co_await c->socket.async_connect(socket_type::endpoint_type(ep), as_tuple(use_awaitable));
     } else {
-      auto [rec, results] = co_await c->resolver.async_resolve(target_.host, target_.port, as_tuple(use_awaitable));
+      const std::string port = std::to_string(target_.port);
+      auto [rec, results] = co_await c->resolver.async_resolve(target_.host, port, as_tuple(use_awaitable));
       if (!c->reason.empty()) co_return c->reason;
       if (rec) co_return fmt::format("resolve {}: {}", target_.host, rec.message());
       ec = asio::error::host_not_found;
@@ -451,8 +415,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     calls_.erase(it);  // before invoking: the handler may issue the next request
     // Called directly, not through complete_now's asio::dispatch: this runs inside serve() on our executor,
     // the only one (see the top of the file), where dispatch would run the handler inline anyway, but only
-    // after wrapping it twice in type-erased executor functions (callgrind: two allocations and 15 moves of
-    // the result per reply).
+    // after wrapping it twice in type-erased executor functions (allocations and moves of the result).
     std::move(done)(std::move(result));
   }
 
@@ -607,7 +570,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   asio::any_io_executor ex_;
   redis_options opts_;
   admin_keys admin_keys_;  // from opts_: where the operator commands find the data
-  target target_;
+  endpoint target_;
   clock_type::duration stall_limit_;  // the oldest request unanswered this long: drop the connection
   // Deadline of top and journal_read, which take several round trips (SCAN steps, pages): max(5 s, 10 x
   // timeout). The other operator commands have the check's `timeout`.

@@ -22,17 +22,20 @@
 
 namespace rg {
 
+// The defaults are redis_defaults' (store_types.hpp), shared with the settings file.
 struct redis_options {
-  std::string address = "127.0.0.1:6379";  // "host:port", "[v6]:port", or a unix socket path starting with '/'
-                                           // (also "unix:/path")
-  std::string username;                    // optional ACL user
-  std::string password;                    // optional AUTH; never logged
-  int db = 0;                              // SELECT when non-zero
-  std::chrono::milliseconds timeout{100};  // per-request deadline ("redis timeout"); also of the operator
-                                           // commands, except top and journal_read: max(5 s, 10 x timeout)
-  std::size_t max_pending = 4096;          // requests in flight to Redis; beyond: fail fast ("redis overloaded")
-  std::string key_prefix = "rg:";
-  journal_caps journal;                    // the hold journal stream <key_prefix>holds
+  std::string address{redis_defaults::address};  // "host:port", "[v6]:port", "host" (port 6379), or a unix
+                                                  // socket path starting with '/' (also "unix:/path")
+  std::string username;                           // optional ACL user
+  std::string password;                           // optional AUTH; never logged
+  int db = redis_defaults::db;                    // SELECT when non-zero
+  // Per-request deadline ("redis timeout"); also of the operator commands, except top and journal_read:
+  // max(5 s, 10 x timeout).
+  std::chrono::milliseconds timeout{redis_defaults::timeout};
+  std::size_t max_pending = redis_defaults::max_pending;  // requests in flight to Redis; beyond: fail fast
+                                                          // ("redis overloaded")
+  std::string key_prefix{redis_defaults::key_prefix};
+  journal_caps journal;  // the hold journal stream <key_prefix>holds
 };
 
 class redis_store final : public store {
@@ -52,13 +55,8 @@ class redis_store final : public store {
 
   std::string name() const override { return "redis"; }
 
-  // The check-and-charge script (the benchmark reuses it with redis-benchmark).
-  // KEYS = distinct identities of the counters, then of the signals; ARGV = now_ms (0: Redis TIME), charge
-  // (1/0), half_life_ms, number of counters, then per counter: key index (1-based), unit tag, window_s, cost,
-  // refuse_limit, burst_factor (decimal, 0: none), burst_floor; then per signal: key index, tag, window_s,
-  // value, refuse_limit. Returns {charged (1/0), count per counter..., per counter with burst_factor > 0:
-  // average ('' when no baseline yet), history_ms; distinct per signal..., then for each key with a lock in
-  // force: key index, lock value}.
+  // The check-and-charge script (the benchmark reuses it with redis-benchmark); its KEYS, ARGV and reply are
+  // laid out in redis_script.hpp.
   static std::string_view lua_script();
 
  protected:
