@@ -1,7 +1,7 @@
-// The decision pipeline as hand-written completion handlers instead of a coroutine: a coroutine per request
-// would allocate a frame per request (too big for Asio's recycling cache, so a memalign each time; see
-// tests/bench/README.md). The state of a request that waits for the store travels inside the store's
-// completion handler, which Asio recycles; the front's coroutine awaits one operation, as before.
+// The decision pipeline as one hand-written completion handler instead of a coroutine: a coroutine per
+// request would allocate a frame per request (too big for Asio's recycling cache, so a memalign each time;
+// see tests/bench/README.md). The state of a request waiting for the store is pooled and the handler only
+// points to it, so the front's coroutine awaits one operation per request, as when it called the store.
 #include "policy_service.hpp"
 
 #include <boost/asio/async_result.hpp>
