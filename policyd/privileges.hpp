@@ -18,9 +18,10 @@ struct identity {
   gid_t gid = 0;
 };
 
-// getpwnam_r / getgrnam_r with a buffer grown as needed (not getpwnam: a group with thousands of members
-// overflows a fixed buffer). nullopt when there is no such user or group; throws std::runtime_error
-// "WHAT: cannot look up \"NAME\": ..." when the look-up itself fails. Blocking (NSS): start-up only.
+// Look-ups by name for every part of the daemon (privileges, unix_socket_owner): getpwnam_r / getgrnam_r
+// with a buffer grown on ERANGE (a group with thousands of members needs more than 16 kB). nullopt when
+// there is no such user or group; throws std::runtime_error "WHAT: cannot look up \"NAME\": ..." when the
+// look-up itself fails. Blocking (NSS): start-up only.
 struct user_ids {
   uid_t uid = 0;
   gid_t gid = 0;  // the login group
