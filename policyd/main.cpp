@@ -14,6 +14,7 @@
 #include "config.hpp"
 #include "logging.hpp"
 #include "memory_store.hpp"
+#include "policy_service.hpp"
 #include "privileges.hpp"
 #include "redis_store.hpp"
 #include "rules.hpp"
@@ -183,7 +184,10 @@ int main(int argc, char** argv) {
     return ex_config;
   }
 
-  server srv(io, cfg, first.snapshot, *st);
+  service_settings ss;
+  ss.format = cfg.log_format == "json" ? log_format::json : log_format::text;
+  policy_service service(io.get_executor(), *st, first.snapshot, std::move(ss));
+  server srv(io, cfg, service);
   try {
     srv.bind();
   } catch (const std::exception& e) {
@@ -228,7 +232,7 @@ int main(int argc, char** argv) {
       } else {
         for (auto& w : next.warnings) spdlog::warn("{}", w);
         warn_restart_needed(cfg, *next.config);
-        srv.set_snapshot(next.snapshot);
+        service.set_snapshot(next.snapshot);
         spdlog::info("reload: {} ({} rules), mode={}", next.config->limits, next.snapshot->rules.rules().size(),
                      next.config->mode == run_mode::enforce ? "enforce" : "dry-run");
       }

@@ -36,19 +36,31 @@ Entry* look_up(Lookup lookup, const std::string& name, Entry& entry, std::vector
 
 }  // namespace
 
-identity resolve_identity(const std::string& user, const std::string& group) {
+std::optional<user_ids> find_user(const std::string& name, const std::string& what) {
   std::vector<char> buf;
   passwd pw{};
-  if (!look_up(getpwnam_r, user, pw, buf, "user"))
+  if (!look_up(getpwnam_r, name, pw, buf, what)) return std::nullopt;
+  return user_ids{pw.pw_uid, pw.pw_gid};
+}
+
+std::optional<gid_t> find_group(const std::string& name, const std::string& what) {
+  std::vector<char> buf;
+  struct group gr {};
+  if (!look_up(getgrnam_r, name, gr, buf, what)) return std::nullopt;
+  return gr.gr_gid;
+}
+
+identity resolve_identity(const std::string& user, const std::string& group) {
+  const auto ids = find_user(user);
+  if (!ids)
     throw std::runtime_error("user: unknown user \"" + user +
                              "\" (create it, e.g. adduser --system --group --no-create-home " + user + ")");
-  identity id{user, pw.pw_uid, pw.pw_gid};
+  identity id{user, ids->uid, ids->gid};
   if (id.uid == 0) throw std::runtime_error("user: \"" + user + "\" has uid 0: name an unprivileged account");
   if (!group.empty()) {
-    struct group gr {};
-    if (!look_up(getgrnam_r, group, gr, buf, "group"))
-      throw std::runtime_error("group: unknown group \"" + group + "\"");
-    id.gid = gr.gr_gid;
+    const auto gid = find_group(group);
+    if (!gid) throw std::runtime_error("group: unknown group \"" + group + "\"");
+    id.gid = *gid;
   }
   if (id.gid == 0)
     throw std::runtime_error(

@@ -18,6 +18,17 @@ struct identity {
   gid_t gid = 0;
 };
 
+// Look-ups by name for every part of the daemon (privileges, unix_socket_owner): getpwnam_r / getgrnam_r
+// with a buffer grown on ERANGE (a group with thousands of members needs more than 16 kB). nullopt when
+// there is no such user or group; throws std::runtime_error "WHAT: cannot look up \"NAME\": ..." when the
+// look-up itself fails. Blocking (NSS): start-up only.
+struct user_ids {
+  uid_t uid = 0;
+  gid_t gid = 0;  // the login group
+};
+std::optional<user_ids> find_user(const std::string& name, const std::string& what = "user");
+std::optional<gid_t> find_group(const std::string& name, const std::string& what = "group");
+
 // Resolves `user` and `group` (empty group: the user's login group). Refuses unknown names and root
 // (uid 0 or gid 0): running as root is what allow_root is for. Throws std::runtime_error starting with
 // the setting's name.

@@ -3,8 +3,6 @@
 // request, client that never reads), so every read and write is bounded.
 #include "server.hpp"
 
-#include <grp.h>
-#include <pwd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "control.hpp"
+#include "privileges.hpp"
 
 namespace rg {
 
@@ -61,17 +60,33 @@ void set_socket_owner(const std::string& path, const std::string& owner) {
   uid_t uid = static_cast<uid_t>(-1);
   gid_t gid = static_cast<gid_t>(-1);
   if (!user.empty()) {
-    const passwd* pw = getpwnam(user.c_str());
-    if (!pw) throw std::runtime_error("unix_socket_owner: unknown user " + user);
-    uid = pw->pw_uid;
+    const auto ids = find_user(user, "unix_socket_owner");
+    if (!ids) throw std::runtime_error("unix_socket_owner: unknown user " + user);
+    uid = ids->uid;
   }
   if (!group.empty()) {
-    const struct group* gr = getgrnam(group.c_str());
-    if (!gr) throw std::runtime_error("unix_socket_owner: unknown group " + group);
-    gid = gr->gr_gid;
+    const auto found = find_group(group, "unix_socket_owner");
+    if (!found) throw std::runtime_error("unix_socket_owner: unknown group " + group);
+    gid = *found;
   }
   if (chown(path.c_str(), uid, gid) != 0)
     throw std::runtime_error("chown " + path + ": " + std::strerror(errno));
+}
+
+// Makes way for a unix socket at `path`: removes a socket left by a crash, but never some other file, nor
+// (with `refuse_live`) a socket another process still accepts on: stealing it would leave that process
+// unreachable. Throws std::runtime_error naming the path.
+void remove_stale_socket(asio::io_context& io, const std::string& path, bool refuse_live) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) return;
+  if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
+  if (refuse_live) {
+    asio::local::stream_protocol::socket probe(io);
+    boost::system::error_code ec;
+    probe.connect(asio::local::stream_protocol::endpoint(path), ec);
+    if (!ec) throw std::runtime_error(path + " is in use by another process");
+  }
+  ::unlink(path.c_str());
 }
 
 // Every connection is one descriptor. A soft limit below max_connections (systemd's default is 1024)
@@ -95,12 +110,11 @@ void raise_open_file_limit(std::size_t max_connections) {
 
 }  // namespace
 
-server::server(asio::io_context& io, const daemon_config& cfg, std::shared_ptr<const policy_snapshot> snap,
-               store& st)
-    : io_(io), cfg_(cfg), snap_(std::move(snap)), store_(st),
-      format_(cfg.log_format == "json" ? log_format::json : log_format::text) {
+server::server(asio::io_context& io, const daemon_config& cfg, policy_service& service)
+    : io_(io), cfg_(cfg), service_(service) {
   for (const auto& a : cfg_.allow_clients)
     if (auto c = parse_cidr(a)) allow_clients_.push_back(*c);  // validated by load_config
+  service_.on_journal_idle([this] { check_drained(); });
 }
 
 void server::bind() {
@@ -122,12 +136,7 @@ void server::bind() {
         tcp_.push_back(std::move(acc));
       } else {
         const std::string& path = parsed->path;
-        struct stat st {};
-        // Replace a stale socket left by a crash, but never some other file.
-        if (lstat(path.c_str(), &st) == 0) {
-          if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
-          ::unlink(path.c_str());
-        }
+        remove_stale_socket(io_, path, false);
         asio::local::stream_protocol::acceptor acc(io_);
         acc.open();
         acc.bind(asio::local::stream_protocol::endpoint(path));
@@ -162,8 +171,6 @@ void server::start() {
   }
 }
 
-void server::set_snapshot(std::shared_ptr<const policy_snapshot> snap) { snap_ = std::move(snap); }
-
 template <typename Acceptor>
 awaitable<void> server::accept_loop(Acceptor& acc, std::string name) {
   while (!draining_) {
@@ -171,21 +178,13 @@ awaitable<void> server::accept_loop(Acceptor& acc, std::string name) {
     if (ec) {
       if (ec == asio::error::operation_aborted || draining_) break;
       // EMFILE and friends: say so (not on every retry), pause briefly instead of spinning.
-      auto now = steady_clock::now();
-      if (now - last_accept_warning_ > std::chrono::seconds(10)) {
-        last_accept_warning_ = now;
-        spdlog::warn("{}: accept: {}", name, ec.message());
-      }
+      accept_warning_.warn("{}: accept: {}", name, ec.message());
       asio::steady_timer t(io_, std::chrono::milliseconds(100));
       co_await t.async_wait(tuple_awaitable);
       continue;
     }
     if (conns_.size() >= cfg_.max_connections) {
-      auto now = steady_clock::now();
-      if (now - last_cap_warning_ > std::chrono::seconds(10)) {
-        last_cap_warning_ = now;
-        spdlog::warn("{}: max_connections ({}) reached: closing new connections", name, cfg_.max_connections);
-      }
+      cap_warning_.warn("{}: max_connections ({}) reached: closing new connections", name, cfg_.max_connections);
       boost::system::error_code ignored;
       sock.close(ignored);
       continue;
@@ -199,11 +198,7 @@ awaitable<void> server::accept_loop(Acceptor& acc, std::string name) {
       const bool allowed = ip && std::any_of(allow_clients_.begin(), allow_clients_.end(),
                                              [&](const cidr& c) { return c.contains(*ip); });
       if (!allowed) {
-        auto now = steady_clock::now();
-        if (now - last_refused_warning_ > std::chrono::seconds(1)) {
-          last_refused_warning_ = now;
-          spdlog::warn("{}: connection from {} refused: not in allow_clients", name, peer);
-        }
+        refused_warning_.warn("{}: connection from {} refused: not in allow_clients", name, peer);
         boost::system::error_code ignored;
         sock.close(ignored);
         continue;
@@ -247,8 +242,7 @@ awaitable<void> server::serve(Socket sock, std::string peer) {
   co_await (serve_requests(sock, peer, conn, tracker, set_deadline) || watchdog());
   boost::system::error_code ignored;
   sock.close(ignored);
-  tracker.end_connection();  // the message in progress is finished too
-  journal(tracker.take_finished());
+  service_.end_connection(tracker);  // the message in progress is finished and journaled
   conns_.erase(conn);
   check_drained();
 }
@@ -294,23 +288,8 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
         break;
       }
       fresh = true;
-      // The decision is made here, not in a coroutine of its own: a nested coroutine per request would cost
-      // a frame allocation and a resumption per request (measured with callgrind, tests/bench/README.md).
-      auto snap = snap_;  // keeps this request's rules alive across a reload
-      const policy_request& req = parser.request();
-      note_request(*snap, req);
-      auto p = tracker.prepare(*snap, req);
-      verdict v;
-      if (!p.needs_store) {
-        v = std::move(p.immediate);
-      } else {
-        store_result res = co_await store_.async_check(std::move(p.req), use_awaitable);
-        v = tracker.finish(*snap, req, p, res);
-      }
-      log_decision(v, req);
-      // Rare (a hold rule tripping on a key not locked yet), so the extra round trip before the reply is
-      // affordable, and the next message of the key is already held.
-      if (v.set_lock_ms > 0 && v.hit) co_await set_lock(v, req);
+      // The service logs, locks and journals; the request stays in the parser until it completes.
+      const verdict v = co_await service_.decide(tracker, parser.request());
       append_reply(out, v.reply);
       parser.next();
     }
@@ -335,73 +314,7 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
       }
       out.clear();
     }
-    journal(tracker.take_finished());  // after the reply: the journal never delays Postfix
   }
-}
-
-void server::log_decision(const verdict& v, const policy_request& r) {
-  if (v.log) log_verdict(v, r);
-  else if (spdlog::should_log(spdlog::level::debug))
-    spdlog::debug("{}", format_decision(v, r, format_));
-}
-
-awaitable<void> server::set_lock(const verdict& v, const policy_request& r) {
-  admin_request q;
-  q.op = admin_op::lock;
-  q.identity = counter_identity(v.hit->kind, v.hit->key);
-  q.ttl_ms = v.set_lock_ms;
-  q.reason = lock_reason(*v.hit);
-  const std::string reason = q.reason;
-  const std::string key = key_name(v.hit->kind, v.hit->key);
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count();
-  std::int64_t until_ms = now_ms + v.set_lock_ms;
-  admin_result res = co_await store_.async_admin(std::move(q), use_awaitable);
-  if (!res.ok) {
-    warn_limited(last_lock_warning_, "cannot lock " + escape_log_value(key) + ": " + escape_log_value(res.error));
-    co_return;
-  }
-  if (!res.changed) co_return;  // another connection or node locked it first, and logged it
-  for (const identity_state& s : res.identities)
-    if (s.lock) until_ms = s.lock->until_ms;
-  spdlog::info("{}", format_lock(key, v.hit->rule_where, until_ms, reason, r, format_));
-}
-
-void server::journal(std::vector<hold_record> records) {
-  // Bounded: a store that stops answering must not pile up coroutines without end.
-  constexpr std::size_t max_pending = 1000;
-  for (hold_record& rec : records) {
-    if (journal_pending_ >= max_pending) {
-      warn_limited(last_journal_warning_, "hold journal: " + std::to_string(max_pending) +
-                                              " writes pending: record of queue ID " +
-                                              escape_log_value(rec.queue_id.empty() ? "NOQUEUE" : rec.queue_id, 64) +
-                                              " not written");
-      continue;
-    }
-    ++journal_pending_;
-    asio::co_spawn(io_, write_journal(std::move(rec)), [](std::exception_ptr e) { log_exception(e, "journal"); });
-  }
-}
-
-awaitable<void> server::write_journal(hold_record rec) {
-  admin_request q;
-  q.op = admin_op::journal_add;
-  q.record = std::move(rec);
-  const std::string qid = q.record.queue_id.empty() ? std::string("NOQUEUE") : q.record.queue_id;
-  admin_result res = co_await store_.async_admin(std::move(q), use_awaitable);
-  --journal_pending_;
-  if (!res.ok)
-    warn_limited(last_journal_warning_, "hold journal: cannot record " + escape_log_value(qid, 64) + ": " +
-                                            escape_log_value(res.error));
-  check_drained();
-}
-
-void server::warn_limited(steady_clock::time_point& last, const std::string& text) {
-  // One line a second at most per kind of warning: a broken store must not flood the log.
-  const auto now = steady_clock::now();
-  if (now - last < std::chrono::seconds(1)) return;
-  last = now;
-  spdlog::warn("{}", text);
 }
 
 void server::bind_control() {
@@ -410,20 +323,11 @@ void server::bind_control() {
   try {
     // /run/rateguard is not there on a fresh boot without systemd's RuntimeDirectory=: make it.
     std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-    asio::local::stream_protocol::endpoint ep(path);
-    struct stat st {};
-    if (lstat(path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
-      // A live socket belongs to a running rateguardd: stealing it would leave that one unreachable.
-      asio::local::stream_protocol::socket probe(io_);
-      boost::system::error_code ec;
-      probe.connect(ep, ec);
-      if (!ec) throw std::runtime_error(path + " is in use by another process");
-      ::unlink(path.c_str());
-    }
+    // A live socket belongs to a running rateguardd: stealing it would leave that one unreachable.
+    remove_stale_socket(io_, path, true);
     asio::local::stream_protocol::acceptor acc(io_);
     acc.open();
-    acc.bind(ep);
+    acc.bind(asio::local::stream_protocol::endpoint(path));
     acc.listen(16);
     // Commands change locks and counters: the daemon's own user only (rateguardctl runs as root or it).
     if (chmod(path.c_str(), 0600) != 0) throw std::runtime_error("chmod " + path + ": " + std::strerror(errno));
@@ -450,8 +354,8 @@ awaitable<void> server::control_loop() {
       continue;
     }
     if (control_conns_ >= max_control_connections) {
-      warn_limited(last_control_warning_, "control socket: " + std::to_string(max_control_connections) +
-                                              " commands in progress: closing new connections");
+      control_warning_.warn("control socket: {} commands in progress: closing new connections",
+                            max_control_connections);
       continue;  // `sock` closes as it goes out of scope
     }
     asio::co_spawn(io_, serve_control(std::move(sock)), [](std::exception_ptr e) { log_exception(e, "control"); });
@@ -474,7 +378,7 @@ awaitable<void> server::serve_control(asio::local::stream_protocol::socket sock)
     else {
       // Named, not temporaries in the co_await expression: g++ 12 destroys such a temporary twice (seen
       // here as the snapshot's shared_ptr released once too often).
-      control_env env{store_, snap_, cfg_.lock_time};
+      control_env env{service_.counter_store(), service_.snapshot(), cfg_.lock_time};
       in.resize(n);
       reply = co_await run_control(std::move(env), std::move(in));
     }
@@ -490,43 +394,6 @@ awaitable<void> server::serve_control(asio::local::stream_protocol::socket sock)
   boost::system::error_code ignored;
   sock.close(ignored);
   --control_conns_;
-}
-
-void server::log_verdict(const verdict& v, const policy_request& r) {
-  if (v.store_failed) {
-    // One line per second at most while the store is down; the count of the others follows.
-    auto now = steady_clock::now();
-    if (now - last_store_warning_ < std::chrono::seconds(1)) {
-      ++suppressed_store_warnings_;
-      return;
-    }
-    last_store_warning_ = now;
-    if (suppressed_store_warnings_ > 0)
-      spdlog::warn("{} (and {} more store errors in the last second)", format_decision(v, r, format_),
-                   suppressed_store_warnings_);
-    else
-      spdlog::warn("{}", format_decision(v, r, format_));
-    suppressed_store_warnings_ = 0;
-    return;
-  }
-  spdlog::info("{}", format_decision(v, r, format_));
-}
-
-void server::note_request(const policy_snapshot& snap, const policy_request& r) {
-  ++requests_;
-  if (!warned_realm_) {
-    if (auto w = realm_mismatch(snap, r.get(attr::sasl_username)); !w.empty()) {
-      warned_realm_ = true;
-      spdlog::warn("{}", escape_log_value(w));
-    }
-  }
-  if (r.get(attr::protocol_state) == "RCPT") ++rcpt_requests_;
-  // "Rate limiting does nothing after I moved the check": say so instead of failing silently.
-  if (!warned_no_rcpt_ && requests_ == 1000 && rcpt_requests_ == 0) {
-    warned_no_rcpt_ = true;
-    spdlog::warn("1000 policy requests and none at protocol_state RCPT: limits are counted at RCPT; "
-                 "list check_policy_service in smtpd_recipient_restrictions");
-  }
 }
 
 void server::shutdown(std::function<void(std::size_t)> done) {
@@ -560,7 +427,7 @@ void server::shutdown(std::function<void(std::size_t)> done) {
 
 void server::check_drained() {
   // Journal records of messages finished by the shutdown itself are written before exiting.
-  if (!draining_ || !conns_.empty() || journal_pending_ > 0 || !on_drained_) return;
+  if (!draining_ || !conns_.empty() || service_.journal_pending() > 0 || !on_drained_) return;
   if (drain_timer_) drain_timer_->cancel();
   auto cb = std::move(on_drained_);
   on_drained_ = nullptr;

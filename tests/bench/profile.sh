@@ -73,7 +73,7 @@ print(f"{'instructions per request':<48}{total / n:>8,.0f}")
 for label, rx in [("protocol parse (request_parser::feed)", r'^rg::request_parser::feed'),
                   ("engine prepare", r'^rg::message_tracker::prepare'),
                   ("engine finish", r'^rg::message_tracker::finish'),
-                  ("decision log (server::log_decision)", r'^rg::server::log_decision'),
+                  ("decision log (log_decision)", r'^rg::(server|policy_service)::log_decision'),
                   ("memory store (memory_store::check)", r'^rg::memory_store::check\('),
                   ("Redis: encode the call (append_check_call)", r'^rg::append_check_call'),
                   ("Redis: RESP decode (redisReaderGetReply)", r'^redisReaderGetReply$'),
