@@ -26,7 +26,7 @@ class memory_store final : public store {
 
   // At most this many identities are kept (the setting memory_max_keys; config.cpp has the arithmetic behind
   // its default). A new identity past it evicts the least recently used identity without a lock in force.
-  static constexpr std::size_t default_max_keys = 500000;
+  static constexpr std::size_t default_max_keys = 250000;
 
   // `ex`: where async_check / async_admin complete (store.hpp); only the synchronous check() and admin() may be
   // used without one.

@@ -63,7 +63,8 @@ struct baseline_value {
 // the last `window_s`. Each window is cut into 4 buckets; the count is the union of the current bucket and the 4
 // before it (so it covers at least the whole window, at most 1.25 x), with the request's value added first.
 // Redis: one HyperLogLog per bucket (PFADD; PFCOUNT over the 5 only when PFADD changed the current one or the
-// bucket moved on; the count cached in the identity's hash), about 0.81% standard error. Memory: exact sets.
+// bucket moved on; the count cached in the identity's hash), about 0.81% standard error. Memory: exact up to
+// 61-bit keyed hashes of the values (memory_store.hpp), at most signal_memory_cap new values per bucket.
 inline constexpr std::uint32_t signal_buckets = 4;
 inline constexpr std::size_t signal_memory_cap = 10000;  // memory store: distinct values kept per bucket
 struct signal_spec {
@@ -208,6 +209,14 @@ struct admin_result {
   std::vector<hold_record> holds;
 };
 
+// Completion contract of async_check and async_admin, kept by both stores and enforced by the "completion
+// contract" tests (tests/unit/test_memory_store.cpp, tests/integration/test_redis_store.cpp): the handler runs
+//   - exactly once, also when the store fails, is stopped or is destroyed with the request in flight;
+//   - never before the initiating call has returned (nothing is called inline: a caller's loop cannot recurse);
+//   - on the store's executor -- the one single-threaded io_context the store and its callers share (the daemon
+//     has one) -- and NOT through the handler's own associated executor: the Redis store calls it from its read
+//     loop, the memory store posts it to its executor. A caller on another executor (a strand, a thread pool)
+//     must hop back itself.
 class store {
  public:
   virtual ~store() = default;
@@ -215,7 +224,7 @@ class store {
   store(const store&) = delete;
   store& operator=(const store&) = delete;
 
-  // Completes exactly once, on the caller's executor, within the store's deadline.
+  // Completes per the contract above, within the store's deadline (the memory store has none to miss).
   template <typename Token>
   auto async_check(store_request req, Token&& token) {
     return boost::asio::async_initiate<Token, void(store_result)>(
@@ -225,8 +234,8 @@ class store {
         token, std::move(req));
   }
 
-  // Completes exactly once, on the caller's executor, within the store's deadline (top may take several
-  // round trips: it still has one overall deadline).
+  // Completes per the contract above, within the store's deadline (top may take several round trips: it still
+  // has one overall deadline).
   template <typename Token>
   auto async_admin(admin_request req, Token&& token) {
     return boost::asio::async_initiate<Token, void(admin_result)>(
