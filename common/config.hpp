@@ -55,8 +55,8 @@ struct daemon_config {
   std::string redis_prefix = "rg:";
   store_error_action on_store_error = store_error_action::dunno;
   // Worst case with the sample limits (a login: 4 windows, all widened, a baseline, a signal with one value per
-  // quarter, a 203-byte key) about 930 bytes an identity: 250 000 x 930 B = 233 MB, a quarter of a 1 GB VPS.
-  // An ordinary login takes about 300 bytes (tests/bench/rss_per_login.sh). README "The memory store".
+  // quarter, a 203-byte key) about 1350 bytes an identity: 250 000 x 1350 B = 337 MB, a third of a 1 GB VPS.
+  // An ordinary login takes about 330 bytes (tests/bench/rss_per_login.sh). README "Memory store footprint".
   std::size_t memory_max_keys = 250000;
   // The hold journal's caps (both stores): entries kept at most, and their age at most.
   std::size_t hold_journal_max = 10000;
