@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
       st = std::move(r);
     } else {
       st = std::make_unique<memory_store>(cfg.memory_max_keys, memory_store::clock_fn{},
-                                          journal_caps{cfg.hold_journal_max, cfg.hold_journal_age});
+                                          journal_caps{cfg.hold_journal_max, cfg.hold_journal_age}, io.get_executor());
     }
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());

@@ -61,7 +61,8 @@ struct baseline_value {
 // the last `window_s`. Each window is cut into 4 buckets; the count is the union of the current bucket and the 4
 // before it (so it covers at least the whole window, at most 1.25 x), with the request's value added first.
 // Redis: one HyperLogLog per bucket (PFADD; PFCOUNT over the 5 only when PFADD changed the current one or the
-// bucket moved on; the count cached in the identity's hash), about 0.81% standard error. Memory: exact sets.
+// bucket moved on; the count cached in the identity's hash), about 0.81% standard error. Memory: exact up to
+// 61-bit keyed hashes of the values (memory_store.hpp), at most signal_memory_cap new values per bucket.
 inline constexpr std::uint32_t signal_buckets = 4;
 inline constexpr std::size_t signal_memory_cap = 10000;  // memory store: distinct values kept per bucket
 struct signal_spec {
@@ -138,7 +139,10 @@ struct journal_caps {
 // The stores' settings' defaults, stated here, below both the stores and daemon_config (the settings file
 // does not link the stores): memory_max_keys, and redis, redis_db, redis_timeout, redis_max_pending,
 // redis_prefix (redis_options takes them too).
-inline constexpr std::size_t default_memory_max_keys = 1000000;
+// memory_max_keys: the worst case with the sample limits (a login: 4 windows, all widened, a baseline, a signal with
+// one value per quarter, a 203-byte key) is about 1350 bytes an identity: 250 000 x 1350 B = 337 MB, a third of a
+// 1 GB VPS. An ordinary login takes about 330 bytes (tests/bench/rss_per_login.sh). README "Memory store footprint".
+inline constexpr std::size_t default_memory_max_keys = 250000;
 struct redis_defaults {
   static constexpr std::string_view address = "127.0.0.1:6379";
   static constexpr int db = 0;

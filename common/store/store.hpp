@@ -12,6 +12,14 @@
 
 namespace rg {
 
+// Completion contract of async_check and async_admin, kept by both stores and enforced by the "completion
+// contract" tests (tests/unit/test_memory_store.cpp, tests/integration/test_redis_store.cpp): the handler runs
+//   - exactly once, also when the store fails, is stopped or is destroyed with the request in flight;
+//   - never before the initiating call has returned (nothing is called inline: a caller's loop cannot recurse);
+//   - on the store's executor -- the one single-threaded io_context the store and its callers share (the daemon
+//     has one) -- and NOT through the handler's own associated executor: the Redis store calls it from its read
+//     loop, the memory store posts it to its executor. A caller on another executor (a strand, a thread pool)
+//     must hop back itself.
 class store {
  public:
   virtual ~store() = default;
@@ -19,7 +27,7 @@ class store {
   store(const store&) = delete;
   store& operator=(const store&) = delete;
 
-  // Completes exactly once, on the caller's executor, within the store's deadline.
+  // Completes per the contract above, within the store's deadline (the memory store has none to miss).
   template <typename Token>
   auto async_check(store_request req, Token&& token) {
     return boost::asio::async_initiate<Token, void(store_result)>(
@@ -29,8 +37,8 @@ class store {
         token, std::move(req));
   }
 
-  // Completes exactly once, on the caller's executor, within the store's deadline (top may take several
-  // round trips: it still has one overall deadline).
+  // Completes per the contract above, within the store's deadline (top may take several round trips: it still
+  // has one overall deadline).
   template <typename Token>
   auto async_admin(admin_request req, Token&& token) {
     return boost::asio::async_initiate<Token, void(admin_result)>(

@@ -1,7 +1,9 @@
 // policy_bench: closed-loop load generator for the Postfix policy protocol (issue 6). C persistent
 // connections, each behaving like one smtpd process: send one full Postfix 3.7 RCPT request, wait for the
-// whole reply, send the next. Also: --idle-connections (hold N idle connections for the RSS measurement)
-// and --print-lua (the daemon's Redis script, for the redis-benchmark reference). Not a ctest test.
+// whole reply, send the next. Also: --new-keys (a stream of logins never seen before, the memory store past
+// memory_max_keys) with --watch (one login sent at a steady pace whose answers must switch from DUNNO to 450
+// exactly at its limit), --idle-connections (hold N idle connections for the RSS measurement) and --print-lua
+// (the daemon's Redis script, for the redis-benchmark reference). Not a ctest test.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -55,6 +57,11 @@ struct options {
   double anon_share = 0.05;
   std::size_t max_rcpts = 3;     // messages have 1..max_rcpts recipients
   bool sequential = false;       // users 0,1,2,... in order instead of Zipf (memory per key measurement)
+  double new_keys = 0;           // share of messages from a login never used before ("new<seed>.<client>.<n>")
+  bool client_per_user = false;  // client_address 10.x.y.z from the user number instead of 127.0.0.1
+  std::string watch;             // a login sent --watch-messages single-RCPT messages evenly over --seconds,
+  std::size_t watch_messages = 0;  // on its own connection; exactly the first --watch-limit must be DUNNO and
+  std::size_t watch_limit = 0;     // the rest 450 (the limit the daemon's rules give that login)
   std::uint64_t seed = 1;
   std::uint32_t timeout_ms = 5000;  // a reply later than this is an error and closes the connection
   std::size_t idle_connections = 0;
@@ -66,7 +73,8 @@ struct options {
   std::cerr << "policy_bench: " << why << "\n"
             << "usage: policy_bench --connect inet:127.0.0.1:PORT|unix:/path [-c C] [--requests N] [--seconds S]\n"
             << "         [--users U] [--zipf S] [--anon-share F] [--max-rcpts K] [--sequential] [--seed N]\n"
-            << "         [--timeout-ms MS] [--label NAME] [--csv]\n"
+            << "         [--timeout-ms MS] [--label NAME] [--csv] [--new-keys F] [--client-per-user]\n"
+            << "         [--watch LOGIN --watch-messages M --watch-limit N]\n"
             << "       policy_bench --connect ADDR --idle-connections N --seconds S\n"
             << "       policy_bench --print-lua\n";
   std::exit(2);
@@ -90,6 +98,11 @@ options parse_args(int argc, char** argv) {
       else if (a == "--anon-share") o.anon_share = std::stod(value());
       else if (a == "--max-rcpts") o.max_rcpts = std::stoul(value());
       else if (a == "--sequential") o.sequential = true;
+      else if (a == "--new-keys") o.new_keys = std::stod(value());
+      else if (a == "--client-per-user") o.client_per_user = true;
+      else if (a == "--watch") o.watch = value();
+      else if (a == "--watch-messages") o.watch_messages = std::stoul(value());
+      else if (a == "--watch-limit") o.watch_limit = std::stoul(value());
       else if (a == "--seed") o.seed = std::stoull(value());
       else if (a == "--timeout-ms") o.timeout_ms = static_cast<std::uint32_t>(std::stoul(value()));
       else if (a == "--idle-connections") o.idle_connections = std::stoul(value());
@@ -113,6 +126,9 @@ options parse_args(int argc, char** argv) {
   if (o.users == 0) usage("--users must be > 0");
   if (o.max_rcpts == 0) usage("--max-rcpts must be > 0");
   if (o.requests == 0 && o.seconds <= 0) usage("give --requests or --seconds (every run is bounded)");
+  if (o.new_keys < 0 || o.new_keys > 1) usage("--new-keys must be 0..1");
+  if (!o.watch.empty() && (o.watch_messages == 0 || o.seconds <= 0 || o.requests != 0))
+    usage("--watch needs --watch-messages > 0 and a --seconds bound (no --requests)");
   if (o.seconds <= 0 || o.seconds > 3600) o.seconds = 3600;  // hard bound even with --requests only
   return o;
 }
@@ -151,6 +167,7 @@ struct shared_state {
   std::uint64_t errors = 0;     // bad replies, timeouts, connection failures
   std::uint64_t next_sequential_user = 0;
   std::map<std::string, std::uint64_t> actions;
+  std::vector<std::string> watch_actions;  // the watched login's answers, in order
   std::vector<std::uint32_t> latencies_us;
   bool stopping = false;
 
@@ -169,13 +186,18 @@ struct client_slot {
 };
 
 // The full Postfix 3.7 RCPT request as in tests/data/postfix-requests/rcpt_submission.txt.
+// `name`: the login ("user<user>" when empty).
 void build_request(std::string& out, bool anon, std::size_t user, std::size_t rcpt_no, std::string_view instance,
-                   unsigned client_port) {
-  const std::string u = std::to_string(user);
+                   unsigned client_port, std::string_view name = {}, bool client_per_user = false) {
+  const std::string u = name.empty() ? std::to_string(user) : std::string(name);
   const std::string sender = anon ? "web" + u + "@local.test" : "user" + u + "@bench.test";
   const std::string recipient = "rcpt" + std::to_string(rcpt_no) + "-" + u + "@example.net";
-  const std::string login = anon ? std::string() : "user" + u;
+  const std::string login = anon ? std::string() : name.empty() ? "user" + u : std::string(name);
+  char client[32] = "127.0.0.1";
+  if (client_per_user)
+    std::snprintf(client, sizeof client, "10.%zu.%zu.%zu", (user >> 16) & 255, (user >> 8) & 255, user & 255);
   rg::test::postfix_request r;
+  r.client_address = client;
   r.client_port = client_port;
   r.server_port = anon ? 25 : 587;
   r.helo_name = "client.bench.test";
@@ -210,13 +232,17 @@ awaitable<void> run_client(shared_state& st, client_slot& slot, std::size_t id) 
     std::size_t user;
     if (st.opt.sequential) user = static_cast<std::size_t>(st.next_sequential_user++ % st.opt.users);
     else user = st.zipf.draw(rng);
+    char fresh[64] = "";
+    if (!anon && st.opt.new_keys > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < st.opt.new_keys)
+      std::snprintf(fresh, sizeof fresh, "new%llu.%zu.%llu", static_cast<unsigned long long>(st.opt.seed), id,
+                    static_cast<unsigned long long>(msg_no + 1));
     const std::size_t rcpts = std::uniform_int_distribution<std::size_t>(1, st.opt.max_rcpts)(rng);
     char instance[48];
     std::snprintf(instance, sizeof instance, "%zx.%llx.%llx.0", id, static_cast<unsigned long long>(st.opt.seed),
                   static_cast<unsigned long long>(++msg_no));
     const auto port = static_cast<unsigned>(30000 + id % 30000);
     for (std::size_t r = 1; r <= rcpts && st.may_issue(); ++r) {
-      build_request(req, anon, user, r, instance, port);
+      build_request(req, anon, user, r, instance, port, fresh, st.opt.client_per_user);
       ++st.issued;
       const auto t0 = clock_type::now();
       slot.busy_since = t0;
@@ -250,6 +276,36 @@ awaitable<void> run_client(shared_state& st, client_slot& slot, std::size_t id) 
   if (slot.sock) {
     boost::system::error_code ignored;
     slot.sock->close(ignored);
+  }
+}
+
+// The watched login: --watch-messages single-RCPT messages evenly over the run on one connection of its own.
+awaitable<void> run_watch(shared_state& st) {
+  socket_type sock(co_await asio::this_coro::executor);
+  auto [cec] = co_await sock.async_connect(st.endpoint, tuple_awaitable);
+  if (cec) {
+    ++st.errors;
+    co_return;
+  }
+  const auto step = (st.end - st.start) / static_cast<long>(st.opt.watch_messages + 1);
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  std::string req, rbuf;
+  for (std::size_t m = 1; m <= st.opt.watch_messages; ++m) {
+    t.expires_at(st.start + step * static_cast<long>(m));
+    co_await t.async_wait(tuple_awaitable);
+    char instance[48];
+    std::snprintf(instance, sizeof instance, "watch.%zu", m);
+    build_request(req, false, 0, 1, instance, 29999, st.opt.watch);
+    auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(req), tuple_awaitable);
+    std::size_t n = 0;
+    boost::system::error_code rec = wec;
+    if (!wec) std::tie(rec, n) = co_await asio::async_read_until(sock, asio::dynamic_buffer(rbuf), "\n\n", tuple_awaitable);
+    if (rec) {
+      ++st.errors;
+      co_return;
+    }
+    st.watch_actions.push_back(rg::test::action_of(std::string_view(rbuf).substr(0, n)));
+    rbuf.erase(0, n);
   }
 }
 
@@ -294,6 +350,13 @@ int run_load(const options& opt) {
       --running;
     });
   }
+  if (!opt.watch.empty()) {
+    ++running;
+    asio::co_spawn(io, run_watch(st), [&](std::exception_ptr e) {
+      if (e) ++st.errors;
+      --running;
+    });
+  }
   asio::co_spawn(io, watchdog(st, slots, running), asio::detached);
   io.run();
   const double secs = std::chrono::duration<double>(last_done - st.start).count();
@@ -302,6 +365,20 @@ int run_load(const options& opt) {
   const double rps = secs > 0 ? static_cast<double>(st.completed) / secs : 0;
   std::string acts;
   for (auto& [a, n] : st.actions) acts += (acts.empty() ? "" : ";") + a + ":" + std::to_string(n);
+  // The watched login counts exactly when its first watch_limit answers are DUNNO and every later one is 450.
+  bool watch_exact = true;
+  if (!opt.watch.empty()) {
+    std::size_t dunno = 0, deferred = 0;
+    watch_exact = st.watch_actions.size() == opt.watch_messages;
+    for (std::size_t i = 0; i < st.watch_actions.size(); ++i) {
+      const bool want_dunno = i < opt.watch_limit;
+      const bool ok = want_dunno ? st.watch_actions[i] == "DUNNO" : st.watch_actions[i] == "450";
+      watch_exact = watch_exact && ok;
+      (st.watch_actions[i] == "DUNNO" ? dunno : deferred) += 1;
+    }
+    acts += ";watch-" + std::string(watch_exact ? "exact" : "WRONG") + ":" + std::to_string(dunno) + "+" +
+            std::to_string(deferred);
+  }
   if (opt.csv) {
     // label,concurrency,users,requests,errors,seconds,req_per_s,p50_us,p90_us,p99_us,max_us,actions
     std::printf("%s,%zu,%zu,%llu,%llu,%.3f,%.0f,%u,%u,%u,%u,%s\n", opt.label.c_str(), opt.concurrency, opt.users,
@@ -319,7 +396,7 @@ int run_load(const options& opt) {
     for (auto& [a, n] : st.actions) std::printf(" %s=%llu", a.c_str(), static_cast<unsigned long long>(n));
     std::printf("\n");
   }
-  return st.errors == 0 && st.completed > 0 ? 0 : 1;
+  return st.errors == 0 && st.completed > 0 && watch_exact ? 0 : 1;
 }
 
 // Opens N connections, keeps them idle for --seconds (the daemon's RSS is read meanwhile), closes them.

@@ -523,6 +523,55 @@ TEST_CASE("hostile: values made to break the log stay escaped - one line per dec
   }
 }
 
+TEST_CASE("hostile: a flood of new logins and senders past memory_max_keys: every key still counts exactly",
+          "[hostile]") {
+  // Made-up logins and senders, each used once, create identities far past a small cap. A new key must still be
+  // counted (on_store_error = defer would answer 451 if the store refused it), and a well-behaved login that
+  // keeps sending must be deferred exactly at its limit, as if there were no flood.
+  daemon_process d(limits + "sasl_username alice 5/1h defer\nsasl_username late 5/1h defer\n"
+                            "sender * 1000000/1h defer\n",
+                   "store = memory\nmemory_max_keys = 1000\non_store_error = defer\n");
+  bystander b(d);
+  policy_client flood(d.socket_path()), alice(d.socket_path());
+  int flood_sent = 0, flood_dunno = 0;
+  std::vector<std::string> alice_answers;
+  const int rounds = keep_attacking(150, 1000, [&](int n) {
+    for (int k = 0; k < 20; ++k, ++flood_sent) {
+      const std::string id = std::to_string(flood_sent);
+      flood_dunno += flood.ask(rcpt_request("flood" + id, "f" + id, "", "127.0.0.1", "x" + id + "@spam.example")) ==
+                     "DUNNO";
+    }
+    // Every 5 rounds: 200 new logins and 200 new senders in between, well below the cap.
+    if (n % 5 == 0 && alice_answers.size() < 30)
+      alice_answers.push_back(
+          alice.ask(rcpt_request("alice", "a" + std::to_string(n), "", "127.0.0.1", "alice@example.com")));
+  });
+  CHECK(flood_dunno == flood_sent);
+  REQUIRE(alice_answers.size() == 30);
+  for (std::size_t i = 0; i < alice_answers.size(); ++i) {
+    INFO("alice's message " << i + 1 << ": " << alice_answers[i]);
+    if (i < 5) CHECK(alice_answers[i] == "DUNNO");
+    else CHECK(alice_answers[i].starts_with("450 4.7.1 "));
+  }
+  // A login first seen now, with the store long full, is counted from its first message.
+  int late_dunno = 0;
+  for (int i = 0; i < 6; ++i) {
+    const auto a = flood.ask(rcpt_request("late", "l" + std::to_string(i), "", "127.0.0.1", "late@example.com"));
+    late_dunno += a == "DUNNO";
+    if (i == 5) CHECK(a.starts_with("450 4.7.1 "));
+  }
+  CHECK(late_dunno == 5);
+  CHECK(d.log_count("memory store full") == 0);
+  const auto s = b.finish();
+  print_reliability("Flood of new keys: " + std::to_string(flood_sent) +
+                        " made-up logins and senders past memory_max_keys = 1000",
+                    s, crashes(d),
+                    std::to_string(2 * flood_sent) + " new identities; every new key counted (0 store errors); a steady "
+                    "login deferred exactly at its 6th message of 30, a late login at its 6th",
+                    test_name());
+  CHECK(rounds >= 150);
+}
+
 TEST_CASE("hostile: usernames with colons and braces and 10 kB senders keep Redis keys distinct and bounded",
           "[hostile]") {
   redis_server redis;

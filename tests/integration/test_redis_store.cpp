@@ -11,6 +11,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <catch2/catch.hpp>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -484,6 +486,56 @@ TEST_CASE("fail fast when not started or overloaded or stopped: every request co
     REQUIRE(errors.size() == 1);
     CHECK(errors[0] == "redis store stopped");
   }
+}
+
+// store.hpp's completion contract, which the memory store keeps too (test_memory_store.cpp): each handler runs
+// exactly once, on the thread running the store's io_context, and only after async_check / async_admin has
+// returned -- a check answered from the read loop, an operator command, and a request failed at initiation.
+TEST_CASE("completion contract: once, on the io_context's thread, after the initiating call returned",
+          "[redis][contract]") {
+  env e;
+  int checks = 0, admins = 0, failures = 0;
+  bool returned = false, all_after_return = true, all_on_io_thread = true, charged = false, failed_ok = true;
+  std::thread::id io_thread;
+  const auto note = [&](int& n) {
+    ++n;
+    all_after_return = all_after_return && returned;
+    all_on_io_thread = all_on_io_thread && std::this_thread::get_id() == io_thread;
+  };
+  const auto run_on_thread = [&](auto done) {
+    std::thread runner([&] {
+      io_thread = std::this_thread::get_id();
+      run_until(e.io, done, 5s);
+    });
+    runner.join();
+  };
+  asio::post(e.io, [&] {
+    e.store.async_check(request({counter("u:contract", 60, 5)}, t0), [&](store_result r) {
+      note(checks);
+      charged = r.charged;
+    });
+    e.store.async_admin(op(rg::admin_op::status, "u:contract", t0), [&](rg::admin_result) { note(admins); });
+    returned = true;
+  });
+  run_on_thread([&] { return checks + admins >= 2; });
+  e.store.stop();
+  returned = false;
+  asio::post(e.io, [&] {
+    e.store.async_check(request({counter("u:contract", 60, 5)}, t0), [&](store_result r) {
+      note(failures);
+      failed_ok = r.ok;
+    });
+    returned = true;
+  });
+  run_on_thread([&] { return failures >= 1; });
+  run_for(e.io, 50ms);  // nothing completes twice
+  CHECK(checks == 1);
+  CHECK(admins == 1);
+  CHECK(failures == 1);
+  CHECK(charged);
+  CHECK_FALSE(failed_ok);
+  CHECK(all_after_return);
+  CHECK(all_on_io_thread);
 }
 
 TEST_CASE("a server that accepts but never answers: the connect deadline retries with one warning", "[redis]") {

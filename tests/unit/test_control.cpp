@@ -26,7 +26,7 @@ struct fixture {
     snap = std::make_shared<policy_snapshot>(make_snapshot(std::move(*parsed.rules), settings));
   }
   boost::asio::io_context io;
-  memory_store st;
+  memory_store st{default_memory_max_keys, {}, {}, io.get_executor()};
   std::shared_ptr<const policy_snapshot> snap;
 
   json::object run(const std::string& request) {

@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <thread>
 #include <cmath>
 #include <optional>
 
@@ -201,22 +203,164 @@ TEST_CASE("memory store: the journal drops entries older than its age cap and id
   CHECK(cut.holds.at(0).sender.size() == journal_field_max);
 }
 
-TEST_CASE("memory store: locks count against memory_max_keys and top says when it stopped early",
+TEST_CASE("memory store: locks count against memory_max_keys, are never evicted, and top says when it stopped early",
           "[memory_store]") {
   memory_store s(1000);
   for (int i = 0; i < 1000; ++i) REQUIRE(s.check(request({counter("u:" + std::to_string(i), 60)}, t0)).charged);
-  const auto full = s.admin(lock("u:new", 1000, "x", t0 + 1));
-  CHECK_FALSE(full.ok);
-  CHECK(full.error == "memory store full (memory_max_keys)");
-  CHECK(s.admin(lock("u:7", 1000, "x", t0 + 1)).changed);  // a known identity can still be locked
-  const auto t = s.admin(top("u:", 'm', 60, 10, t0 + 2));
-  CHECK_FALSE(t.truncated);  // 1000 is below top_scan_max
+  // Full: a new identity (here a lock) takes the place of the least recently used one, u:0.
+  const auto fresh = s.admin(lock("u:new", 60'000, "x", t0 + 1));
+  REQUIRE(fresh.ok);
+  CHECK(fresh.changed);
+  CHECK(s.size() == 1000);
+  CHECK(s.evictions() == 1);
+  CHECK(s.admin(op(admin_op::status, "u:0", t0 + 1)).identities.at(0).windows.empty());
+  CHECK(s.admin(lock("u:7", 60'000, "x", t0 + 1)).changed);  // a known identity can still be locked
+  // A flood of new identities evicts every unlocked one, never the two locked ones.
+  for (int i = 0; i < 3000; ++i) REQUIRE(s.check(request({counter("s:flood" + std::to_string(i), 60)}, t0 + 2)).charged);
+  CHECK(s.size() == 1000);
+  CHECK(s.check(request({counter("u:7", 60)}, t0 + 3, false)).locks.size() == 1);
+  CHECK(s.check(request({counter("u:7", 60)}, t0 + 3, false)).counts == std::vector<std::uint64_t>{1});
+  CHECK(s.check(request({counter("u:new", 60)}, t0 + 3, false)).locks.size() == 1);
+  const auto t = s.admin(top("s:", 'm', 60, 10, t0 + 4));
+  CHECK_FALSE(t.truncated);  // 998 is below top_scan_max
   CHECK(t.identities.size() == 10);
+}
+
+TEST_CASE("memory store: past memory_max_keys a new key is counted and the least recently used identity goes",
+          "[memory_store]") {
+  memory_store s(1000);
+  for (int i = 0; i < 1000; ++i) REQUIRE(s.check(request({counter("u:" + std::to_string(i), 3600)}, t0 + i)).charged);
+  // A well-behaved client with a limit of 5 per hour uses its key every 500 new keys while 20 000 arrive.
+  int accepted = 0;
+  for (int i = 0; i < 20'000; ++i) {
+    const auto r = s.check(request({counter("s:new" + std::to_string(i), 3600, 5)}, t0 + 2000 + i));
+    REQUIRE(r.ok);
+    CHECK(r.charged);
+    CHECK(r.counts == std::vector<std::uint64_t>{0});
+    if (i % 500 == 0) {
+      const auto mine = s.check(request({counter("u:steady", 3600, 5)}, t0 + 2000 + i));
+      REQUIRE(mine.ok);
+      CHECK(mine.counts == std::vector<std::uint64_t>{static_cast<std::uint64_t>(std::min(accepted, 5))});
+      CHECK(mine.charged == (accepted < 5));
+      accepted += mine.charged;
+    }
+  }
+  CHECK(accepted == 5);  // exactly the limit, then refused, while everything else was evicted 20 times over
+  CHECK(s.size() == 1000);
+  CHECK(s.evictions() == 20'001);  // 21 001 identities made, 1000 kept
+  // A new key counts from its first request: charged twice, it reads 2.
+  REQUIRE(s.check(request({counter("s:late", 3600)}, t0 + 30'000)).charged);
+  REQUIRE(s.check(request({counter("s:late", 3600)}, t0 + 30'001)).charged);
+  CHECK(s.check(request({counter("s:late", 3600)}, t0 + 30'002, false)).counts == std::vector<std::uint64_t>{2});
+}
+
+TEST_CASE("memory store: when every identity is locked a new key gets the store-full error", "[memory_store]") {
+  memory_store s(1000);
+  for (int i = 0; i < 1000; ++i) REQUIRE(s.admin(lock("u:" + std::to_string(i), 60'000, "x", t0)).changed);
+  const auto r = s.check(request({counter("u:new", 60)}, t0 + 1));
+  CHECK_FALSE(r.ok);
+  CHECK(r.error == "memory store full (memory_max_keys)");
+  const auto l = s.admin(lock("u:new", 1000, "x", t0 + 1));
+  CHECK_FALSE(l.ok);
+  CHECK(l.error == "memory store full (memory_max_keys)");
+  CHECK(s.evictions() == 0);
+  // The locks end; the sweep frees them as it passes (two identities per call).
+  for (int i = 0; i < 500; ++i) s.check(request({counter("u:0", 60)}, t0 + 60'000 + i, false));
+  CHECK(s.size() == 0);
+  CHECK(s.check(request({counter("u:new", 60)}, t0 + 61'000)).charged);
+}
+
+TEST_CASE("memory store: expired identities are swept a few per call", "[memory_store]") {
+  memory_store s;
+  for (int i = 0; i < 1000; ++i) REQUIRE(s.check(request({counter("u:" + std::to_string(i), 60)}, t0)).charged);
+  CHECK(s.size() == 1000);
+  // 70 s later every identity has expired; each call frees at most two.
+  s.check(request({counter("u:x", 60)}, t0 + 70'000, false));
+  CHECK(s.size() >= 998);
+  for (int i = 0; i < 500; ++i) s.check(request({counter("u:x", 60)}, t0 + 70'000, false));
+  CHECK(s.size() == 0);
+}
+
+TEST_CASE("memory store: counts past 65535 in one bucket stay exact", "[memory_store]") {
+  memory_store s;
+  for (int i = 0; i < 3; ++i) REQUIRE(s.check(request({counter("ip:192.0.2.1", 60, 0, 'r', 40'000)}, t0 + i)).charged);
+  REQUIRE(s.check(request({counter("ip:192.0.2.1", 60, 0, 'r', 7)}, t0 + 5'000)).charged);
+  CHECK(s.check(request({counter("ip:192.0.2.1", 60, 0, 'r')}, t0 + 5'001, false)).counts ==
+        std::vector<std::uint64_t>{120'007});
+  // The ring still moves on: 65 s later only the second bucket's 7 are left.
+  CHECK(s.check(request({counter("ip:192.0.2.1", 60, 0, 'r')}, t0 + 65'000, false)).counts ==
+        std::vector<std::uint64_t>{7});
+  REQUIRE(s.check(request({counter("ip:192.0.2.1", 60, 0, 'r', 1)}, t0 + 65'000)).charged);
+  CHECK(s.check(request({counter("ip:192.0.2.1", 60, 0, 'r')}, t0 + 65'001, false)).counts ==
+        std::vector<std::uint64_t>{8});
+}
+
+TEST_CASE("memory store: a signal bucket keeps at most signal_memory_cap distinct values", "[memory_store][signal]") {
+  memory_store s;
+  const std::int64_t b = t0 / 15'000 * 15'000;
+  std::uint64_t last = 0;
+  for (std::size_t i = 0; i < signal_memory_cap + 50; ++i) {
+    auto req = request({}, b + 1);
+    req.signals.push_back(signal_of("u:many", 'd', 60, "d" + std::to_string(i) + ".example"));
+    last = s.check(req).distinct.at(0);
+  }
+  CHECK(last == signal_memory_cap);
+  // The next quarter has room again; the first quarter's values still count.
+  auto req = request({}, b + 15'000);
+  req.signals.push_back(signal_of("u:many", 'd', 60, "new.example"));
+  CHECK(s.check(req).distinct.at(0) == signal_memory_cap + 1);
+}
+
+// store.hpp's completion contract, which both stores keep (the Redis store: test_redis_store.cpp): the handler
+// runs exactly once, on the thread running the store's io_context, and only after async_check / async_admin
+// has returned.
+TEST_CASE("memory store: async completions run once, on the io_context's thread, after the call returned",
+          "[memory_store][contract]") {
+  boost::asio::io_context io;
+  memory_store s(1000, [] { return t0; }, {}, io.get_executor());
+  store& base = s;
+  int checks = 0, admins = 0;
+  bool returned = false, check_after_return = false, admin_after_return = false;
+  std::thread::id check_thread, admin_thread;
+  std::optional<store_result> checked;
+  std::optional<admin_result> locked;
+  boost::asio::post(io, [&] {
+    base.async_check(request({counter("u:zed", 60, 1)}, 0), [&](store_result r) {
+      ++checks;
+      check_after_return = returned;
+      check_thread = std::this_thread::get_id();
+      checked = std::move(r);
+    });
+    base.async_admin(lock("u:zed", 5000, "via interface", 0), [&](admin_result r) {
+      ++admins;
+      admin_after_return = returned;
+      admin_thread = std::this_thread::get_id();
+      locked = std::move(r);
+    });
+    returned = true;
+  });
+  std::thread::id io_thread;
+  std::thread runner([&] {
+    io_thread = std::this_thread::get_id();
+    io.run();
+  });
+  runner.join();
+  CHECK(checks == 1);
+  CHECK(admins == 1);
+  CHECK(check_after_return);
+  CHECK(admin_after_return);
+  CHECK(check_thread == io_thread);
+  CHECK(admin_thread == io_thread);
+  REQUIRE(checked);
+  CHECK(checked->charged);
+  REQUIRE(locked);
+  CHECK(locked->changed);
+  CHECK(locked->identities.at(0).lock->since_ms == t0);  // the store's own clock when now_ms is 0
 }
 
 TEST_CASE("memory store: async_admin completes through the store interface", "[memory_store]") {
   boost::asio::io_context io;
-  memory_store s(1000, [] { return t0; });
+  memory_store s(1000, [] { return t0; }, {}, io.get_executor());
   store& base = s;
   std::optional<admin_result> got;
   base.async_admin(lock("u:zed", 5000, "via interface", 0), [&](admin_result r) { got = std::move(r); });

@@ -90,7 +90,7 @@ struct harness {
   std::int64_t now = 1'000'000'000'000;  // store and service clock, ms
   log_capture log;
   asio::io_context io;
-  memory_store mem{1000000, [this] { return now; }};
+  memory_store mem{1000000, [this] { return now; }, {}, io.get_executor()};
   policy_service service;
 
   explicit harness(std::shared_ptr<const policy_snapshot> snap, store* st = nullptr)

@@ -1,13 +1,21 @@
-// In-process bucketed sliding windows: a ring of 13 buckets per identity, unit and window (with its adaptive
-// baseline), exact sets for the distinct-value signals, a lock beside them, and the hold journal as a ring
-// capped by length and age. Expired identities are swept at most
-// every few seconds, and the number of identities is capped so a flood of made-up senders cannot grow
-// memory without bound (past the cap the store answers with an error and the daemon applies on_store_error).
+// In-process bucketed sliding windows: per identity one heap block holding its key, a ring of 13 buckets per
+// unit and window (16-bit counts, widened when needed), the adaptive baselines and the distinct-value signals as
+// sorted keyed hashes; locks beside them; the hold journal as a ring capped by length and age.
+// At most max_keys identities: a new one past the cap evicts the least recently used identity that has no lock
+// in force, so a flood of made-up senders costs the coldest identities, never the counting of a new key.
+// Expired identities are freed by a sweep that looks at two slab slots per call (O(1) per request).
 #include "memory_store.hpp"
+
+#include <boost/asio/post.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <random>
 
 namespace rg {
 
@@ -27,10 +35,61 @@ double baseline_alpha(std::uint32_t window_s, std::int64_t half_life_ms) {
 std::int64_t baseline_keep_ms(std::int64_t half_life_ms) { return 4 * half_life_ms; }
 
 constexpr std::string_view store_full = "memory store full (memory_max_keys)";
+
+constexpr std::size_t round8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
+
+std::uint64_t rotl(std::uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
+
+// SipHash-1-3 (as Rust's HashMap): keyed, so neither the probe chains of the identity map nor the signal
+// hashes can be aimed at by choosing senders or recipient domains.
+std::uint64_t siphash13(const std::uint64_t key[2], std::string_view s) {
+  std::uint64_t v0 = 0x736f6d6570736575ULL ^ key[0], v1 = 0x646f72616e646f6dULL ^ key[1];
+  std::uint64_t v2 = 0x6c7967656e657261ULL ^ key[0], v3 = 0x7465646279746573ULL ^ key[1];
+  const auto round = [&] {
+    v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
+    v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
+    v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
+    v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
+  };
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t m;
+    std::memcpy(&m, s.data() + i, 8);
+    v3 ^= m;
+    round();
+    v0 ^= m;
+  }
+  std::uint64_t b = static_cast<std::uint64_t>(n) << 56;
+  for (std::size_t j = 0; i + j < n; ++j) b |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[i + j])) << (8 * j);
+  v3 ^= b;
+  round();
+  v0 ^= b;
+  v2 ^= 0xff;
+  round();
+  round();
+  round();
+  return v0 ^ v1 ^ v2 ^ v3;
+}
+
+// The bucket of a signal entry: the latest b <= head with b & 7 == the entry's low bits (entries are kept
+// within head - 4 .. head, so this is exact).
+std::int64_t entry_bucket(std::uint64_t e, std::int64_t head) {
+  return head - static_cast<std::int64_t>((static_cast<std::uint64_t>(head) - e) & 7);
+}
+
+[[noreturn]] void no_executor() {
+  std::fputs("memory_store: async_check/async_admin need the executor given at construction\n", stderr);
+  std::abort();
+}
 }  // namespace
 
-memory_store::memory_store(std::size_t max_keys, clock_fn clock, journal_caps caps)
-    : max_keys_(max_keys), clock_(std::move(clock)), caps_(caps) {}
+memory_store::memory_store(std::size_t max_keys, clock_fn clock, journal_caps caps, boost::asio::any_io_executor ex)
+    : max_keys_(std::max<std::size_t>(1, max_keys)), clock_(std::move(clock)), caps_(caps), ex_(std::move(ex)),
+      table_(1024, none) {
+  std::random_device rd;
+  for (auto& k : hash_key_) k = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+}
 
 std::int64_t memory_store::now_ms() const {
   if (clock_) return clock_();
@@ -38,47 +97,330 @@ std::int64_t memory_store::now_ms() const {
       .count();
 }
 
+// store.hpp's contract: never inline, on the store's executor, exactly once. The lambda has no associated
+// executor of its own, so the handler runs on ex_ itself (as the Redis store's does, from its read loop).
 void memory_store::start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) {
-  std::move(done)(check(req));
+  if (!ex_) no_executor();
+  boost::asio::post(ex_, [d = std::move(done), r = check(req)]() mutable { std::move(d)(std::move(r)); });
 }
 
 void memory_store::start_admin(admin_request req, boost::asio::any_completion_handler<void(admin_result)> done) {
-  std::move(done)(admin(req));
+  if (!ex_) no_executor();
+  boost::asio::post(ex_, [d = std::move(done), r = admin(req)]() mutable { std::move(d)(std::move(r)); });
 }
 
-void memory_store::sweep(std::int64_t now) {
-  last_sweep_ms_ = now;
-  std::erase_if(identities_, [now](const auto& kv) { return kv.second.expires_ms <= now; });
+// --- the identity map and the lists --------------------------------------------------------------------------
+
+std::uint64_t memory_store::hash_of(std::string_view s) const { return siphash13(hash_key_, s); }
+
+std::string_view memory_store::key_of(const node& n) const {
+  return {reinterpret_cast<const char*>(n.blob.get()), n.key_len};
 }
 
-memory_store::identity* memory_store::live(const std::string& id, std::int64_t now) {
-  const auto it = identities_.find(id);
-  return it == identities_.end() || it->second.expires_ms <= now ? nullptr : &it->second;
-}
-
-memory_store::identity* memory_store::live_or_new(const std::string& id, std::int64_t now) {
-  auto it = identities_.find(id);
-  if (it == identities_.end()) {
-    if (identities_.size() >= max_keys_) return nullptr;
-    return &identities_.emplace(id, identity{}).first->second;
+std::uint32_t memory_store::find(std::string_view id, std::uint64_t h) const {
+  const std::size_t mask = table_.size() - 1;
+  for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+    const std::uint32_t n = table_[i];
+    if (n == none) return none;
+    if (nodes_[n].hash == h && key_of(nodes_[n]) == id) return n;
   }
-  // Redis would have dropped the key by now: start afresh, not with its old windows and lock. (0: created by
-  // this or a refused request and never charged; keep the windows a previous counter just added.)
-  if (it->second.expires_ms != 0 && it->second.expires_ms <= now) it->second = identity{};
-  return &it->second;
+}
+
+void memory_store::table_insert(std::uint32_t n) {
+  if ((used_ + 1) * 4 > table_.size() * 3) {
+    std::vector<std::uint32_t> bigger(table_.size() * 2, none);
+    table_.swap(bigger);
+    const std::size_t mask = table_.size() - 1;
+    for (std::uint32_t m : bigger) {
+      if (m == none) continue;
+      std::size_t i = nodes_[m].hash & mask;
+      while (table_[i] != none) i = (i + 1) & mask;
+      table_[i] = m;
+    }
+  }
+  const std::size_t mask = table_.size() - 1;
+  std::size_t i = nodes_[n].hash & mask;
+  while (table_[i] != none) i = (i + 1) & mask;
+  table_[i] = n;
+}
+
+// Backward-shift deletion: no tombstones, so probe chains never grow from churn.
+void memory_store::table_erase(std::uint32_t n) {
+  const std::size_t mask = table_.size() - 1;
+  std::size_t i = nodes_[n].hash & mask;
+  while (table_[i] != n) i = (i + 1) & mask;
+  for (std::size_t j = i;;) {
+    j = (j + 1) & mask;
+    if (table_[j] == none) break;
+    const std::size_t home = nodes_[table_[j]].hash & mask;
+    // table_[j] may move to i when its home is not in the cyclic range (i, j].
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      table_[i] = table_[j];
+      i = j;
+    }
+  }
+  table_[i] = none;
+}
+
+void memory_store::unlink(std::uint32_t n) {
+  node& x = nodes_[n];
+  list& l = (x.flags & in_locked_list) ? locked_ : lru_;
+  (x.prev != none ? nodes_[x.prev].next : l.head) = x.next;
+  (x.next != none ? nodes_[x.next].prev : l.tail) = x.prev;
+  x.prev = x.next = none;
+}
+
+void memory_store::push_front(list& l, std::uint32_t n) {
+  node& x = nodes_[n];
+  x.flags = static_cast<std::uint8_t>(&l == &locked_ ? (x.flags | in_locked_list) : (x.flags & ~in_locked_list));
+  x.prev = none;
+  x.next = l.head;
+  (l.head != none ? nodes_[l.head].prev : l.tail) = n;
+  l.head = n;
+}
+
+const memory_store::lock_state* memory_store::lock_in_force(std::uint32_t n, std::int64_t now) const {
+  if (n == none || !(nodes_[n].flags & has_lock)) return nullptr;
+  const lock_state& l = locks_.at(n);
+  return l.until_ms > now ? &l : nullptr;
+}
+
+void memory_store::touch(std::uint32_t n, std::int64_t now) {
+  node& x = nodes_[n];
+  x.epoch = epoch_;
+  if ((x.flags & in_locked_list) && lock_in_force(n, now) != nullptr) return;
+  if (x.flags & in_locked_list) {
+    unlink(n);
+    push_front(lru_, n);
+  } else if (lru_.head != n) {
+    unlink(n);
+    push_front(lru_, n);
+  }
+}
+
+std::uint32_t memory_store::ensure(std::string_view id, std::uint32_t n, std::int64_t now) {
+  if (n != none) {
+    // Redis would have dropped the key by now: start afresh, not with its old windows and lock. (0: created by
+    // this request and not charged yet; keep what an earlier counter of the request just added.)
+    if (nodes_[n].expires_ms != 0 && nodes_[n].expires_ms <= now) clear_node(n);
+    touch(n, now);
+    return n;
+  }
+  if (used_ >= max_keys_) {
+    // The coldest identity without a lock in force goes; never one this call has touched (a request's own
+    // identities are all at the front by now, so the tail is one of them only when nothing else is left).
+    const std::uint32_t victim = lru_.tail;
+    if (victim == none || nodes_[victim].epoch == epoch_) return none;
+    free_node(victim);
+    ++evictions_;
+  }
+  std::uint32_t m;
+  if (!free_.empty()) {
+    m = free_.back();
+    free_.pop_back();
+  } else {
+    m = static_cast<std::uint32_t>(nodes_.size());
+    nodes_.emplace_back();
+  }
+  node& x = nodes_[m];
+  x.hash = hash_of(id);
+  x.key_len = static_cast<std::uint16_t>(id.size());
+  x.capacity = static_cast<std::uint32_t>(round8(id.size()));
+  x.blob.reset(new std::byte[x.capacity]);
+  std::memcpy(x.blob.get(), id.data(), id.size());
+  x.flags = in_use;
+  x.epoch = epoch_;
+  x.expires_ms = 0;
+  push_front(lru_, m);
+  table_insert(m);
+  ++used_;
+  return m;
+}
+
+void memory_store::release_wide(node& n) {
+  window_rec* w = windows_of(n);
+  for (std::size_t i = 0; i < n.windows; ++i) {
+    if (!w[i].wide) continue;
+    std::uint32_t idx;
+    std::memcpy(&idx, w[i].count, sizeof idx);
+    wide_free_.push_back(idx);
+  }
+}
+
+void memory_store::free_node(std::uint32_t n) {
+  node& x = nodes_[n];
+  table_erase(n);
+  unlink(n);
+  if (x.flags & has_lock) locks_.erase(n);
+  release_wide(x);
+  x = node{};
+  free_.push_back(n);
+  --used_;
+}
+
+void memory_store::clear_node(std::uint32_t n) {
+  node& x = nodes_[n];
+  release_wide(x);
+  const layout l = layout_of(x);
+  splice(x, l.windows, l.end - l.windows, 0);
+  x.windows = x.baselines = x.signals = 0;
+  if (x.flags & has_lock) locks_.erase(n);
+  x.flags = static_cast<std::uint8_t>(x.flags & ~has_lock);
+  x.expires_ms = 0;
+}
+
+void memory_store::sweep_step(std::int64_t now) {
+  for (int k = 0; k < 2 && !nodes_.empty(); ++k) {
+    if (sweep_cursor_ >= nodes_.size()) sweep_cursor_ = 0;
+    const auto n = static_cast<std::uint32_t>(sweep_cursor_++);
+    const node& x = nodes_[n];
+    if (!(x.flags & in_use)) continue;
+    if (x.expires_ms <= now) {
+      free_node(n);
+    } else if ((x.flags & in_locked_list) && lock_in_force(n, now) == nullptr) {
+      unlink(n);
+      push_front(lru_, n);
+    }
+  }
+}
+
+// --- the blob ----------------------------------------------------------------------------------------------
+
+memory_store::layout memory_store::layout_of(const node& n) {
+  layout l;
+  l.windows = round8(n.key_len);
+  l.baselines = l.windows + n.windows * sizeof(window_rec);
+  l.signals = l.baselines + n.baselines * sizeof(baseline_rec);
+  l.values = l.signals + n.signals * sizeof(signal_rec);
+  std::size_t values = 0;
+  const auto* s = reinterpret_cast<const signal_rec*>(n.blob.get() + l.signals);
+  for (std::size_t i = 0; i < n.signals; ++i) values += s[i].values;
+  l.end = l.values + values * sizeof(std::uint64_t);
+  return l;
+}
+
+std::byte* memory_store::splice(node& n, std::size_t at, std::size_t remove, std::size_t insert) {
+  const std::size_t size = layout_of(n).end;
+  const std::size_t new_size = size - remove + insert;
+  std::byte* b = n.blob.get();
+  if (new_size > n.capacity || (n.capacity > 256 && new_size < n.capacity / 4)) {
+    // Exact for the small blobs of ordinary identities; room to grow for a signal with many values.
+    const std::size_t cap = new_size <= 256 ? new_size : new_size + new_size / 2;
+    std::unique_ptr<std::byte[]> fresh(new std::byte[cap]);
+    std::memcpy(fresh.get(), b, at);
+    std::memcpy(fresh.get() + at + insert, b + at + remove, size - at - remove);
+    n.blob = std::move(fresh);
+    n.capacity = static_cast<std::uint32_t>(cap);
+    b = n.blob.get();
+  } else {
+    std::memmove(b + at + insert, b + at + remove, size - at - remove);
+  }
+  std::memset(b + at, 0, insert);
+  return b;
+}
+
+memory_store::window_rec* memory_store::windows_of(node& n) const {
+  return std::launder(reinterpret_cast<window_rec*>(n.blob.get() + round8(n.key_len)));
+}
+
+memory_store::baseline_rec* memory_store::baselines_of(node& n) const {
+  return std::launder(reinterpret_cast<baseline_rec*>(n.blob.get() + round8(n.key_len) + n.windows * sizeof(window_rec)));
+}
+
+memory_store::signal_rec* memory_store::signals_of(node& n) const {
+  return std::launder(reinterpret_cast<signal_rec*>(n.blob.get() + round8(n.key_len) + n.windows * sizeof(window_rec) +
+                                                    n.baselines * sizeof(baseline_rec)));
+}
+
+std::uint64_t* memory_store::values_of(node& n, std::uint32_t signal_no) const {
+  const signal_rec* s = signals_of(n);
+  std::size_t before = 0;
+  for (std::uint32_t i = 0; i < signal_no; ++i) before += s[i].values;
+  return std::launder(reinterpret_cast<std::uint64_t*>(reinterpret_cast<std::byte*>(const_cast<signal_rec*>(s + n.signals)) +
+                                                       before * sizeof(std::uint64_t)));
+}
+
+std::uint32_t memory_store::find_window(node& n, char tag, std::uint32_t window_s) const {
+  const window_rec* w = windows_of(n);
+  for (std::uint32_t i = 0; i < n.windows; ++i)
+    if (w[i].unit_tag == tag && w[i].window_s == window_s) return i;
+  return none;
+}
+
+std::uint32_t memory_store::add_window(std::uint32_t n, char tag, std::uint32_t window_s, std::int64_t head) {
+  node& x = nodes_[n];
+  const layout l = layout_of(x);
+  splice(x, l.baselines, 0, sizeof(window_rec));
+  const std::uint32_t i = x.windows++;
+  window_rec& w = windows_of(x)[i];
+  w.head = head;
+  w.window_s = window_s;
+  w.unit_tag = tag;
+  return i;
+}
+
+memory_store::baseline_rec* memory_store::find_baseline(node& n, std::uint32_t window_no) const {
+  baseline_rec* b = baselines_of(n);
+  for (std::size_t i = 0; i < n.baselines; ++i)
+    if (b[i].window_no == window_no) return &b[i];
+  return nullptr;
+}
+
+// --- counting ------------------------------------------------------------------------------------------------
+
+std::uint64_t memory_store::slot_count(const window_rec& w, std::size_t slot) const {
+  if (!w.wide) return w.count[slot];
+  std::uint32_t idx;
+  std::memcpy(&idx, w.count, sizeof idx);
+  return wide_[idx][slot];
 }
 
 // Every bucket of the window that is not older than buckets_per_window counts whole (store.hpp).
-std::uint64_t memory_store::count(const window_counter& w, std::int64_t now) {
+std::uint64_t memory_store::count(const window_rec& w, std::int64_t now) const {
   const std::int64_t cur = now / bucket_width_ms(w.window_s);
+  const std::int64_t hi = std::min(cur, w.head);
   std::uint64_t n = 0;
-  for (std::size_t s = 0; s < slots; ++s)
-    if (w.index[s] >= cur - static_cast<std::int64_t>(buckets_per_window) && w.index[s] <= cur) n += w.count[s];
+  for (std::int64_t b = std::max<std::int64_t>(0, std::max(cur, w.head) - static_cast<std::int64_t>(buckets_per_window));
+       b <= hi; ++b)
+    n += slot_count(w, static_cast<std::size_t>(b % static_cast<std::int64_t>(slots)));
   return n;
 }
 
-const memory_store::lock_state* memory_store::lock_in_force(const identity& i, std::int64_t now) {
-  return i.lock && i.lock->until_ms > now ? &*i.lock : nullptr;
+void memory_store::charge(window_rec& w, std::int64_t cur, std::uint32_t cost) {
+  const auto ring = static_cast<std::int64_t>(slots);
+  std::uint64_t* wide = nullptr;
+  if (w.wide) {
+    std::uint32_t idx;
+    std::memcpy(&idx, w.count, sizeof idx);
+    wide = wide_[idx].data();
+  }
+  if (cur > w.head) {
+    for (std::int64_t b = std::max(w.head + 1, cur - ring + 1); b <= cur; ++b) {
+      const auto s = static_cast<std::size_t>(b % ring);
+      if (wide) wide[s] = 0;
+      else w.count[s] = 0;
+    }
+    w.head = cur;
+  } else if (cur < w.head - static_cast<std::int64_t>(buckets_per_window)) {
+    return;  // the clock stepped back more than a window: older than any bucket the ring holds or counts
+  }
+  const auto s = static_cast<std::size_t>(cur % ring);
+  if (!wide && w.count[s] + static_cast<std::uint64_t>(cost) > 0xffff) {
+    std::uint32_t idx;
+    if (!wide_free_.empty()) {
+      idx = wide_free_.back();
+      wide_free_.pop_back();
+    } else {
+      idx = static_cast<std::uint32_t>(wide_.size());
+      wide_.emplace_back();
+    }
+    for (std::size_t i = 0; i < slots; ++i) wide_[idx][i] = w.count[i];
+    w.wide = 1;
+    std::memcpy(w.count, &idx, sizeof idx);
+    wide = wide_[idx].data();
+  }
+  if (wide) wide[s] += cost;
+  else w.count[s] = static_cast<std::uint16_t>(w.count[s] + cost);
 }
 
 namespace {
@@ -97,74 +439,103 @@ double fold_average(double average, std::int64_t last, std::int64_t first, std::
 }
 }  // namespace
 
-baseline_value memory_store::baseline_at(const window_counter& w, std::int64_t period, double factor,
-                                         std::uint64_t floor, double alpha) {
+baseline_value memory_store::baseline_at(const window_rec& w, const baseline_rec& b, std::int64_t period, double factor,
+                                         std::uint64_t floor, double alpha) const {
+  // The count of period `last`: its buckets are among the ring's (a burst counter's charge moves last with head).
   std::uint64_t x = 0;
-  for (std::size_t s = 0; s < slots; ++s)
-    if (w.index[s] >= 0 && w.index[s] / static_cast<std::int64_t>(buckets_per_window) == w.last_period) x += w.count[s];
-  baseline_value b;
-  b.present = true;
-  b.average =
-      fold_average(w.average, w.last_period, w.first_period, period, static_cast<double>(x), factor, floor, alpha);
-  b.history_ms = (period - w.first_period) * static_cast<std::int64_t>(w.window_s) * 1000;
-  return b;
+  const auto per = static_cast<std::int64_t>(buckets_per_window);
+  for (std::int64_t k = w.head - per; k <= w.head; ++k)
+    if (k >= 0 && k / per == b.last_period) x += slot_count(w, static_cast<std::size_t>(k % static_cast<std::int64_t>(slots)));
+  baseline_value v;
+  v.present = true;
+  v.average = fold_average(b.average, b.last_period, b.first_period, period, static_cast<double>(x), factor, floor, alpha);
+  v.history_ms = (period - b.first_period) * static_cast<std::int64_t>(w.window_s) * 1000;
+  return v;
 }
 
-std::uint64_t memory_store::distinct(const signal_state& s, std::int64_t now) {
+std::uint64_t memory_store::distinct(node& n, std::uint32_t signal_no, std::int64_t now) const {
+  const signal_rec& s = signals_of(n)[signal_no];
   const std::int64_t cur = now / signal_width_ms(s.window_s);
-  const std::unordered_set<std::string>* live_sets[signal_slots];
-  std::size_t n = 0;
-  for (std::size_t i = 0; i < signal_slots; ++i)
-    if (s.index[i] >= cur - static_cast<std::int64_t>(signal_buckets) && s.index[i] <= cur && !s.values[i].empty())
-      live_sets[n++] = &s.values[i];
-  if (n == 0) return 0;
-  std::size_t biggest = 0;
-  for (std::size_t i = 1; i < n; ++i)
-    if (live_sets[i]->size() > live_sets[biggest]->size()) biggest = i;
-  // The union: the biggest set whole, plus what the others have that no earlier set has.
-  std::uint64_t total = live_sets[biggest]->size();
-  for (std::size_t i = 0; i < n; ++i) {
-    if (i == biggest) continue;
-    for (const std::string& v : *live_sets[i]) {
-      bool seen = live_sets[biggest]->contains(v);
-      for (std::size_t j = 0; j < i && !seen; ++j) seen = j != biggest && live_sets[j]->contains(v);
-      if (!seen) ++total;
-    }
+  if (cur == s.head) return s.values;  // every entry is within head - 4 .. head
+  const std::uint64_t* v = values_of(n, signal_no);
+  std::uint64_t total = 0;
+  for (std::uint32_t i = 0; i < s.values; ++i) {
+    const std::int64_t b = entry_bucket(v[i], s.head);
+    if (b >= cur - static_cast<std::int64_t>(signal_buckets) && b <= cur) ++total;
   }
   return total;
 }
 
-std::uint64_t memory_store::observe(identity& id, const signal_spec& sig, std::int64_t now, bool add) {
-  auto it = std::find_if(id.signals.begin(), id.signals.end(),
-                         [&](const signal_state& x) { return x.tag == sig.tag && x.window_s == sig.window_s; });
-  if (it == id.signals.end()) {
+std::uint64_t memory_store::observe(std::uint32_t n, const signal_spec& sig, std::int64_t now, bool add) {
+  node& x = nodes_[n];
+  const std::int64_t width = signal_width_ms(sig.window_s);
+  const std::int64_t cur = now / width;
+  std::uint32_t k = 0;
+  while (k < x.signals && !(signals_of(x)[k].tag == sig.tag && signals_of(x)[k].window_s == sig.window_s)) ++k;
+  if (k == x.signals) {
     if (!add) return 0;
-    signal_state fresh{sig.tag, sig.window_s, {}, {}};
-    fresh.index.fill(-1);
-    id.signals.push_back(std::move(fresh));
-    it = std::prev(id.signals.end());
+    const layout l = layout_of(x);
+    splice(x, l.values, 0, sizeof(signal_rec));
+    ++x.signals;
+    signal_rec& s = signals_of(x)[k];
+    s.head = cur;
+    s.window_s = sig.window_s;
+    s.tag = sig.tag;
   }
-  if (add) {
-    const std::int64_t width = signal_width_ms(sig.window_s);
-    const std::int64_t cur = now / width;
-    const std::size_t slot = static_cast<std::size_t>(cur % static_cast<std::int64_t>(signal_slots));
-    if (it->index[slot] != cur) {
-      it->index[slot] = cur;
-      it->values[slot].clear();
+  if (!add) return distinct(x, k, now);
+  const auto keep = static_cast<std::int64_t>(signal_buckets);
+  if (cur > signals_of(x)[k].head) {
+    // The quarter moved on: drop the values last seen before the 5 buckets that count from now on.
+    signal_rec& s = signals_of(x)[k];
+    std::uint64_t* v = values_of(x, k);
+    std::uint32_t kept = 0;
+    for (std::uint32_t i = 0; i < s.values; ++i)
+      if (entry_bucket(v[i], s.head) >= cur - keep) v[kept++] = v[i];
+    const std::uint32_t dropped = s.values - kept;
+    s.head = cur;
+    if (dropped > 0) {
+      const std::size_t at = static_cast<std::size_t>(reinterpret_cast<std::byte*>(v + kept) - x.blob.get());
+      splice(x, at, dropped * sizeof(std::uint64_t), 0);
+      signals_of(x)[k].values = kept;
     }
-    // A flood of distinct values cannot grow a set past the cap (the count then stops rising, far above any limit).
-    if (it->values[slot].size() < signal_memory_cap) it->values[slot].insert(sig.value);
-    id.expires_ms = std::max(id.expires_ms, now + static_cast<std::int64_t>(sig.window_s) * 1000 + 2 * width);
   }
-  return distinct(*it, now);
+  if (cur >= signals_of(x)[k].head - keep) {  // else the clock stepped back past what is kept: not added
+    const std::uint64_t h = (hash_of(sig.value) & ~std::uint64_t{7}) | (static_cast<std::uint64_t>(cur) & 7);
+    signal_rec& s = signals_of(x)[k];
+    std::uint64_t* v = values_of(x, k);
+    std::uint64_t* pos = std::lower_bound(v, v + s.values, h, [](std::uint64_t a, std::uint64_t b) { return (a >> 3) < (b >> 3); });
+    const bool known = pos != v + s.values && (*pos >> 3) == (h >> 3);
+    // A flood of distinct values cannot grow a bucket past the cap (the count then stops rising, far above any
+    // limit); the store.hpp ring kept one set per bucket, here a value moves to the bucket it was last seen in.
+    std::uint32_t in_cur = 0;
+    if (s.values >= signal_memory_cap)
+      for (std::uint32_t i = 0; i < s.values; ++i) in_cur += entry_bucket(v[i], s.head) == cur;
+    if (in_cur < signal_memory_cap) {
+      if (known) {
+        if (entry_bucket(*pos, s.head) < cur) *pos = h;
+      } else {
+        const std::size_t at = static_cast<std::size_t>(reinterpret_cast<std::byte*>(pos) - x.blob.get());
+        std::byte* b = splice(x, at, 0, sizeof(std::uint64_t));
+        std::memcpy(b + at, &h, sizeof h);
+        ++signals_of(x)[k].values;
+      }
+    }
+  }
+  x.expires_ms = std::max(x.expires_ms, now + static_cast<std::int64_t>(sig.window_s) * 1000 + 2 * width);
+  return distinct(x, k, now);
 }
+
+// --- check ---------------------------------------------------------------------------------------------------
 
 store_result memory_store::check(const store_request& req) {
   const std::int64_t now = req.now_ms != 0 ? req.now_ms : now_ms();
-  if (now - last_sweep_ms_ > 5000 || identities_.size() >= max_keys_) sweep(now);
+  ++epoch_;
+  sweep_step(now);
 
   store_result res;
   const auto full = [&res] {
+    res.ok = false;
+    res.charged = false;
     res.error = store_full;
     res.counts.clear();
     res.baselines.clear();
@@ -172,132 +543,158 @@ store_result memory_store::check(const store_request& req) {
     res.locks.clear();
     return res;
   };
-  const auto note_lock = [&](const std::string& name, const identity& id) {
+  const auto note_lock = [&](const std::string& name, std::uint32_t n) {
     // Each locked identity once, however many of its counters and signals the request has.
-    const lock_state* l = lock_in_force(id, now);
+    const lock_state* l = lock_in_force(n, now);
     if (l != nullptr &&
         std::none_of(res.locks.begin(), res.locks.end(), [&](const lock_info& x) { return x.identity == name; }))
       res.locks.push_back({name, l->since_ms, l->until_ms, l->reason});
   };
+  // Consecutive counters and signals usually share their identity: look it up once.
+  const std::string* last_id = nullptr;
+  std::uint32_t last_node = none;
+  const auto lookup = [&](const std::string& id) {
+    if (last_id == nullptr || *last_id != id) {
+      last_id = &id;
+      last_node = find(id);
+      if (last_node != none) touch(last_node, now);
+    }
+    return last_node;
+  };
   res.counts.reserve(req.counters.size());
   if (std::any_of(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }))
     res.baselines.resize(req.counters.size());
-  // Find (or, when charging, create) each counter; reading never creates state. A counter is remembered as
-  // (identity, window index): map nodes never move and indices survive a window vector's growth.
-  std::vector<std::pair<identity*, std::size_t>> found(req.counters.size(), {nullptr, 0});
+  // Reading creates nothing; identities and windows are made when charged (or, for signals, observed). A counter
+  // is remembered as its node (none: unknown); node indices are stable, and nothing this call touched is evicted.
+  std::vector<std::uint32_t> found(req.counters.size(), none);
   bool allowed = true;
   for (std::size_t i = 0; i < req.counters.size(); ++i) {
     const counter_spec& c = req.counters[i];
-    identity* id = req.charge ? live_or_new(c.identity, now) : live(c.identity, now);
-    if (id == nullptr && req.charge) return full();
-    std::uint64_t n = 0;
-    if (id != nullptr) {
-      auto& windows = id->windows;
-      auto w = std::find_if(windows.begin(), windows.end(),
-                            [&](const window_counter& x) { return x.unit_tag == c.unit_tag && x.window_s == c.window_s; });
-      if (w == windows.end() && req.charge) {
-        window_counter fresh{c.unit_tag, c.window_s, {}, {}, false, 0, 0, 0};
-        fresh.index.fill(-1);
-        windows.push_back(fresh);
-        w = std::prev(windows.end());
+    const std::uint32_t n = lookup(c.identity);
+    found[i] = n;
+    std::uint64_t cnt = 0;
+    if (live(n, now)) {
+      node& x = nodes_[n];
+      if (const std::uint32_t wi = find_window(x, c.unit_tag, c.window_s); wi != none) {
+        const window_rec& w = windows_of(x)[wi];
+        cnt = count(w, now);
+        if (c.burst_factor > 0)
+          if (const baseline_rec* b = find_baseline(x, wi))
+            res.baselines[i] = baseline_at(w, *b, now / bucket_width_ms(c.window_s) / buckets_per_window,
+                                           c.burst_factor, c.burst_floor, baseline_alpha(c.window_s, req.half_life_ms));
       }
-      if (w != windows.end()) {
-        found[i] = {id, static_cast<std::size_t>(w - windows.begin())};
-        n = count(*w, now);
-        if (c.burst_factor > 0 && w->has_baseline)
-          res.baselines[i] = baseline_at(*w, now / bucket_width_ms(c.window_s) / buckets_per_window, c.burst_factor,
-                                         c.burst_floor, baseline_alpha(c.window_s, req.half_life_ms));
-      }
-      note_lock(c.identity, *id);
+      note_lock(c.identity, n);
     }
-    res.counts.push_back(n);
-    if (c.refuse_limit > 0 && n + c.cost > c.refuse_limit) allowed = false;
+    res.counts.push_back(cnt);
+    if (c.refuse_limit > 0 && cnt + c.cost > c.refuse_limit) allowed = false;
   }
   // Signals are observations: the value is added even when a limit refuses the request.
   res.distinct.reserve(req.signals.size());
   for (const signal_spec& sig : req.signals) {
-    identity* id = req.charge ? live_or_new(sig.identity, now) : live(sig.identity, now);
-    if (id == nullptr && req.charge) return full();
-    const std::uint64_t n = id != nullptr ? observe(*id, sig, now, req.charge) : 0;
-    if (id != nullptr) note_lock(sig.identity, *id);
-    res.distinct.push_back(n);
-    if (sig.refuse_limit > 0 && n > sig.refuse_limit) allowed = false;
+    std::uint32_t n = lookup(sig.identity);
+    if (req.charge) {
+      n = ensure(sig.identity, n, now);
+      if (n == none) return full();
+      last_node = n;
+    }
+    std::uint64_t d = 0;
+    if (req.charge || live(n, now)) {
+      d = observe(n, sig, now, req.charge);
+      note_lock(sig.identity, n);
+    }
+    res.distinct.push_back(d);
+    if (sig.refuse_limit > 0 && d > sig.refuse_limit) allowed = false;
   }
   res.ok = true;
   res.charged = req.charge && allowed;
   if (!res.charged) return res;
+  // Every identity first (creating one may evict another, so nothing is charged until all exist), then the writes.
+  for (std::size_t i = 0; i < req.counters.size(); ++i) {
+    const std::string& id = req.counters[i].identity;
+    std::uint32_t n = found[i];
+    if (n == none) n = i > 0 && req.counters[i - 1].identity == id ? found[i - 1] : find(id);
+    n = ensure(id, n, now);
+    if (n == none) return full();
+    found[i] = n;
+  }
   const std::int64_t keep = baseline_keep_ms(req.half_life_ms);
   for (std::size_t i = 0; i < req.counters.size(); ++i) {
     const counter_spec& c = req.counters[i];
-    auto [id, wi] = found[i];
-    window_counter& w = id->windows[wi];
+    const std::uint32_t n = found[i];
     const std::int64_t width = bucket_width_ms(c.window_s);
     const std::int64_t cur = now / width;
+    std::uint32_t wi = find_window(nodes_[n], c.unit_tag, c.window_s);
+    if (wi == none) wi = add_window(n, c.unit_tag, c.window_s, cur);
+    node& x = nodes_[n];
     if (c.burst_factor > 0) {
       const std::int64_t period = cur / buckets_per_window;
-      if (!w.has_baseline || period > w.last_period) {
-        w.average = w.has_baseline ? res.baselines[i].average : 0.0;  // folded as of now, above
-        if (!w.has_baseline) w.first_period = period;
-        w.has_baseline = true;
-        w.last_period = period;
-        id->expires_ms = std::max(id->expires_ms, now + keep);
+      baseline_rec* b = find_baseline(x, wi);
+      if (b == nullptr) {
+        const layout l = layout_of(x);
+        splice(x, l.signals, 0, sizeof(baseline_rec));
+        b = &baselines_of(x)[x.baselines++];
+        b->window_no = wi;
+        b->first_period = period;
+        b->last_period = period;
+        b->average = 0;
+        x.expires_ms = std::max(x.expires_ms, now + keep);
+      } else if (period > b->last_period) {
+        b->average = res.baselines[i].average;  // folded as of now, above
+        b->last_period = period;
+        x.expires_ms = std::max(x.expires_ms, now + keep);
       }
     }
-    const std::size_t slot = static_cast<std::size_t>(cur % static_cast<std::int64_t>(slots));
-    if (w.index[slot] != cur) {
-      w.index[slot] = cur;
-      w.count[slot] = 0;
-    }
-    w.count[slot] += c.cost;
-    id->expires_ms = std::max(id->expires_ms, now + static_cast<std::int64_t>(c.window_s) * 1000 + 2 * width);
+    charge(windows_of(x)[wi], cur, c.cost);
+    x.expires_ms = std::max(x.expires_ms, now + static_cast<std::int64_t>(c.window_s) * 1000 + 2 * width);
   }
   return res;
 }
 
 // --- operator commands ---------------------------------------------------------------------------------------
 
-identity_state memory_store::state_of(const std::string& id, const identity& i, std::int64_t now) {
+identity_state memory_store::state_of(std::uint32_t n, std::int64_t now) {
+  node& x = nodes_[n];
   identity_state st;
-  st.identity = id;
-  for (const auto& w : i.windows) {
-    // A window created by a refused request was never charged: Redis has no field for it either.
-    if (std::all_of(w.index.begin(), w.index.end(), [](std::int64_t x) { return x < 0; })) continue;
-    st.windows.push_back({w.unit_tag, w.window_s, count(w, now)});
-  }
+  st.identity = std::string(key_of(x));
+  const window_rec* w = windows_of(x);
+  for (std::size_t i = 0; i < x.windows; ++i) st.windows.push_back({w[i].unit_tag, w[i].window_s, count(w[i], now)});
   std::sort(st.windows.begin(), st.windows.end(), [](const window_count& a, const window_count& b) {
     return std::pair(a.unit_tag, a.window_s) < std::pair(b.unit_tag, b.window_s);
   });
-  for (const auto& w : i.windows) {
-    if (!w.has_baseline) continue;
+  const baseline_rec* bl = baselines_of(x);
+  for (std::size_t i = 0; i < x.baselines; ++i) {
+    const window_rec& bw = w[bl[i].window_no];
     baseline_value b;
     b.present = true;
-    b.average = w.average;
-    b.history_ms = (now / bucket_width_ms(w.window_s) / buckets_per_window - w.first_period) *
-                   static_cast<std::int64_t>(w.window_s) * 1000;
-    st.baselines.push_back({w.unit_tag, w.window_s, b});
+    b.average = bl[i].average;
+    b.history_ms = (now / bucket_width_ms(bw.window_s) / buckets_per_window - bl[i].first_period) *
+                   static_cast<std::int64_t>(bw.window_s) * 1000;
+    st.baselines.push_back({bw.unit_tag, bw.window_s, b});
   }
   std::sort(st.baselines.begin(), st.baselines.end(), [](const baseline_state& a, const baseline_state& b) {
     return std::pair(a.unit_tag, a.window_s) < std::pair(b.unit_tag, b.window_s);
   });
-  for (const auto& sig : i.signals)
-    if (const auto n = distinct(sig, now); n > 0) st.signals.push_back({sig.tag, sig.window_s, n});
+  for (std::uint32_t k = 0; k < x.signals; ++k)
+    if (const auto d = distinct(x, k, now); d > 0)
+      st.signals.push_back({signals_of(x)[k].tag, signals_of(x)[k].window_s, d});
   std::sort(st.signals.begin(), st.signals.end(), [](const signal_count& a, const signal_count& b) {
     return std::pair(a.tag, a.window_s) < std::pair(b.tag, b.window_s);
   });
-  if (const lock_state* l = lock_in_force(i, now)) st.lock = lock_info{id, l->since_ms, l->until_ms, l->reason};
+  if (const lock_state* l = lock_in_force(n, now)) st.lock = lock_info{st.identity, l->since_ms, l->until_ms, l->reason};
   return st;
 }
 
 admin_result memory_store::admin(const admin_request& req) {
   const std::int64_t now = req.now_ms != 0 ? req.now_ms : now_ms();
-  if (now - last_sweep_ms_ > 5000 || identities_.size() >= max_keys_) sweep(now);
+  ++epoch_;
+  sweep_step(now);
   admin_result r;
   r.ok = true;
   switch (req.op) {
     case admin_op::status: {
-      const identity* i = live(req.identity, now);
-      if (i != nullptr) {
-        r.identities.push_back(state_of(req.identity, *i, now));
+      const std::uint32_t n = find(req.identity);
+      if (live(n, now)) {
+        r.identities.push_back(state_of(n, now));
       } else {
         r.identities.emplace_back().identity = req.identity;
       }
@@ -305,30 +702,41 @@ admin_result memory_store::admin(const admin_request& req) {
     }
     case admin_op::lock: {
       if (req.ttl_ms <= 0) return admin_result{false, "lock: ttl must be positive", {}, {}, {}, {}};
-      identity* i = live_or_new(req.identity, now);
-      if (i == nullptr) return admin_result{false, std::string(store_full), {}, {}, {}, {}};
-      if (lock_in_force(*i, now) == nullptr) {
-        i->lock = lock_state{now, now + req.ttl_ms, std::string(cut_field(req.reason))};
-        i->expires_ms = std::max(i->expires_ms, i->lock->until_ms);
+      const std::uint32_t n = ensure(req.identity, find(req.identity), now);
+      if (n == none) return admin_result{false, std::string(store_full), {}, {}, {}, {}};
+      if (lock_in_force(n, now) == nullptr) {
+        node& x = nodes_[n];
+        lock_state& l = locks_[n];
+        l = lock_state{now, now + req.ttl_ms, std::string(cut_field(req.reason))};
+        x.flags |= has_lock;
+        x.expires_ms = std::max(x.expires_ms, l.until_ms);
+        unlink(n);
+        push_front(locked_, n);
         r.changed = true;
       }
+      const lock_state& l = locks_.at(n);
       identity_state& st = r.identities.emplace_back();
       st.identity = req.identity;
-      st.lock = lock_info{req.identity, i->lock->since_ms, i->lock->until_ms, i->lock->reason};
+      st.lock = lock_info{req.identity, l.since_ms, l.until_ms, l.reason};
       break;
     }
     case admin_op::release: {
-      identity* i = live(req.identity, now);
-      if (i != nullptr && i->lock) {
-        r.changed = lock_in_force(*i, now) != nullptr;
-        i->lock.reset();
+      const std::uint32_t n = find(req.identity);
+      if (live(n, now) && (nodes_[n].flags & has_lock)) {
+        r.changed = lock_in_force(n, now) != nullptr;
+        locks_.erase(n);
+        nodes_[n].flags = static_cast<std::uint8_t>(nodes_[n].flags & ~has_lock);
+        unlink(n);
+        push_front(lru_, n);
       }
       break;
     }
-    case admin_op::reset:
-      r.changed = live(req.identity, now) != nullptr;
-      identities_.erase(req.identity);
+    case admin_op::reset: {
+      const std::uint32_t n = find(req.identity);
+      r.changed = live(n, now);
+      if (n != none) free_node(n);
       break;
+    }
     case admin_op::top:
       r.identities = top(req, now, r.truncated);
       break;
@@ -344,31 +752,31 @@ admin_result memory_store::admin(const admin_request& req) {
   return r;
 }
 
-std::vector<identity_state> memory_store::top(const admin_request& req, std::int64_t now, bool& truncated) const {
-  std::vector<std::pair<std::uint64_t, const std::string*>> hits;
+std::vector<identity_state> memory_store::top(const admin_request& req, std::int64_t now, bool& truncated) {
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> hits;
   std::size_t examined = 0;
-  for (const auto& [id, i] : identities_) {
-    if (!id.starts_with(req.prefix) || i.expires_ms <= now) continue;
+  for (std::uint32_t n = 0; n < nodes_.size(); ++n) {
+    node& x = nodes_[n];
+    if (!(x.flags & in_use) || x.expires_ms <= now || !key_of(x).starts_with(req.prefix)) continue;
     if (++examined > top_scan_max) {
       truncated = true;
       break;
     }
-    for (const auto& w : i.windows) {
-      if (w.unit_tag != req.unit_tag || w.window_s != req.window_s) continue;
-      if (const auto n = count(w, now); n > 0) hits.emplace_back(n, &id);
-    }
+    if (const std::uint32_t wi = find_window(x, req.unit_tag, req.window_s); wi != none)
+      if (const auto c = count(windows_of(x)[wi], now); c > 0) hits.emplace_back(c, n);
   }
-  const std::size_t n = std::min(req.limit, hits.size());
-  std::partial_sort(hits.begin(), hits.begin() + static_cast<std::ptrdiff_t>(n), hits.end(),
-                    [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : *a.second < *b.second; });
+  const std::size_t k = std::min(req.limit, hits.size());
+  std::partial_sort(hits.begin(), hits.begin() + static_cast<std::ptrdiff_t>(k), hits.end(), [&](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : key_of(nodes_[a.second]) < key_of(nodes_[b.second]);
+  });
   std::vector<identity_state> out;
-  out.reserve(n);
-  for (std::size_t k = 0; k < n; ++k) {
-    const identity& i = identities_.at(*hits[k].second);
+  out.reserve(k);
+  for (std::size_t i = 0; i < k; ++i) {
     identity_state st;
-    st.identity = *hits[k].second;
-    st.windows.push_back({req.unit_tag, req.window_s, hits[k].first});
-    if (const lock_state* l = lock_in_force(i, now)) st.lock = lock_info{st.identity, l->since_ms, l->until_ms, l->reason};
+    st.identity = std::string(key_of(nodes_[hits[i].second]));
+    st.windows.push_back({req.unit_tag, req.window_s, hits[i].first});
+    if (const lock_state* l = lock_in_force(hits[i].second, now))
+      st.lock = lock_info{st.identity, l->since_ms, l->until_ms, l->reason};
     out.push_back(std::move(st));
   }
   return out;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# tests/bench/rss_per_login.sh — memory store footprint per login (issue 16): rateguardd with the sample
+# conf/limits.conf (per login 4 counters, one with a burst baseline, and a client_ips signal), LOGINS logins
+# sending one single-RCPT message each, then 9 more each, every login from its own client address (10.x.y.z,
+# so the sample's client_address rules, which name loopback, add no identity and nothing is held). Reads VmRSS
+# from /proc/PID/status fresh, after 1 and after 10 messages per login; prints bytes per login.
+# Usage: tests/bench/rss_per_login.sh   (LOGINS=200000, C=8; DAEMON=path measures another rateguardd)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${BUILD:-$ROOT/build-bench}
+LOGINS=${LOGINS:-200000}
+C=${C:-8}
+PORT=${PORT:-$((21000 + RANDOM % 10000))}
+
+echo "== build (Release) in $BUILD" >&2
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DRATEGUARD_WERROR=ON -DCMAKE_CXX_FLAGS=-Wno-error=restrict \
+  >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target rateguardd policy_bench >/dev/null
+DAEMON=${DAEMON:-$BUILD/policyd/rateguardd}
+BENCH=$BUILD/tests/bench/policy_bench
+
+TMP=$(mktemp -d /tmp/rg-rss-XXXXXX)
+PID=
+cleanup() {
+  if [[ -n $PID ]]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cp "$ROOT/conf/limits.conf" "$TMP/limits.conf"
+cat >"$TMP/rateguard.conf" <<CONF
+listen = inet:127.0.0.1:$PORT
+limits = limits.conf
+store = memory
+memory_max_keys = $((LOGINS + 1000))
+log_target = file:$TMP/rateguardd.log
+control_socket = $TMP/control
+max_connections = 2000
+CONF
+if (( EUID == 0 )); then echo "allow_root = yes" >>"$TMP/rateguard.conf"; fi
+"$DAEMON" -c "$TMP/rateguard.conf" 2>"$TMP/stderr" &
+PID=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
+
+R0=$(rss)
+"$BENCH" --connect "inet:127.0.0.1:$PORT" -c "$C" --users "$LOGINS" --sequential --requests "$LOGINS" --max-rcpts 1 \
+  --client-per-user --seconds 600 --label one-message --csv
+R1=$(rss)
+"$BENCH" --connect "inet:127.0.0.1:$PORT" -c "$C" --users "$LOGINS" --sequential --requests $((9 * LOGINS)) \
+  --max-rcpts 1 --client-per-user --seconds 600 --label ten-messages --csv
+R10=$(rss)
+awk -v r0="$R0" -v r1="$R1" -v r10="$R10" -v n="$LOGINS" 'BEGIN {
+  printf "rateguardd VmRSS: %.1f MB fresh, %.1f MB after 1 message per login, %.1f MB after 10 (%d logins)\n",
+    r0 / 1024, r1 / 1024, r10 / 1024, n
+  printf "bytes per login: %.0f after 1 message, %.0f after 10\n", (r1 - r0) * 1024 / n, (r10 - r0) * 1024 / n }'
