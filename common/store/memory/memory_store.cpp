@@ -269,6 +269,13 @@ void memory_store::clear_node(std::uint32_t n) {
   x.expires_ms = 0;
 }
 
+void memory_store::next_epoch() {
+  if (++epoch_ != 0) return;
+  // Once in 2^32 calls: no node may keep a stale stamp equal to a coming call's.
+  for (node& x : nodes_) x.epoch = 0;
+  epoch_ = 1;
+}
+
 void memory_store::sweep_step(std::int64_t now) {
   for (int k = 0; k < 2 && !nodes_.empty(); ++k) {
     if (sweep_cursor_ >= nodes_.size()) sweep_cursor_ = 0;
@@ -529,7 +536,7 @@ std::uint64_t memory_store::observe(std::uint32_t n, const signal_spec& sig, std
 
 store_result memory_store::check(const store_request& req) {
   const std::int64_t now = req.now_ms != 0 ? req.now_ms : now_ms();
-  ++epoch_;
+  next_epoch();
   sweep_step(now);
 
   store_result res;
@@ -686,7 +693,7 @@ identity_state memory_store::state_of(std::uint32_t n, std::int64_t now) {
 
 admin_result memory_store::admin(const admin_request& req) {
   const std::int64_t now = req.now_ms != 0 ? req.now_ms : now_ms();
-  ++epoch_;
+  next_epoch();
   sweep_step(now);
   admin_result r;
   r.ok = true;

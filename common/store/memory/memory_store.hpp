@@ -99,6 +99,7 @@ class memory_store final : public store {
   };
 
   std::int64_t now_ms() const;
+  void next_epoch();  // a new check/admin call
   // Frees at most two expired identities (the sweep's cursor walks the slab), so sweeping costs O(1) per call.
   void sweep_step(std::int64_t now);
 
