@@ -221,6 +221,10 @@ TEST_CASE("SIGHUP after the drop reloads limits readable by the user and refuses
   daemon_process d("sasl_username * 5/1h defer\n", "user = nobody\n");
   policy_client c(d.socket_path());
   REQUIRE(d.wait_for_log("running as user nobody"));
+  // Answered: the event loop runs, so the SIGHUP handler is installed (main.cpp installs it after logging
+  // "running as user" and "started"; a SIGHUP before that would end the daemon, as it did once in a loaded
+  // sanitizer run).
+  REQUIRE(c.ask(rcpt_request("alice", "h0")) == "DUNNO");
   // The fixture's dir is root's 0700: as nobody the daemon cannot read its limits any more.
   d.write_limits("sasl_username * 1/1h defer\n");
   d.signal(SIGHUP);
