@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -90,6 +91,13 @@ void warn_restart_needed(const daemon_config& running, const daemon_config& fres
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGHUP, SIGTERM and SIGINT wait (blocked, pending) until the signal_set below takes them, so a reload or a
+  // stop sent while the daemon starts is acted on once it runs, instead of killing it with the default action.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&handled, sig);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
+
   std::string config_path = "/etc/rateguard/rateguard.conf";
   po::options_description cli("Usage: rateguardd [options]\n\nOptions");
   cli.add_options()
@@ -159,6 +167,8 @@ int main(int argc, char** argv) {
   for (auto& w : startup_warnings) spdlog::warn("{}", w);
 
   boost::asio::io_context io(1);
+  boost::asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);  // what arrived meanwhile waits in the signal_set
   std::unique_ptr<store> st;
   redis_store* redis = nullptr;
   try {
@@ -220,7 +230,6 @@ int main(int argc, char** argv) {
                cfg.mode == run_mode::enforce ? "enforce" : "dry-run", cfg.limits,
                first.snapshot->rules.rules().size());
 
-  boost::asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
   bool stopping = false;
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
     if (ec) return;

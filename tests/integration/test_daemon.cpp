@@ -3,6 +3,7 @@
 // Malformed input, slow requests and the connection cap are in test_hostile.cpp, faults in test_faults.cpp.
 #include <catch2/catch.hpp>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -11,7 +12,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <thread>
 
@@ -254,4 +257,70 @@ TEST_CASE("inet listeners serve only allow_clients: loopback by default", "[daem
   CHECK(d.log().find("refused: not in allow_clients") != std::string::npos);
   policy_client unix_side(d.socket_path());  // unix sockets are not subject to allow_clients
   CHECK(unix_side.ask(rcpt_request("lee", "c")) == "DUNNO");
+}
+
+namespace {
+// `sig` in /proc/PID/status's SigBlk (blocked) or SigCgt (caught) line of process `pid`.
+bool signal_in(pid_t pid, const char* field, int sig) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  const unsigned long long bit = 1ULL << (sig - 1);
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind(field, 0) == 0) return (std::stoull(line.substr(std::strlen(field)), nullptr, 16) & bit) != 0;
+  return false;
+}
+
+pid_t start_daemon(const std::string& conf, const std::string& errors) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = ::open(errors.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || dup2(fd, 2) < 0) _exit(126);
+    execl(RG_DAEMON, RG_DAEMON, "-c", conf.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+}  // namespace
+
+// systemd's reload, or an admin's kill -HUP, can come while the daemon is still reading its files: the signal
+// must wait for the daemon to run, then reload it, instead of ending it (SIGHUP's default action).
+TEST_CASE("a SIGHUP while the daemon starts is a reload once it runs, not its end", "[daemon][reload]") {
+  daemon_process d("sasl_username * 2/1h defer\n");
+  CHECK(d.stop() == 0);
+  // Catch the daemon inside the start window (SIGHUP blocked, not yet caught by its signal_set): the window is
+  // short, so a start in which the poll sees only the caught state is stopped and tried again (bounded).
+  bool sent_while_starting = false;
+  pid_t pid = -1;
+  for (int attempt = 0; attempt < 20 && !sent_while_starting; ++attempt) {
+    pid = start_daemon(d.config_path(), d.dir() + "/early-hup.stderr");
+    bool caught = false;
+    for (int i = 0; i < 2'000'000 && !sent_while_starting && !caught; ++i) {  // bounded busy poll
+      if (signal_in(pid, "SigBlk:", SIGHUP)) sent_while_starting = ::kill(pid, SIGHUP) == 0;
+      else caught = signal_in(pid, "SigCgt:", SIGHUP);
+      int st = 0;
+      REQUIRE(waitpid(pid, &st, WNOHANG) == 0);  // the daemon must never die of it
+    }
+    if (!sent_while_starting) {
+      ::kill(pid, SIGTERM);
+      int st = 0;
+      waitpid(pid, &st, 0);
+    }
+  }
+  REQUIRE(sent_while_starting);
+  bool served = false;
+  for (int i = 0; i < 2000 && !served; ++i) {  // 20 s at most
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    try {
+      policy_client c(d.socket_path());
+      served = c.ask(rcpt_request("early", "h")) == "DUNNO";
+    } catch (const std::exception&) {
+    }
+  }
+  CHECK(served);
+  int status = 0;
+  CHECK(waitpid(pid, &status, WNOHANG) == 0);  // still running
+  CHECK(d.wait_for_log("reload: "));  // the first daemon of this log file never reloaded
+  ::kill(pid, SIGTERM);
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
