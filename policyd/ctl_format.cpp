@@ -12,8 +12,6 @@ namespace rg {
 
 namespace json = boost::json;
 
-namespace {
-
 std::string str(const json::value& v) {
   if (v.is_string()) return std::string(v.as_string());
   if (v.is_null()) return "";
@@ -25,6 +23,8 @@ const json::value& get(const json::object& o, const char* k) {
   auto it = o.find(k);
   return it == o.end() ? null : it->value();
 }
+
+namespace {
 
 std::string pad(const std::string& s, std::size_t w) {
   return s.size() >= w ? s : s + std::string(w - s.size(), ' ');

@@ -5,6 +5,7 @@
 
 #include <boost/json/fwd.hpp>
 #include <ostream>
+#include <string>
 #include <string_view>
 
 namespace rg {
@@ -13,5 +14,10 @@ namespace rg {
 // as tables. Returns 0, or 1 when the answer says nothing was found or changed (rateguardctl's exit codes).
 // A field of the wrong type (a daemon of another version) throws a std::exception.
 int print_answer(std::string_view command, const boost::json::object& o, std::ostream& out);
+
+// A field of an answer as text: a string as it is, null as "", anything else as JSON.
+std::string str(const boost::json::value& v);
+// The field `k` of `o`, or null when absent.
+const boost::json::value& get(const boost::json::object& o, const char* k);
 
 }  // namespace rg

@@ -24,6 +24,8 @@
 #include "ctl_format.hpp"
 
 namespace json = boost::json;
+using rg::get;
+using rg::str;
 
 namespace {
 
@@ -142,18 +144,6 @@ int exchange(const std::string& path, const std::string& request, std::string& a
   }
   ::close(fd);
   return ex_ok;
-}
-
-std::string str(const json::value& v) {
-  if (v.is_string()) return std::string(v.as_string());
-  if (v.is_null()) return "";
-  return json::serialize(v);
-}
-
-const json::value& get(const json::object& o, const char* k) {
-  static const json::value null;
-  auto it = o.find(k);
-  return it == o.end() ? null : it->value();
 }
 
 std::string line(const std::string& name, const std::string& value) {

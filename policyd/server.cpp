@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "control.hpp"
+#include "log_exception.hpp"
 #include "privileges.hpp"
 
 namespace rg {
@@ -34,14 +35,6 @@ constexpr auto tuple_awaitable = asio::as_tuple(use_awaitable);
 
 namespace {
 
-void log_exception(std::exception_ptr e, const char* what) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("{}: unexpected exception: {}", what, ex.what());
-  }
-}
 
 asio::ip::tcp::endpoint inet_endpoint(const endpoint& e, const std::string& spec) {
   const std::string host = e.host == "localhost" ? "127.0.0.1" : e.host;

@@ -11,22 +11,11 @@
 #include <string>
 #include <utility>
 
+#include "log_exception.hpp"
+
 namespace rg {
 
 namespace asio = boost::asio;
-
-namespace {
-
-void log_exception(std::exception_ptr e, const char* what) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("{}: unexpected exception: {}", what, ex.what());
-  }
-}
-
-}  // namespace
 
 // A request in the store's hands: the store's completion handler. Small (the request's state is pooled),
 // since the store's operation moves it several times.

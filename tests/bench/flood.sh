@@ -14,39 +14,19 @@ CAP=${CAP:-200000}
 C=${C:-8}
 PORT=${PORT:-$((21000 + RANDOM % 10000))}
 
-echo "== build (Release) in $BUILD" >&2
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DRATEGUARD_WERROR=ON -DCMAKE_CXX_FLAGS=-Wno-error=restrict \
-  >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target rateguardd policy_bench >/dev/null
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+bench_build rateguardd policy_bench
 DAEMON=${DAEMON:-$BUILD/policyd/rateguardd}
 BENCH=$BUILD/tests/bench/policy_bench
-
-TMP=$(mktemp -d /tmp/rg-flood-XXXXXX)
-PID=
-cleanup() {
-  if [[ -n $PID ]]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
+bench_setup rg-flood
 cat >"$TMP/limits.conf" <<LIM
 sasl_username   *         1000000/1h   defer
 sasl_username   steady1   50/1h        defer
 sasl_username   steady2   50/1h        defer
 LIM
-cat >"$TMP/rateguard.conf" <<CONF
-listen = inet:127.0.0.1:$PORT
-limits = limits.conf
-store = memory
-memory_max_keys = $CAP
-log_target = file:$TMP/rateguardd.log
-control_socket = $TMP/control
-max_connections = 2000
-CONF
-if (( EUID == 0 )); then echo "allow_root = yes" >>"$TMP/rateguard.conf"; fi
-"$DAEMON" -c "$TMP/rateguard.conf" 2>"$TMP/stderr" &
-PID=$!
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+run_daemon "$TMP" "$PORT" "store = memory
+memory_max_keys = $CAP"
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 
 run() {  # LABEL [extra...]

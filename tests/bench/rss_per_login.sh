@@ -13,35 +13,15 @@ LOGINS=${LOGINS:-200000}
 C=${C:-8}
 PORT=${PORT:-$((21000 + RANDOM % 10000))}
 
-echo "== build (Release) in $BUILD" >&2
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DRATEGUARD_WERROR=ON -DCMAKE_CXX_FLAGS=-Wno-error=restrict \
-  >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target rateguardd policy_bench >/dev/null
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+bench_build rateguardd policy_bench
 DAEMON=${DAEMON:-$BUILD/policyd/rateguardd}
 BENCH=$BUILD/tests/bench/policy_bench
-
-TMP=$(mktemp -d /tmp/rg-rss-XXXXXX)
-PID=
-cleanup() {
-  if [[ -n $PID ]]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
+bench_setup rg-rss
 cp "$ROOT/conf/limits.conf" "$TMP/limits.conf"
-cat >"$TMP/rateguard.conf" <<CONF
-listen = inet:127.0.0.1:$PORT
-limits = limits.conf
-store = memory
-memory_max_keys = $((LOGINS + 1000))
-log_target = file:$TMP/rateguardd.log
-control_socket = $TMP/control
-max_connections = 2000
-CONF
-if (( EUID == 0 )); then echo "allow_root = yes" >>"$TMP/rateguard.conf"; fi
-"$DAEMON" -c "$TMP/rateguard.conf" 2>"$TMP/stderr" &
-PID=$!
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+run_daemon "$TMP" "$PORT" "store = memory
+memory_max_keys = $((LOGINS + 1000))"
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 
 R0=$(rss)

@@ -18,53 +18,25 @@ PORT_BASE=${PORT_BASE:-$((21000 + RANDOM % 10000))}
 P_TRIVIAL=$PORT_BASE P_MEM=$((PORT_BASE + 1)) P_REDIS=$((PORT_BASE + 2)) P_MEM_TIGHT=$((PORT_BASE + 3))
 P_REDIS_TIGHT=$((PORT_BASE + 4)) P_IDLE=$((PORT_BASE + 5)) P_MEMKEY=$((PORT_BASE + 6))
 
-echo "== build (Release) in $BUILD"
-# -Wno-error=restrict: GCC 12 at -O3 reports a false -Wrestrict inside std::string operator+ (GCC bug
-# 105329) in common/rules/net_addr.cpp and common/rules/rules.cpp; it stays a warning, every other warning is an error.
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DRATEGUARD_WERROR=ON -DCMAKE_CXX_FLAGS=-Wno-error=restrict \
-  >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target rateguardd policy_bench trivial_responder >/dev/null
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
+bench_build rateguardd policy_bench trivial_responder
 DAEMON=$BUILD/policyd/rateguardd
 BENCH=$BUILD/tests/bench/policy_bench
 TRIVIAL=$BUILD/tests/bench/trivial_responder
 
-# shellcheck source=tests/bench/lib.sh
-. "$ROOT/tests/bench/lib.sh"
 bench_setup rg-bench
 ulimit -n 4096 2>/dev/null || true  # 1000 idle connections on both ends
 
 rcli() { redis-cli -s "$RSOCK" "$@"; }
 
-# Waits (bounded) until something answers on 127.0.0.1:$1.
-wait_port() {
-  local i
-  for i in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2
-  exit 1
-}
-
 start_daemon() {  # NAME PORT STORE SCALE
   local d=$TMP/$1
   mkdir -p "$d"
   write_limits "$d/limits.conf" "$4"
-  cat >"$d/rateguard.conf" <<EOF
-listen = inet:127.0.0.1:$2
-limits = limits.conf
-store = $3
-redis = $RSOCK
-log_target = file:$d/rateguardd.log
-control_socket = $d/control
-max_connections = 2000
-EOF
-  # A benchmark run by root keeps root (nothing here is exposed beyond loopback).
-  if (( EUID == 0 )); then echo "allow_root = yes" >>"$d/rateguard.conf"; fi
-  "$DAEMON" -c "$d/rateguard.conf" 2>"$d/stderr" &
-  PIDS+=($!)
-  eval "PID_$1=$!"
-  wait_port "$2"
+  run_daemon "$d" "$2" "store = $3
+redis = $RSOCK"
+  eval "PID_$1=$PID"
 }
 
 echo "== start redis-server, daemons, trivial responder (ports $PORT_BASE..$P_MEMKEY)"
