@@ -6,6 +6,7 @@
 #include "decision_log.hpp"
 #include "engine.hpp"
 #include "memory_store.hpp"
+#include "policy_requests.hpp"
 
 using namespace rg;
 
@@ -24,19 +25,7 @@ policy_snapshot snapshot(const std::string& limits, run_mode mode = run_mode::en
   return s;
 }
 
-policy_request rcpt(const std::string& user, const std::string& instance, const std::string& queue_id = "",
-                    const std::string& client = "127.0.0.1", const std::string& sender = "alice@example.com") {
-  policy_request r;
-  r.set(attr::request) = "smtpd_access_policy";
-  r.set(attr::protocol_state) = "RCPT";
-  r.set(attr::sasl_username) = user;
-  r.set(attr::instance) = instance;
-  r.set(attr::queue_id) = queue_id;
-  r.set(attr::client_address) = client;
-  r.set(attr::sender) = sender;
-  r.set(attr::recipient) = "rcpt@example.net";
-  return r;
-}
+using test::rcpt;
 
 struct harness {
   explicit harness(policy_snapshot s) : snap(std::move(s)) {}

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "memory_store.hpp"
+#include "policy_requests.hpp"
 #include "policy_service.hpp"
 #include "rate_limited_warning.hpp"
 
@@ -34,17 +35,9 @@ std::shared_ptr<const policy_snapshot> snapshot(const std::string& limits, run_m
   return std::make_shared<policy_snapshot>(make_snapshot(std::move(*parsed.rules), settings));
 }
 
+// Each user sends as user@example.com.
 policy_request rcpt(const std::string& user, const std::string& instance, const std::string& queue_id = "") {
-  policy_request r;
-  r.set(attr::request) = "smtpd_access_policy";
-  r.set(attr::protocol_state) = "RCPT";
-  r.set(attr::sasl_username) = user;
-  r.set(attr::instance) = instance;
-  r.set(attr::queue_id) = queue_id;
-  r.set(attr::client_address) = "127.0.0.1";
-  r.set(attr::sender) = user + "@example.com";
-  r.set(attr::recipient) = "rcpt@example.net";
-  return r;
+  return test::rcpt(user, instance, queue_id, "127.0.0.1", user + "@example.com");
 }
 
 // The default logger's lines ("LEVEL TEXT") while it lives; the previous logger afterwards.
