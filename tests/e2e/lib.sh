@@ -12,6 +12,13 @@ SASL_DOMAIN=rg-e2e.test
 SASL_USER=alice
 SASL_PASS=s3cret-e2e
 SMTP_SINK=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
+RG_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CONTRIB="$RG_SRC/contrib/postfix"
+# The pickup path (RG_WITH_PICKUP=1): the account that runs sendmail, and pickup's wakeup (contrib: 60 s;
+# short here so a message deferred at end of message, or left while rateguardd was down, is offered again
+# within seconds).
+LOCAL_USER=${LOCAL_USER:-nobody}
+RG_PICKUP_WAKEUP=${RG_PICKUP_WAKEUP:-2}
 
 T=""            # the temp dir holding everything
 RG_PID=""       # rateguardd, started by us
@@ -67,6 +74,7 @@ start_rateguard() {
   printf '%s\n' "$1" >"$T/rg/limits.conf"
   cat >"$T/rg/rateguard.conf" <<EOF
 listen = inet:127.0.0.1:$POLICY_PORT
+${RG_WITH_PICKUP:+milter = inet:127.0.0.1:$MILTER_PORT}
 limits = limits.conf
 log_target = file:$T/rg/rateguardd.log
 control_socket = $T/rg/control
@@ -78,7 +86,12 @@ EOF
   "$RG_DAEMON" -c "$T/rg/rateguard.conf" >/dev/null 2>>"$T/rg/stderr" &
   RG_PID=$!
   # 20 s: a sanitized daemon on a busy machine; it usually listens within 0.1 s.
-  wait_until 20 port_open "$POLICY_PORT" || fail "rateguardd did not listen on $POLICY_PORT"
+  wait_until 20 eval 'port_open "$POLICY_PORT" || ! kill -0 "$RG_PID" 2>/dev/null'
+  kill -0 "$RG_PID" 2>/dev/null || fail "rateguardd exited at start: $(tail -3 "$T/rg/stderr")"
+  port_open "$POLICY_PORT" || fail "rateguardd did not listen on $POLICY_PORT"
+  if [ -n "${RG_WITH_PICKUP:-}" ]; then
+    wait_until 5 port_open "$MILTER_PORT" || fail "rateguardd did not listen on milter port $MILTER_PORT"
+  fi
 }
 
 # Rewrites limits.conf atomically (rename), so a reload never reads half a file.
@@ -110,8 +123,8 @@ setup_dirs() {
   chmod 755 "$T"
   mkdir -p "$T/conf/sasl" "$T/queue" "$T/data" "$T/rg" "$T/sink"
   chown postfix "$T/sink" "$T/data"
-  SMTP_PORT=$(free_port) && SUB_PORT=$(free_port) && SINK_PORT=$(free_port) && POLICY_PORT=$(free_port) ||
-    fail "no free ports"
+  SMTP_PORT=$(free_port) && SUB_PORT=$(free_port) && SINK_PORT=$(free_port) && POLICY_PORT=$(free_port) &&
+    MILTER_PORT=$(free_port) || fail "no free ports"
 }
 
 setup_sasl() {
@@ -172,14 +185,15 @@ smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_
 smtpd_recipient_restrictions = $(policy_check), permit_sasl_authenticated, permit_mynetworks, reject
 smtpd_end_of_data_restrictions = $(policy_check)
 EOF
-  # chroot column "n" everywhere: the services read the temp dirs directly.
+  # chroot column "n": the services read the temp dirs directly. (The pickup path's pickup and cleanup-local
+  # come from contrib as they are, chroot "y": they read nothing outside the queue after start-up.)
   cat >"$T/conf/master.cf" <<EOF
 127.0.0.1:$SMTP_PORT inet n - n - - smtpd
 127.0.0.1:$SUB_PORT inet n - n - - smtpd
   -o syslog_name=postfix/submission
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject
-pickup    unix  n - n 60   1 pickup
+$([ -n "${RG_WITH_PICKUP:-}" ] || echo "pickup    unix  n - n 60   1 pickup")
 cleanup   unix  n - n -    0 cleanup
 qmgr      unix  n - n 300  1 qmgr
 rewrite   unix  - - n -    - trivial-rewrite
@@ -199,6 +213,84 @@ anvil     unix  - - n -    1 anvil
 scache    unix  - - n -    1 scache
 postlog   unix-dgram n - n - 1 postlogd
 EOF
+  [ -z "${RG_WITH_PICKUP:-}" ] || write_pickup_config
+}
+
+# ---------------------------------------------------------------- the pickup path (sendmail, PHP mail())
+
+# The instance's pickup path is contrib/postfix's recipe as README shows it, with only the milter port,
+# the header_checks path and pickup's wakeup replaced; a contrib change that these replacements no longer
+# fit fails here instead of silently testing something else.
+write_pickup_config() {
+  local m="$CONTRIB/master.cf.pickup.snippet" h="$T/conf/rateguard_pickup_header_checks" out
+  cp "$CONTRIB/rateguard_pickup_header_checks" "$h" || fail "no $CONTRIB/rateguard_pickup_header_checks"
+  out=$(sed -e "s|non_smtpd_milters=inet:127.0.0.1:10029\$|non_smtpd_milters=inet:127.0.0.1:$MILTER_PORT|" \
+    -e "s|header_checks=regexp:/etc/postfix/rateguard_pickup_header_checks\$|header_checks=regexp:$h|" "$m" |
+    awk -v w="$RG_PICKUP_WAKEUP" '$1 == "pickup" && $2 == "unix" && $6 == "60" { $6 = w } { print }') ||
+    fail "cannot read $m"
+  printf '%s\n' "$out" | grep -qx "  -o non_smtpd_milters=inet:127.0.0.1:$MILTER_PORT" &&
+    printf '%s\n' "$out" | grep -qx "  -o header_checks=regexp:$h" &&
+    printf '%s\n' "$out" | grep -qE "^pickup unix .* $RG_PICKUP_WAKEUP 1 pickup\$" ||
+    fail "$m no longer has the lines lib.sh adapts (milter port 10029, header_checks path, pickup wakeup 60)"
+  printf '\n%s\n' "$out" >>"$T/conf/master.cf"
+  { echo; cat "$CONTRIB/main.cf.pickup.snippet"; } >>"$T/conf/main.cf" || fail "no main.cf.pickup.snippet"
+  # postdrop is set-gid: for a non-default MAIL_CONFIG it wants the DEFAULT main.cf to list the directory in
+  # alternate_config_directories. submit_local bind-mounts this copy over /etc/postfix in a private mount
+  # namespace, so /etc/postfix itself is never changed (docs/postfix-milter-facts.md).
+  mkdir -p "$T/etcpf"
+  cp -a /etc/postfix/. "$T/etcpf/"
+  printf 'alternate_config_directories = %s\n' "$T/conf" >"$T/etcpf/main.cf"
+}
+
+# Can this machine run the pickup path? (unshare -m needs CAP_SYS_ADMIN; the account must exist.)
+pickup_prereqs() {
+  local missing=""
+  command -v setpriv >/dev/null 2>&1 || missing="$missing setpriv"
+  [ -x /usr/sbin/sendmail ] || missing="$missing /usr/sbin/sendmail"
+  getent passwd "$LOCAL_USER" >/dev/null || missing="$missing user:$LOCAL_USER"
+  unshare -m true 2>/dev/null || missing="$missing unshare-m"
+  echo "$missing"
+}
+
+# submit_local FILE [sendmail args...] — FILE through `/usr/sbin/sendmail -t -i` (what PHP's mail() runs)
+# as the unprivileged LOCAL_USER, with a clean environment; returns sendmail's exit status (0 even when
+# the milter later refuses the message: postdrop has stored it by then).
+submit_local() {
+  local file=$1
+  shift
+  unshare -m /bin/sh -c 'mount --bind "$1" /etc/postfix || exit 97; shift; exec "$@"' sh "$T/etcpf" \
+    setpriv --reuid="$LOCAL_USER" --regid="$(id -g "$LOCAL_USER")" --init-groups \
+    env -i PATH=/usr/sbin:/usr/bin:/bin MAIL_CONFIG="$T/conf" /usr/sbin/sendmail -t -i "$@" \
+    <"$file" >>"$T/sendmail.out" 2>&1
+}
+
+# local_msg FILE SUBJECT [HEADER...] — a message as a PHP script hands it to sendmail: the extra header
+# lines first, then From/To/Subject and a body.
+local_msg() {
+  local file=$1 subj=$2
+  shift 2
+  {
+    [ $# -eq 0 ] || printf '%s\n' "$@"
+    printf 'From: Web App <webapp@example.org>\nTo: rcpt@example.net\nSubject: %s\n\nHello from sendmail, %s.\n' \
+      "$subj" "$subj"
+  } >"$file"
+}
+
+# send_local FIRST LAST [sendmail args...] — messages FIRST..LAST ($T/lN) submitted as LOCAL_USER.
+send_local() {
+  local i first=$1 last=$2
+  shift 2
+  for ((i = first; i <= last; i++)); do
+    local_msg "$T/l$i" "local $i"
+    submit_local "$T/l$i" "$@" || fail "sendmail of local message $i: exit $?: $(tail -3 "$T/sendmail.out")"
+  done
+}
+
+maildrop_count() { find "$T/queue/maildrop" -type f 2>/dev/null | wc -l; }
+pf_reload() {
+  postfix -c "$T/conf" reload >/dev/null 2>&1 || fail "postfix reload"
+  # The master re-reads its files at once; give the new pickup and cleanup-local a moment.
+  sleep 1.5
 }
 
 start_sink() {
@@ -281,6 +373,9 @@ dump_diagnostics() {
   echo "---- rateguardd stderr" >&2; tail -20 "$T/rg/stderr" >&2 2>/dev/null
   echo "---- postfix maillog" >&2; tail -40 "$T/maillog" >&2 2>/dev/null
   echo "---- queue" >&2; postqueue -c "$T/conf" -j >&2 2>/dev/null
+  if [ -n "${RG_WITH_PICKUP:-}" ]; then
+    echo "---- maildrop: $(maildrop_count) file(s); sendmail output" >&2; tail -5 "$T/sendmail.out" >&2 2>/dev/null
+  fi
 }
 
 # ---------------------------------------------------------------- SMTP client and assertions
