@@ -37,7 +37,7 @@ const char* const usage_text = R"(Usage: rateguardctl [-c FILE] [--json] [--sock
 
 Talks to rateguardd over its control socket (control_socket in rateguard.conf). KEY is KIND:VALUE as in
 the log: sasl_username:alice, client_address:192.0.2.7, client_address:2001:db8:1:2::/64,
-sender:bob@example.com, sender_domain:example.com.
+sender:bob@example.com, sender_domain:example.com, local_user:www-data.
 
 Commands:
   status KEY                       counters, baselines and signals per window (with the limits that

@@ -232,7 +232,7 @@ awaitable<std::string> cmd_top(const control_env& env, const fields& f) {
   key_kind kind = key_kind::sasl_username;
   if (auto by = field(f, "by")) {
     auto k = key_kind_from_string(*by);
-    if (!k) co_return failure("usage", "--by must be sasl_username, client_address, sender or sender_domain");
+    if (!k) co_return failure("usage", "--by must be sasl_username, client_address, sender, sender_domain or local_user");
     kind = *k;
   }
   std::uint32_t window_s = 3600;

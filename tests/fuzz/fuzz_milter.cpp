@@ -2,7 +2,9 @@
 // connects). It is decoded whole, byte by byte and in chunk splits derived from the input, under the default limit
 // and a tiny one, and every outcome is checked against a plain non-incremental reading of the framing. Every
 // complete packet goes through every payload decoder, and the reply encoders are fed the packet data and must
-// produce one well-formed packet each. Not a unit test: regressions found here go to tests/unit/test_milter.cpp.
+// produce one well-formed packet each. The packets then drive a milter session (policyd/milter_session) as the
+// daemon does, with a verdict at each end of message: whatever arrives, its replies are well-formed packets and its
+// requests hold only what it was sent. Not a unit test: regressions found here go to tests/unit/test_milter.cpp.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -11,6 +13,7 @@
 
 #include "fuzz_check.hpp"
 #include "milter.hpp"
+#include "milter_session.hpp"
 
 namespace {
 
@@ -105,6 +108,45 @@ void check_payloads(const std::string& pkt) {
   }
 }
 
+// The packets through a session, with the verdict at each end of message chosen from the input: the replies are
+// whole packets of the commands a filter may send, and a request never has more recipients than RCPTs sent.
+void drive_session(const std::vector<std::string>& packets) {
+  static const rg::milter_session_settings settings = [] {
+    rg::milter_session_settings s;
+    s.user_name = [](std::uint32_t uid) { return uid % 2 ? std::string() : "user" + std::to_string(uid); };
+    s.max_recipients = 8;
+    return s;
+  }();
+  static const char* const replies[] = {"DUNNO", "HOLD rateguard: held", "450 4.7.1 slow down", "550 5.7.1 no"};
+  rg::milter_session session(settings, "milter.1");
+  std::string out;
+  std::size_t rcpts = 0;
+  for (const std::string& pkt : packets) {
+    if (pkt[0] == m::command::rcpt) ++rcpts;
+    const auto step = session.on_packet({pkt[0], std::string_view(pkt).substr(1)}, out);
+    if (step == rg::milter_session::step::close) break;
+    if (step == rg::milter_session::step::decide) {
+      const auto& r = session.request();
+      FUZZ_CHECK(!r.recipients.empty() && r.recipients.size() <= std::min<std::size_t>(rcpts, settings.max_recipients));
+      rg::verdict v;
+      v.reply = replies[pkt.size() % 4];
+      session.decided(v, out);
+      rcpts = 0;
+    }
+  }
+  m::decoder d;
+  std::string_view rest(out);
+  for (int guard = 0; guard < 1 << 20 && !rest.empty(); ++guard) {
+    const auto r = d.feed(rest);
+    FUZZ_CHECK(r.status == m::decode_status::complete);
+    const char c = d.current().command;
+    FUZZ_CHECK(c == m::reply::continue_ || c == m::reply::quarantine || c == m::reply::reply_code ||
+               c == m::reply::negotiate);
+    rest.remove_prefix(r.consumed);
+    d.next();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t size) {
@@ -118,8 +160,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
       FUZZ_CHECK(got.failed == want.failed);
       FUZZ_CHECK(got.packets == want.packets);
     }
-    if (max == m::max_packet)
+    if (max == m::max_packet) {
       for (const auto& p : want.packets) check_payloads(p);
+      drive_session(want.packets);
+    }
   }
   return 0;
 }
