@@ -294,8 +294,10 @@ scenario_local_forged() {
   wait_until 20 eval '[ -n "$(queue_ids_in hold)" ]' || fail "no message in the hold queue"
   wait_sink_count 1
   id=$(queue_ids_in hold)
-  expect_log "^.*: $id: hold: key=$LOCAL_KEY rule=.*limits.conf:1 window=1h count=2 limit=1 unit=messages .*0:evil\.php" \
+  expect_log "^.*: $id: hold: key=$LOCAL_KEY rule=.*limits.conf:1 window=1h count=2 limit=1 unit=messages .* local_user=$LOCAL_USER script=\"0:evil\.php\"\$" \
     "hold of $id under the real account, with the script as a hint"
+  wait_until 10 eval 'ctl holds | grep -q "^[0-9TZ:-]* *$id .*X-PHP-Originating-Script: 0:evil\.php"' ||
+    fail "the hold journal should name the script: $(ctl holds)"
   grep -E 'key=local_user:(root|0)[ ,]|local_user:(root|0) ' "$T/rg/rateguardd.log" &&
     fail "a forged header became the key"
   grep -E 'key=[a-z_]+:[^ ]*evil' "$T/rg/rateguardd.log" && fail "the PHP script header became a key"
