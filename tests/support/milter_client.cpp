@@ -387,9 +387,11 @@ milter_outcome milter_client::send(const milter_message& msg) {
   return out;
 }
 
+// Written with the next packet, as Postfix's buffered stream does: alone, it would be a small write the filter
+// does not answer, and the next small write would wait for its delayed ACK (Nagle), 40 ms per message.
 bool milter_client::abort() {
   pending_ += m::encode(m::command::abort);
-  return flush();
+  return fd_ >= 0;
 }
 
 bool milter_client::quit() {

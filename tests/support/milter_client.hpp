@@ -141,7 +141,7 @@ class milter_client {
   // MAIL, each RCPT, DATA, each header, EOH, body chunks, EOM; the same rules, then every EOM reply.
   milter_outcome send(const milter_message& m);
   // SMFIC_ABORT: the end of a message on a connection that goes on (smtpd sends it after each message, at RSET
-  // and after a message that stopped early). No reply.
+  // and after a message that stopped early). No reply; it goes out with the next packet or quit().
   bool abort();
   // SMFIC_QUIT, then closes the socket (cleanup's end of every message, smtpd's at disconnect). No reply.
   bool quit();
@@ -170,7 +170,7 @@ class milter_client {
   rg::milter::negotiation filter_;
   std::uint32_t not_in_version_ = 0;  // events the filter's protocol version does not have (SMFIP_NO* bits)
   char skip_command_ = 0;             // the event the filter answered with SMFIR_SKIP: skip more of its kind
-  std::string pending_;  // written at the next wait for a reply, abort(), quit() or send_raw()
+  std::string pending_;  // written at the next wait for a reply, quit() or send_raw()
   std::string in_;       // received bytes not yet decoded
   rg::milter::decoder decoder_;
   std::string error_;
