@@ -83,8 +83,9 @@ void warn_restart_needed(const daemon_config& running, const daemon_config& fres
       running.log_target != fresh.log_target || running.redis_db != fresh.redis_db ||
       running.redis_username != fresh.redis_username || running.redis_password_file != fresh.redis_password_file ||
       running.user != fresh.user || running.group != fresh.group || running.allow_root != fresh.allow_root ||
-      running.control_socket != fresh.control_socket)
-    spdlog::warn("reload: listen, user, group, allow_root, store, redis*, log_target or control_socket changed: "
+      running.control_socket != fresh.control_socket || running.milter != fresh.milter ||
+      running.milter_local_daemon_name != fresh.milter_local_daemon_name)
+    spdlog::warn("reload: listen, milter*, user, group, allow_root, store, redis*, log_target or control_socket changed: "
                  "restart rateguardd to apply them");
 }
 

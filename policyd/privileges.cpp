@@ -1,6 +1,7 @@
 // Name resolution and the switch from root to the configured account, Postfix's set_ugid() done with
 // setres[ug]id so real, effective and saved IDs all change and nothing is kept to switch back with.
-// Runs once at start-up, before the event loop: the blocking NSS look-ups are fine here.
+// Runs once at start-up, before the event loop: the blocking NSS look-ups are fine here. login_name() is the
+// exception: the milter front asks it for each local message (local files, as on the servers it is for).
 #include "privileges.hpp"
 
 #include <grp.h>
@@ -48,6 +49,14 @@ std::optional<gid_t> find_group(const std::string& name, const std::string& what
   struct group gr {};
   if (!look_up(getgrnam_r, name, gr, buf, what)) return std::nullopt;
   return gr.gr_gid;
+}
+
+std::string login_name(uid_t uid) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) return {};
+  return pw.pw_name;
 }
 
 identity resolve_identity(const std::string& user, const std::string& group) {

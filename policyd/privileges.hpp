@@ -28,6 +28,8 @@ struct user_ids {
 };
 std::optional<user_ids> find_user(const std::string& name, const std::string& what = "user");
 std::optional<gid_t> find_group(const std::string& name, const std::string& what = "group");
+// The login name of `uid`; empty when it has none or the look-up fails (the milter front then counts the number).
+std::string login_name(uid_t uid);
 
 // Resolves `user` and `group` (empty group: the user's login group). Refuses unknown names and root
 // (uid 0 or gid 0): running as root is what allow_root is for. Throws std::runtime_error starting with

@@ -107,56 +107,62 @@ server::server(asio::io_context& io, const daemon_config& cfg, policy_service& s
     : io_(io), cfg_(cfg), service_(service) {
   for (const auto& a : cfg_.allow_clients)
     if (auto c = parse_cidr(a)) allow_clients_.push_back(*c);  // validated by load_config
+  milter_settings_.local_daemon_name = cfg_.milter_local_daemon_name;
+  milter_settings_.user_name = [](std::uint32_t uid) { return login_name(static_cast<uid_t>(uid)); };
   service_.on_journal_idle([this] { check_drained(); });
 }
 
 void server::bind() {
   raise_open_file_limit(cfg_.max_connections);
   bind_control();
-  for (const std::string& spec : cfg_.listen) {
-    try {
-      std::string why;
-      const auto parsed = parse_endpoint(spec, listen_syntax, &why);  // load_config has checked it
-      if (!parsed) throw std::runtime_error(why);
-      if (!parsed->is_unix) {
-        auto ep = inet_endpoint(*parsed, spec);
-        asio::ip::tcp::acceptor acc(io_);
-        acc.open(ep.protocol());
-        acc.set_option(asio::socket_base::reuse_address(true));
-        if (ep.address().is_v6()) acc.set_option(asio::ip::v6_only(true));
-        acc.bind(ep);
-        acc.listen(asio::socket_base::max_listen_connections);
-        tcp_.push_back(std::move(acc));
-      } else {
-        const std::string& path = parsed->path;
-        remove_stale_socket(io_, path, false);
-        asio::local::stream_protocol::acceptor acc(io_);
-        acc.open();
-        acc.bind(asio::local::stream_protocol::endpoint(path));
-        acc.listen(asio::socket_base::max_listen_connections);
-        auto mode = static_cast<mode_t>(std::stoul(cfg_.unix_socket_mode, nullptr, 8));
-        if (chmod(path.c_str(), mode) != 0) throw std::runtime_error("chmod " + path + ": " + std::strerror(errno));
-        if (!cfg_.unix_socket_owner.empty()) set_socket_owner(path, cfg_.unix_socket_owner);
-        unix_.emplace_back(std::move(acc), path);
-      }
-    } catch (const boost::system::system_error& e) {
-      throw std::runtime_error("listen " + spec + ": " + e.code().message());
-    } catch (const std::runtime_error& e) {
-      throw std::runtime_error("listen " + spec + ": " + e.what());
+  for (const std::string& spec : cfg_.listen) bind_endpoint(spec, front::policy);
+  for (const std::string& spec : cfg_.milter) bind_endpoint(spec, front::milter);
+}
+
+void server::bind_endpoint(const std::string& spec, front f) {
+  const char* setting = f == front::milter ? "milter " : "listen ";
+  try {
+    std::string why;
+    const auto parsed = parse_endpoint(spec, listen_syntax, &why);  // load_config has checked it
+    if (!parsed) throw std::runtime_error(why);
+    if (!parsed->is_unix) {
+      auto ep = inet_endpoint(*parsed, spec);
+      asio::ip::tcp::acceptor acc(io_);
+      acc.open(ep.protocol());
+      acc.set_option(asio::socket_base::reuse_address(true));
+      if (ep.address().is_v6()) acc.set_option(asio::ip::v6_only(true));
+      acc.bind(ep);
+      acc.listen(asio::socket_base::max_listen_connections);
+      tcp_.push_back({std::move(acc), f});
+    } else {
+      const std::string& path = parsed->path;
+      remove_stale_socket(io_, path, false);
+      asio::local::stream_protocol::acceptor acc(io_);
+      acc.open();
+      acc.bind(asio::local::stream_protocol::endpoint(path));
+      acc.listen(asio::socket_base::max_listen_connections);
+      auto mode = static_cast<mode_t>(std::stoul(cfg_.unix_socket_mode, nullptr, 8));
+      if (chmod(path.c_str(), mode) != 0) throw std::runtime_error("chmod " + path + ": " + std::strerror(errno));
+      if (!cfg_.unix_socket_owner.empty()) set_socket_owner(path, cfg_.unix_socket_owner);
+      unix_.push_back({std::move(acc), path, f});
     }
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error(setting + spec + ": " + e.code().message());
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(setting + spec + ": " + e.what());
   }
 }
 
 void server::start() {
-  for (auto& acc : tcp_) {
-    auto ep = acc.local_endpoint();
+  for (auto& l : tcp_) {
+    auto ep = l.acc.local_endpoint();
     std::string name = "inet:" + ep.address().to_string() + ":" + std::to_string(ep.port());
-    asio::co_spawn(io_, accept_loop(acc, name), [](std::exception_ptr e) { log_exception(e, "accept"); });
-    spdlog::info("listening on {}", name);
+    spdlog::info("listening on {}{}", name, l.f == front::milter ? " (milter)" : "");
+    asio::co_spawn(io_, accept_loop(l.acc, std::move(name), l.f), [](std::exception_ptr e) { log_exception(e, "accept"); });
   }
-  for (auto& [acc, path] : unix_) {
-    asio::co_spawn(io_, accept_loop(acc, "unix:" + path), [](std::exception_ptr e) { log_exception(e, "accept"); });
-    spdlog::info("listening on unix:{}", path);
+  for (auto& l : unix_) {
+    spdlog::info("listening on unix:{}{}", l.path, l.f == front::milter ? " (milter)" : "");
+    asio::co_spawn(io_, accept_loop(l.acc, "unix:" + l.path, l.f), [](std::exception_ptr e) { log_exception(e, "accept"); });
   }
   if (control_) {
     asio::co_spawn(io_, control_loop(), [](std::exception_ptr e) { log_exception(e, "control"); });
@@ -165,7 +171,7 @@ void server::start() {
 }
 
 template <typename Acceptor>
-awaitable<void> server::accept_loop(Acceptor& acc, std::string name) {
+awaitable<void> server::accept_loop(Acceptor& acc, std::string name, front f) {
   while (!draining_) {
     auto [ec, sock] = co_await acc.async_accept(tuple_awaitable);
     if (ec) {
@@ -186,7 +192,8 @@ awaitable<void> server::accept_loop(Acceptor& acc, std::string name) {
     if constexpr (std::is_same_v<Acceptor, asio::ip::tcp::acceptor>) {
       boost::system::error_code e2;
       auto rep = sock.remote_endpoint(e2);
-      if (!e2) peer = rep.address().to_string() + ":" + std::to_string(rep.port());
+      // A peer that reset before we asked has no address: refused, and said so.
+      peer = e2 ? "unknown peer (" + e2.message() + ")" : rep.address().to_string() + ":" + std::to_string(rep.port());
       auto ip = e2 ? std::nullopt : parse_ip(rep.address().to_string());
       const bool allowed = ip && std::any_of(allow_clients_.begin(), allow_clients_.end(),
                                              [&](const cidr& c) { return c.contains(*ip); });
@@ -197,13 +204,13 @@ awaitable<void> server::accept_loop(Acceptor& acc, std::string name) {
         continue;
       }
     }
-    asio::co_spawn(io_, serve(std::move(sock), std::move(peer)),
+    asio::co_spawn(io_, serve(std::move(sock), std::move(peer), f),
                    [](std::exception_ptr e) { log_exception(e, "connection"); });
   }
 }
 
 template <typename Socket>
-awaitable<void> server::serve(Socket sock, std::string peer) {
+awaitable<void> server::serve(Socket sock, std::string peer, front f) {
   // Replies are written with a non-blocking write_some first (serve_requests); a socket that refuses the
   // mode is closed like one that fails a read.
   boost::system::error_code nb_ec;
@@ -232,7 +239,10 @@ awaitable<void> server::serve(Socket sock, std::string peer) {
     if (t < timer.expiry()) timer.expires_at(t);
   };
   message_tracker tracker;  // here, not in serve_requests: it outlives a connection cut by the watchdog
-  co_await (serve_requests(sock, peer, conn, tracker, set_deadline) || watchdog());
+  if (f == front::milter)
+    co_await (serve_milter(sock, peer, conn, tracker, set_deadline) || watchdog());
+  else
+    co_await (serve_requests(sock, peer, conn, tracker, set_deadline) || watchdog());
   boost::system::error_code ignored;
   sock.close(ignored);
   service_.end_connection(tracker);  // the message in progress is finished and journaled
@@ -303,6 +313,68 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
       }
       if (wec) {
         spdlog::warn("{}: cannot send reply: {}: closing connection", peer, wec.message());
+        co_return;
+      }
+      out.clear();
+    }
+  }
+}
+
+template <typename Socket>
+awaitable<void> server::serve_milter(Socket& sock, const std::string& peer, conn_iter conn, message_tracker& tracker,
+                                     const std::function<void(steady_clock::time_point)>& set_deadline) {
+  milter_session session(milter_settings_, "milter." + std::to_string(++milter_connections_));
+  milter::decoder decoder;
+  std::array<char, 8192> buf;
+  std::string out;
+  bool partial = false;  // bytes of a packet have arrived, its end has not
+  steady_clock::time_point began{};  // when the partial packet began: its deadline does not move
+  for (;;) {
+    if (draining_ && !partial) co_return;
+    conn->busy = partial;
+    set_deadline(partial ? began + cfg_.request_timeout : steady_clock::now() + cfg_.idle_timeout);
+    auto [ec, n] = co_await sock.async_read_some(asio::buffer(buf), tuple_awaitable);
+    if (ec) {
+      if (partial)
+        spdlog::warn("{}: milter packet not complete {}: closing connection", peer,
+                     ec == asio::error::operation_aborted ? "within request_timeout (" + format_duration(cfg_.request_timeout) + ")"
+                                                          : std::string("when the connection closed"));
+      co_return;
+    }
+    conn->busy = true;
+    const auto arrived = steady_clock::now();
+    bool fresh = !partial;
+    std::string_view data(buf.data(), n);
+    while (!data.empty()) {
+      const auto r = decoder.feed(data);
+      if (r.status == milter::decode_status::error) {
+        spdlog::warn("{}: bad milter packet: {}: closing connection", peer, decoder.error());
+        co_return;
+      }
+      data.remove_prefix(r.consumed);
+      partial = r.status == milter::decode_status::need_more;
+      if (partial) {
+        if (fresh) began = arrived;
+        break;
+      }
+      fresh = true;
+      const milter::packet p = decoder.current();
+      const auto next = session.on_packet(p, out);
+      if (next == milter_session::step::close) {
+        if (!session.error().empty()) spdlog::warn("{}: {}: closing connection", peer, session.error());
+        co_return;
+      }
+      if (next == milter_session::step::decide) {
+        const verdict v = co_await service_.decide(tracker, session.request());
+        session.decided(v, out);
+      }
+      decoder.next();
+    }
+    if (!out.empty()) {
+      set_deadline(steady_clock::now() + cfg_.request_timeout);
+      auto [wec, written] = co_await asio::async_write(sock, asio::buffer(out), tuple_awaitable);
+      if (wec) {
+        spdlog::warn("{}: cannot send milter reply: {}: closing connection", peer, wec.message());
         co_return;
       }
       out.clear();
@@ -394,10 +466,10 @@ void server::shutdown(std::function<void(std::size_t)> done) {
   draining_ = true;
   on_drained_ = std::move(done);
   boost::system::error_code ignored;
-  for (auto& acc : tcp_) acc.close(ignored);
-  for (auto& [acc, path] : unix_) {
-    acc.close(ignored);
-    ::unlink(path.c_str());
+  for (auto& l : tcp_) l.acc.close(ignored);
+  for (auto& l : unix_) {
+    l.acc.close(ignored);
+    ::unlink(l.path.c_str());
   }
   if (control_) {
     control_->close(ignored);

@@ -1,7 +1,7 @@
-// The policy front of rateguardd: listeners (inet and unix), one coroutine per policy connection with
-// deadlines, the connection cap, the control socket for rateguardctl and graceful shutdown. Each request
-// is decided by the policy service (policy_service.hpp: engine, store, locks, hold journal, decision log);
-// commands are control.hpp's.
+// The fronts of rateguardd: policy and milter listeners (inet and unix), one coroutine per connection with
+// deadlines, the connection cap, the control socket for rateguardctl and graceful shutdown. Each policy
+// request, and each whole message a milter connection brings (milter_session.hpp), is decided by the policy
+// service (policy_service.hpp: engine, store, locks, hold journal, decision log); commands are control.hpp's.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cstdint>
 #include <functional>
 #include <list>
 #include <memory>
@@ -18,6 +19,7 @@
 
 #include "config.hpp"
 #include "engine.hpp"
+#include "milter_session.hpp"
 #include "net_addr.hpp"
 #include "policy_service.hpp"
 #include "rate_limited_warning.hpp"
@@ -29,7 +31,7 @@ class server {
   // `service` decides every request (and holds the rules snapshot); it must outlive the server.
   server(boost::asio::io_context& io, const daemon_config& cfg, policy_service& service);
 
-  // Binds every listen endpoint and the control socket (before privileges are dropped). Throws
+  // Binds every listen and milter endpoint and the control socket (before privileges are dropped). Throws
   // std::runtime_error naming the endpoint on failure.
   void bind();
   // Starts accepting.
@@ -48,10 +50,15 @@ class server {
   };
   using conn_iter = std::list<connection>::iterator;
 
+  enum class front : std::uint8_t { policy, milter };
   template <typename Acceptor>
-  boost::asio::awaitable<void> accept_loop(Acceptor& acc, std::string name);
+  boost::asio::awaitable<void> accept_loop(Acceptor& acc, std::string name, front f);
   template <typename Socket>
-  boost::asio::awaitable<void> serve(Socket sock, std::string peer);
+  boost::asio::awaitable<void> serve(Socket sock, std::string peer, front f);
+  template <typename Socket>
+  boost::asio::awaitable<void> serve_milter(Socket& sock, const std::string& peer, conn_iter conn,
+                                            message_tracker& tracker,
+                                            const std::function<void(std::chrono::steady_clock::time_point)>& set_deadline);
   template <typename Socket>
   boost::asio::awaitable<void> serve_requests(Socket& sock, const std::string& peer, conn_iter conn,
                                               message_tracker& tracker,
@@ -65,8 +72,20 @@ class server {
   daemon_config cfg_;
   policy_service& service_;
   std::vector<cidr> allow_clients_;
-  std::vector<boost::asio::ip::tcp::acceptor> tcp_;
-  std::vector<std::pair<boost::asio::local::stream_protocol::acceptor, std::string>> unix_;
+  struct tcp_listener {
+    boost::asio::ip::tcp::acceptor acc;
+    front f;
+  };
+  struct unix_listener {
+    boost::asio::local::stream_protocol::acceptor acc;
+    std::string path;
+    front f;
+  };
+  void bind_endpoint(const std::string& spec, front f);
+  std::vector<tcp_listener> tcp_;
+  std::vector<unix_listener> unix_;
+  milter_session_settings milter_settings_;
+  std::uint64_t milter_connections_ = 0;  // numbers each milter connection's messages in the log (instance)
   std::optional<boost::asio::local::stream_protocol::acceptor> control_;
   std::size_t control_conns_ = 0;
   std::list<connection> conns_;

@@ -100,6 +100,22 @@ const std::vector<option_def>& options() {
          for (auto& l : c.listen) s += (s.empty() ? "" : " ") + l;
          return s;
        }},
+      {"milter", "Milter endpoint, repeatable (none by default): inet:HOST:PORT, inet:[::1]:PORT or unix:/path",
+       [](daemon_config& c, const std::string& v) {
+         auto e = check_listen(v);
+         if (e.empty()) c.milter.push_back(v);
+         return e;
+       },
+       [](const daemon_config& c) {
+         std::string s;
+         for (auto& l : c.milter) s += (s.empty() ? "" : " ") + l;
+         return s;
+       }},
+      {"milter_local_daemon_name",
+       "The {daemon_name} of the pickup-only cleanup (its milter_macro_daemon_name): only there is the "
+       "X-RG-Submitter uid trusted",
+       [](daemon_config& c, const std::string& v) { c.milter_local_daemon_name = v; return std::string(); },
+       [](const daemon_config& c) { return c.milter_local_daemon_name; }},
       {"unix_socket_mode", "Octal permission bits of unix listen sockets",
        [](daemon_config& c, const std::string& v) -> std::string {
          unsigned m = 0;

@@ -30,6 +30,12 @@ struct daemon_config {
   std::string file;  // where it was read from ("" for built-in defaults)
 
   std::vector<std::string> listen{"inet:127.0.0.1:10033"};
+  // Milter endpoints (same syntax as listen), repeatable; none by default. For sendmail and PHP mail()
+  // (non_smtpd_milters on a pickup-only cleanup), or smtpd_milters.
+  std::vector<std::string> milter;
+  // The {daemon_name} (milter_macro_daemon_name) of the pickup-only cleanup whose header_checks write
+  // X-RG-Submitter from pickup's Received: header; the submitting uid is trusted only on such connections.
+  std::string milter_local_daemon_name = "rg-pickup";
   std::string unix_socket_mode = "0666";  // Postfix connects as its own user; the directory guards access
   std::string unix_socket_owner;          // user[:group] for unix sockets; empty: leave as created
   // Who the daemon becomes once every listener is bound (Postfix's mail_owner spirit): names, resolved at

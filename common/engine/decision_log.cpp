@@ -101,8 +101,11 @@ std::string format_decision(const verdict& v, const policy_request& r, log_forma
     o += ",\"client\":" + json_quote(r.get(attr::client_address)) +
          ",\"sasl_username\":" + json_quote(r.get(attr::sasl_username)) +
          ",\"sender\":" + json_quote(r.get(attr::sender)) + ",\"recipient\":" + json_quote(r.get(attr::recipient)) +
-         ",\"instance\":" + json_quote(r.get(attr::instance)) + "}";
-    return o;
+         ",\"instance\":" + json_quote(r.get(attr::instance));
+    if (!r.recipients.empty()) o += ",\"recipients\":" + std::to_string(r.recipients.size());
+    if (!r.local_user.empty()) o += ",\"local_user\":" + json_quote(r.local_user);
+    if (!r.script.empty()) o += ",\"script\":" + json_quote(r.script);
+    return o + "}";
   }
   std::string o = qid.empty() ? std::string("NOQUEUE") : escape_log_value(qid, 64);
   o += ": ";
@@ -129,6 +132,10 @@ std::string format_decision(const verdict& v, const policy_request& r, log_forma
        " sender=<" + escape_log_value(r.get(attr::sender)) + ">" +
        " recipient=<" + escape_log_value(r.get(attr::recipient)) + ">" +
        " instance=" + escape_log_value(r.get(attr::instance), 64);
+  // A whole message (the milter front): how many recipients it has, who submitted it, the script it names.
+  if (!r.recipients.empty()) o += " recipients=" + std::to_string(r.recipients.size());
+  if (!r.local_user.empty()) o += " local_user=" + escape_log_value(r.local_user, 64);
+  if (!r.script.empty()) o += " script=\"" + escape_log_value(r.script, 200) + "\"";
   return o;
 }
 

@@ -33,7 +33,7 @@ std::string_view sender_domain_of(std::string_view sender) {
   return at == std::string_view::npos ? std::string_view() : sender.substr(at + 1);
 }
 
-constexpr std::string_view identity_prefixes[] = {"u:", "ip:", "s:", "d:"};  // by key_kind
+constexpr std::string_view identity_prefixes[] = {"u:", "ip:", "s:", "d:", "l:"};  // by key_kind
 
 // What a limit counts, in words: "messages", "recipients", "client addresses", "recipient domains".
 std::string counted(const window_limit& l) {
@@ -126,7 +126,7 @@ std::optional<parsed_key> parse_key(std::string_view text, unsigned ipv6_prefix,
   const auto kind = key_kind_from_string(text.substr(0, colon));
   if (!kind)
     return fail("unknown key kind \"" + std::string(text.substr(0, colon)) +
-                "\" (sasl_username, client_address, sender or sender_domain)");
+                "\" (sasl_username, client_address, sender, sender_domain or local_user)");
   const std::string_view v = text.substr(colon + 1);
   if (v.empty()) return fail("empty value in key " + std::string(text));
   std::string value;
@@ -183,6 +183,11 @@ std::vector<key_match> match_request(const policy_snapshot& snap, const policy_r
       if (!d.empty()) out.push_back({key_kind::sender_domain, d, d, m});
     }
   }
+  if (!r.local_user.empty() && rules.has_kind(key_kind::local_user)) {
+    std::string v = to_lower(r.local_user);
+    const auto* m = rules.match(key_kind::local_user, v);
+    out.push_back({key_kind::local_user, v, v, m});
+  }
   return out;
 }
 
@@ -216,7 +221,10 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
   p.immediate.reply = "DUNNO";
   const std::string& state = r.get(attr::protocol_state);
   const std::string& inst = r.get(attr::instance);
-  if (inst != instance_) {
+  // A front that decides a whole message at once (milter, at end of message) sends it as one request with
+  // all its recipients: charged all or nothing, the message once and every recipient.
+  const bool whole = !r.recipients.empty();
+  if (inst != instance_ || whole) {
     finish_message();  // a new instance on the connection: the previous message is done
     instance_ = inst;
     message_verdict_.reset();
@@ -238,9 +246,9 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
     finish_message();
     return p;
   }
-  if (state != "RCPT") return p;
+  if (state != "RCPT" && !whole) return p;
 
-  if (message_verdict_) {
+  if (message_verdict_ && !whole) {
     // Every RCPT of a message gets the message's decision; each refusal is logged like Postfix logs each
     // rejected RCPT, a hold again only when it can carry the queue ID.
     p.immediate = *message_verdict_;
@@ -265,6 +273,15 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
   // recipient's domain, per RCPT. Empty when the request has none (the signal then skips the request). Made only
   // when a signal limit asks for them: the hot path without signals formats no address.
   std::optional<std::string> client_value, domain_value;
+  const std::uint32_t rcpt_cost = whole ? static_cast<std::uint32_t>(std::min<std::size_t>(r.recipients.size(), UINT32_MAX)) : 1;
+  // The recipient domains a whole message adds to a rcpt_domains signal, each once (lower case, first seen first).
+  std::vector<std::string> message_domains;
+  if (whole)
+    for (const std::string& rcpt : r.recipients) {
+      std::string d = to_lower(sender_domain_of(rcpt));
+      if (!d.empty() && std::find(message_domains.begin(), message_domains.end(), d) == message_domains.end())
+        message_domains.push_back(std::move(d));
+    }
   const auto signal_value = [&](char tag) -> const std::string& {
     if (tag == 'i') {
       if (!client_value) {
@@ -286,22 +303,34 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
         if (identity.empty()) identity = counter_identity(kind, key);
         if (lim.how == measure::client_ips || lim.how == measure::rcpt_domains) {
           const char tag = lim.how == measure::client_ips ? 'i' : 'd';
-          const std::string& value = signal_value(tag);
-          if (value.empty()) continue;
-          auto it = std::find_if(p.req.signals.begin(), p.req.signals.end(), [&](const signal_spec& x) {
+          // Usually one value; a whole message adds each of its recipient domains, one spec each, in order: the
+          // store observes them one after the other, so the last spec's count includes them all.
+          const bool many = tag == 'd' && whole;
+          if (many ? message_domains.empty() : signal_value(tag).empty()) continue;
+          const auto same = [&](const signal_spec& x) {
             return x.tag == tag && x.window_s == lim.seconds && x.identity == identity;
-          });
+          };
+          auto it = std::find_if(p.req.signals.begin(), p.req.signals.end(), same);
           if (it == p.req.signals.end()) {
-            signal_spec sig;
-            sig.identity = identity;
-            sig.tag = tag;
-            sig.window_s = lim.seconds;
-            sig.value = value;
-            p.req.signals.push_back(std::move(sig));
+            const auto push = [&](const std::string& value) {
+              signal_spec sig;
+              sig.identity = identity;
+              sig.tag = tag;
+              sig.window_s = lim.seconds;
+              sig.value = value;
+              p.req.signals.push_back(std::move(sig));
+            };
+            if (many)
+              for (const std::string& d : message_domains) push(d);
+            else
+              push(signal_value(tag));
             it = std::prev(p.req.signals.end());
+          } else {
+            it = std::find_if(p.req.signals.rbegin(), p.req.signals.rend(), same).base() - 1;
           }
-          if (enforce && refuses(ru->act) && (it->refuse_limit == 0 || lim.count < it->refuse_limit))
-            it->refuse_limit = lim.count;
+          if (enforce && refuses(ru->act))
+            for (signal_spec& x : p.req.signals)
+              if (same(x) && (x.refuse_limit == 0 || lim.count < x.refuse_limit)) x.refuse_limit = lim.count;
           p.candidates.push_back(
               candidate{ru, &lim, kind, key, static_cast<std::size_t>(it - p.req.signals.begin()), 0});
           continue;
@@ -311,7 +340,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
           return c.unit_tag == tag && c.window_s == lim.seconds && c.identity == identity;
         });
         if (it == p.req.counters.end()) {
-          p.req.counters.push_back(counter_spec{identity, tag, lim.seconds, 1, 0});
+          p.req.counters.push_back(counter_spec{identity, tag, lim.seconds, tag == 'r' ? rcpt_cost : 1, 0});
           it = std::prev(p.req.counters.end());
         }
         if (lim.how == measure::burst) {
@@ -446,17 +475,20 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
       rec.rule = v.hit->rule_where;
       rec.reason = exceeded_text(*v.hit);
     }
+    if (!r.script.empty()) rec.reason += " (X-PHP-Originating-Script: " + r.script + ")";  // a hint, cut with the field
     rec.client = r.get(attr::client_address);
     rec.sender = r.get(attr::sender);
     rec.recipients = rcpts_;
     held_ = std::move(rec);
+    if (!r.recipients.empty()) finish_message();  // a whole message is over once decided
   }
   return v;
 }
 
 void message_tracker::note_request(const policy_request& r) {
   const std::string& state = r.get(attr::protocol_state);
-  if (state == "RCPT") ++rcpts_;
+  if (!r.recipients.empty()) rcpts_ = static_cast<std::uint32_t>(std::min<std::size_t>(r.recipients.size(), UINT32_MAX));
+  else if (state == "RCPT") ++rcpts_;
   if (!held_) return;
   if (const auto& q = r.get(attr::queue_id); !q.empty()) held_->queue_id = q;
   held_->recipients = rcpts_;

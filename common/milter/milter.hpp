@@ -34,6 +34,10 @@ inline constexpr std::uint32_t action_add_headers = 0x01, action_quarantine = 0x
 inline constexpr std::uint32_t no_connect = 0x01, no_helo = 0x02, no_mail = 0x04, no_rcpt = 0x08, no_body = 0x10,
                                no_headers = 0x20, no_end_of_headers = 0x40, no_header_reply = 0x80,
                                no_unknown = 0x100, no_data = 0x200;
+// Steps the filter will not reply to (SMFIP_NR_*): the MTA goes on without waiting.
+inline constexpr std::uint32_t no_reply_connect = 0x1000, no_reply_helo = 0x2000, no_reply_mail = 0x4000,
+                               no_reply_rcpt = 0x8000, no_reply_data = 0x10000, no_reply_unknown = 0x20000,
+                               no_reply_end_of_headers = 0x40000, no_reply_body = 0x80000;
 
 // A packet is a 4-byte big-endian length, then that many bytes: the command and its data. Postfix itself refuses
 // replies over 2 x 65535 bytes; what it sends us is bounded by its own limits (a header is at most

@@ -66,6 +66,9 @@ void policy_request::clear() {
   // std::string::clear keeps the buffer, so a long-lived connection stops allocating after a few requests.
   for (auto& v : values) v.clear();
   attributes_seen = 0;
+  recipients.clear();
+  local_user.clear();
+  script.clear();
 }
 
 parse_result request_parser::feed(std::string_view data) {

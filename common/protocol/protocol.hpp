@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace rg {
 
@@ -45,6 +46,10 @@ std::optional<attr> attr_from_name(std::string_view name);
 struct policy_request {
   std::array<std::string, attr_count> values;
   std::size_t attributes_seen = 0;  // all name=value lines, known or not
+  // Never read from the wire: set by a front that decides a whole message at once (the milter front).
+  std::vector<std::string> recipients;  // every envelope recipient; empty: a policy request (one per RCPT)
+  std::string local_user;               // the local account that submitted the message, when known
+  std::string script;                   // X-PHP-Originating-Script: a hint for the log and journal, never a key
 
   const std::string& get(attr a) const { return values[static_cast<std::size_t>(a)]; }
   std::string& set(attr a) { return values[static_cast<std::size_t>(a)]; }

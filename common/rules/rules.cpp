@@ -10,12 +10,13 @@
 //   KIND  SELECTOR  none
 //
 //   Fields are separated by spaces or tabs.
-//   KIND      sasl_username | client_address | sender | sender_domain   (any case)
+//   KIND      sasl_username | client_address | sender | sender_domain | local_user   (any case)
 //   SELECTOR  (any case; compared in lower case)
 //     sasl_username   *  |  @domain (the part after the last '@' is domain)  |  exact username
 //     sender          *  |  @domain  |  user@domain
 //     sender_domain   *  |  .example.com (any subdomain, not example.com itself)  |  example.com
 //     client_address  *  (any IPv4 or IPv6)  |  address  |  address/prefix
+//     local_user      *  |  login name (or numeric uid, for a uid without a passwd entry)
 //   LIMIT     [msg:|rcpt:]COUNT/WINDOW: COUNT messages (the default) or recipients per WINDOW.
 //             COUNT is 0..1000000000000 (0 allows nothing). WINDOW is [N]U with U one of s m h d:
 //             30s, 10m, 1h, h (= 1h), 1d; from 1s to 30d. A line may not give one unit+window twice.
@@ -218,6 +219,11 @@ selector_info classify(key_kind kind, std::string_view written) {
       s.how = selector_info::form::exact;
       s.key = sel;
       return s;
+    case key_kind::local_user:
+      if (sel.find_first_of("@:/") != std::string::npos) return fail("expected a login name or a numeric uid");
+      s.how = selector_info::form::exact;
+      s.key = sel;
+      return s;
     case key_kind::sender_domain:
       if (sel.starts_with("*.")) return fail("write \".example.com\" to match subdomains");
       if (sel.find('@') != std::string::npos) return fail("expected a domain, not an address");
@@ -297,13 +303,16 @@ std::string_view to_string(key_kind k) {
       return "sender";
     case key_kind::sender_domain:
       return "sender_domain";
+    case key_kind::local_user:
+      return "local_user";
   }
   return "?";
 }
 
 std::optional<key_kind> key_kind_from_string(std::string_view s) {
   for (auto k :
-       {key_kind::sasl_username, key_kind::client_address, key_kind::sender, key_kind::sender_domain}) {
+       {key_kind::sasl_username, key_kind::client_address, key_kind::sender, key_kind::sender_domain,
+        key_kind::local_user}) {
     if (iequals(s, to_string(k))) return k;
   }
   return std::nullopt;
@@ -480,7 +489,7 @@ struct limits_parser {
     const auto kind = key_kind_from_string(fields[0]);
     if (!kind) {
       error(line, "unknown key kind " + quoted(fields[0]) +
-                      " (expected sasl_username, client_address, sender or sender_domain)");
+                      " (expected sasl_username, client_address, sender, sender_domain or local_user)");
       return;
     }
     rule r;

@@ -15,8 +15,9 @@
 
 namespace rg {
 
-enum class key_kind : std::uint8_t { sasl_username, client_address, sender, sender_domain };
-inline constexpr std::size_t key_kind_count = 4;
+// local_user: the local account that submitted the message with sendmail (the milter front, by login name).
+enum class key_kind : std::uint8_t { sasl_username, client_address, sender, sender_domain, local_user };
+inline constexpr std::size_t key_kind_count = 5;
 std::string_view to_string(key_kind k);
 std::optional<key_kind> key_kind_from_string(std::string_view s);  // case-insensitive
 

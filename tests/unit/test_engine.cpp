@@ -506,3 +506,75 @@ TEST_CASE("the lock line is one escaped line - text and JSON", "[engine][log]") 
   CHECK(json.find("\"action\":\"lock\",\"key\":\"sasl_username:alice\"") != std::string::npos);
   CHECK(json.find("\"until\":\"1970-01-02T00:00:00Z\"") != std::string::npos);
 }
+
+// The milter front decides a message once, at its end, with every recipient: one charge, all or nothing.
+TEST_CASE("a whole message is charged once for the message and once per recipient - or not at all",
+          "[engine][milter]") {
+  using test::whole_message;
+  harness h(snapshot("local_user * 3/1h rcpt:10/1h defer\n"));
+  const auto msg = [&](int rcpts) {
+    std::vector<std::string> to;
+    for (int i = 0; i < rcpts; ++i) to.push_back("r" + std::to_string(i) + "@example.net");
+    return h.ask(whole_message("www-data", "m" + std::to_string(++h.serial_), to));
+  };
+  CHECK(msg(4).reply == "DUNNO");  // 1 message, 4 recipients
+  CHECK(msg(4).reply == "DUNNO");  // 2, 8
+  // 3 recipients more would make 11: the whole message is refused, and none of it is charged...
+  auto v = msg(3);
+  CHECK(v.act == action::defer);
+  REQUIRE(v.hit);
+  CHECK(v.hit->key == "www-data");
+  CHECK(v.hit->kind == key_kind::local_user);
+  CHECK(v.hit->count == 11);
+  // ... so a retry of the same size is refused the same way (a maildrop file offered again is not counted
+  // twice), while what still fits passes.
+  CHECK(msg(3).hit->count == 11);
+  CHECK(msg(2).reply == "DUNNO");    // 3 messages, 10 recipients
+  CHECK(msg(1).act == action::defer);  // the 4th message: over 3/1h
+  CHECK(msg(1).hit->count == 4);
+}
+
+TEST_CASE("a whole message adds each recipient domain once to a rcpt_domains signal", "[engine][milter]") {
+  using test::whole_message;
+  harness h(snapshot("local_user * rcpt_domains:3/1h defer\n"));
+  auto v = h.ask(whole_message("www-data", "m1", {"a@one.example", "b@two.example", "c@ONE.example"}));
+  CHECK(v.reply == "DUNNO");
+  // Two domains known, two new: 4 distinct > 3, refused; the domains are observations, so they stay counted.
+  v = h.ask(whole_message("www-data", "m2", {"d@three.example", "e@four.example", "f@one.example"}));
+  CHECK(v.act == action::defer);
+  REQUIRE(v.hit);
+  CHECK(v.hit->count == 4);
+  // A message only to known domains... is still over (four are known now).
+  CHECK(h.ask(whole_message("www-data", "m3", {"g@two.example"})).act == action::defer);
+  // Another account has its own signal.
+  CHECK(h.ask(whole_message("apache", "m4", {"a@one.example", "b@two.example", "c@three.example"})).reply == "DUNNO");
+}
+
+TEST_CASE("local_user rules match the submitting account by name; requests without one never match",
+          "[engine][milter]") {
+  using test::whole_message;
+  harness h(snapshot("local_user www-data 1/1h hold\nlocal_user * 5/1h defer\n"));
+  h.snap.settings.lock_time = std::chrono::hours(1);
+  CHECK(h.ask(whole_message("WWW-DATA", "m1", {"a@example.net"})).reply == "DUNNO");  // names in lower case
+  auto v = h.ask(whole_message("www-data", "m2", {"a@example.net"}, "QID2"));
+  CHECK(v.act == action::hold);
+  CHECK(v.reply.rfind("HOLD ", 0) == 0);
+  CHECK(v.set_lock_ms == 3'600'000);
+  // The held whole message is finished at once: its journal record is ready, with its queue ID and recipients.
+  auto done = h.tracker.take_finished();
+  REQUIRE(done.size() == 1);
+  CHECK(done[0].queue_id == "QID2");
+  CHECK(done[0].key == "local_user:www-data");
+  CHECK(done[0].recipients == 1);
+  // Another account falls to the * line; mail with no known account (smtpd, untrusted pickup) is not counted.
+  CHECK(h.ask(whole_message("alice", "m3", {"a@example.net"})).reply == "DUNNO");
+  auto p = h.tracker.prepare(h.snap, whole_message("", "m4", {"a@example.net"}), h.now);
+  CHECK_FALSE(p.needs_store);
+  // The decision line names the account, the recipient count and the script hint.
+  auto r = whole_message("www-data", "m5", {"a@example.net", "b@example.net"}, "QID5");
+  r.script = "1000:/var/www/wp-content/plugins/x.php";
+  const auto line = format_decision(h.ask(r), r, log_format::text);
+  CHECK(line.rfind("QID5: hold: key=local_user:www-data rule=limits.conf:1 ", 0) == 0);
+  CHECK(line.find(" recipients=2 local_user=www-data script=\"1000:/var/www/wp-content/plugins/x.php\"") !=
+        std::string::npos);
+}

@@ -50,7 +50,8 @@ using L = std::vector<unsigned>;
 
 TEST_CASE("names round-trip", "[rules]") {
   for (auto k :
-       {key_kind::sasl_username, key_kind::client_address, key_kind::sender, key_kind::sender_domain}) {
+       {key_kind::sasl_username, key_kind::client_address, key_kind::sender, key_kind::sender_domain,
+        key_kind::local_user}) {
     CHECK(key_kind_from_string(to_string(k)) == k);
   }
   CHECK(key_kind_from_string("SASL_Username") == key_kind::sasl_username);
@@ -142,6 +143,8 @@ TEST_CASE("bad lines report clear errors", "[rules]") {
       {"sasl_username *", "expected \"KIND SELECTOR LIMIT... ACTION [TEXT]\""},
       {"sasl_username", "expected \"KIND SELECTOR"},
       {"recipient * 10/1h defer", "unknown key kind \"recipient\""},
+      {"local_user www-data@example.com 10/1h hold", "bad local_user selector \"www-data@example.com\": expected a login name or a numeric uid"},
+      {"local_user @example.com 10/1h hold", "bad local_user selector"},
       {"sasl_username * 30/1x defer", "bad limit \"30/1x\": window unit must be s, m, h or d"},
       {"sasl_username * 30/1hh defer", "bad limit \"30/1hh\": window unit must be s, m, h or d"},
       {"sasl_username * 30/1.5h defer", "window unit must be s, m, h or d"},
@@ -567,4 +570,12 @@ TEST_CASE("a 50000 line file parses and matches", "[rules]") {
   r = one(rs.match_address(*parse_ip("2001:db8:3:4563::99")));  // hex group "4563" is decimal 4563 as text
   REQUIRE(r != nullptr);
   CHECK(r->limits[0].count == 4563);
+}
+
+TEST_CASE("local_user selectors: a login name (or uid) beats *", "[rules]") {
+  auto rs = parse_ok("local_user * 100/1h hold\nlocal_user WWW-Data 20/1h hold\nlocal_user 1001 5/1h hold\n");
+  CHECK(lines_of(rs, key_kind::local_user, "www-data") == L{2});
+  CHECK(lines_of(rs, key_kind::local_user, "1001") == L{3});
+  CHECK(lines_of(rs, key_kind::local_user, "alice") == L{1});
+  CHECK(lines_of(rs, key_kind::sasl_username, "www-data").empty());
 }
