@@ -86,6 +86,7 @@ struct thread_result {
   std::map<std::string, std::uint64_t> replies;
   std::uint64_t errors = 0;
   std::string first_error;
+  std::optional<rg::milter::negotiation> filter;  // what the filter answered at the first negotiation
 };
 
 struct shared_state {
@@ -166,10 +167,12 @@ void run_client(shared_state& st, std::size_t id, thread_result& out) {
         error(e.what());
         continue;
       }
-      if (!c->negotiate()) {
+      const auto neg = c->negotiate();
+      if (!neg) {
         error("negotiate: " + c->error());
         continue;
       }
+      if (!out.filter) out.filter = neg;
       const auto o = c->open(conn);
       if (!o.ok() || o.stopped()) {
         error(o.ok() ? "connection refused at " + std::string(rg::test::stage_name(o.stopped()->stage)) : o.error);
@@ -242,6 +245,9 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(errors), secs, rate);
     std::printf("  latency us p50 %u  p90 %u  p99 %u  max %u\n", percentile(lat, 0.50), percentile(lat, 0.90),
                 percentile(lat, 0.99), lat.empty() ? 0u : lat.back());
+    if (results[0].filter)
+      std::printf("  filter     version %u actions 0x%x protocol 0x%x\n", results[0].filter->version,
+                  results[0].filter->actions, results[0].filter->protocol);
     std::printf("  replies   ");
     for (auto& [w, k] : replies) std::printf(" %s=%llu", w.c_str(), static_cast<unsigned long long>(k));
     std::printf("\n");

@@ -1,8 +1,8 @@
 // trivial_responder: the protocol ceiling for policy_bench and milter_bench. Same Asio style as rateguardd (one
 // io_context, one coroutine per connection, read_some into a fixed buffer, one write per batch of replies) but no
 // work: every policy request (attributes up to an empty line) gets "action=DUNNO\n\n"; with --milter, a milter
-// that negotiates like a rate limiter (quarantine and add-header actions; no HELO, EOH or body; no reply per
-// header) and answers continue to everything else. Loopback only; exits on SIGINT/SIGTERM or after MAX_SECONDS
+// that negotiates as rateguardd's front does (quarantine; only CONNECT, MAIL, RCPT, headers and EOM, no reply
+// before EOM) and answers continue at every EOM. Loopback only; exits on SIGINT/SIGTERM or after MAX_SECONDS
 // (default 3600), so it never outlives a benchmark by much.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -50,7 +50,11 @@ awaitable<void> serve(tcp::socket sock) {
 
 awaitable<void> serve_milter(tcp::socket sock) {
   namespace m = rg::milter;
-  constexpr std::uint32_t protocol = m::no_helo | m::no_end_of_headers | m::no_body | m::no_header_reply;
+  // rateguardd's negotiation (0xff3d2): no HELO, EOH, body, UNKNOWN or DATA, and no reply before EOM.
+  constexpr std::uint32_t protocol = m::no_helo | m::no_end_of_headers | m::no_body | m::no_unknown | m::no_data |
+                                     m::no_header_reply | m::no_reply_connect | m::no_reply_helo |
+                                     m::no_reply_mail | m::no_reply_rcpt | m::no_reply_data | m::no_reply_unknown |
+                                     m::no_reply_end_of_headers | m::no_reply_body;
   std::array<char, 8192> buf;
   std::string out;
   m::decoder d;
@@ -65,11 +69,11 @@ awaitable<void> serve_milter(tcp::socket sock) {
       if (r.status == m::decode_status::need_more) break;
       switch (d.current().command) {
         case m::command::negotiate:
-          out += m::encode_negotiation({6, m::action_add_headers | m::action_quarantine, protocol});
+          out += m::encode_negotiation({6, m::action_quarantine, protocol});
           break;
+        case m::command::end_of_body: out += m::encode(m::reply::continue_); break;
         case m::command::quit: co_return;
-        case m::command::macro: case m::command::abort: case m::command::header: break;  // no reply
-        default: out += m::encode(m::reply::continue_);
+        default: break;  // no reply to anything else
       }
       d.next();
     }

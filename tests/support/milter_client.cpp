@@ -340,25 +340,25 @@ milter_outcome milter_client::open(const milter_connection& c) {
     d.push_back(static_cast<char>(c.port & 0xff));
     nul_terminated(d, c.address);
   }
-  if (!event(milter_stage::connect, 0, m::command::connect, d, c.macros, m::no_connect, smfip::nr_conn, out))
+  if (!event(milter_stage::connect, 0, m::command::connect, d, c.macros, m::no_connect, m::no_reply_connect, out))
     return out;
   std::string h;
   nul_terminated(h, c.helo);
-  event(milter_stage::helo, 0, m::command::helo, h, c.helo_macros, m::no_helo, smfip::nr_helo, out);
+  event(milter_stage::helo, 0, m::command::helo, h, c.helo_macros, m::no_helo, m::no_reply_helo, out);
   return out;
 }
 
 milter_outcome milter_client::send(const milter_message& msg) {
   milter_outcome out;
   if (!event(milter_stage::mail, 0, m::command::mail, strings(msg.mail_args), msg.mail_macros, m::no_mail,
-             smfip::nr_mail, out))
+             m::no_reply_mail, out))
     return out;
   for (std::size_t i = 0; i < msg.rcpts.size(); ++i) {
     if (!event(milter_stage::rcpt, i, m::command::rcpt, strings(msg.rcpts[i].args), msg.rcpts[i].macros,
-               m::no_rcpt, smfip::nr_rcpt, out))
+               m::no_rcpt, m::no_reply_rcpt, out))
       return out;
   }
-  if (!event(milter_stage::data, 0, m::command::data, {}, msg.data_macros, m::no_data, smfip::nr_data, out))
+  if (!event(milter_stage::data, 0, m::command::data, {}, msg.data_macros, m::no_data, m::no_reply_data, out))
     return out;
   // Postfix does not even read the headers, EOH or body from the queue file for a filter that skips them
   // (milter8_message), so neither they nor their macros are sent. Their macros are the EOH ones for each header
@@ -374,12 +374,12 @@ milter_outcome milter_client::send(const milter_message& msg) {
     }
   }
   if ((filter_.protocol & m::no_end_of_headers) == 0 &&
-      !event(milter_stage::eoh, 0, m::command::end_of_headers, {}, msg.eoh_macros, 0, smfip::nr_eoh, out))
+      !event(milter_stage::eoh, 0, m::command::end_of_headers, {}, msg.eoh_macros, 0, m::no_reply_end_of_headers, out))
     return out;
   if ((filter_.protocol & m::no_body) == 0) {
     for (std::size_t off = 0, i = 0; off < msg.body.size(); off += chunk_size, ++i) {
       const std::string_view chunk = std::string_view(msg.body).substr(off, chunk_size);
-      if (!event(milter_stage::body, i, m::command::body, chunk, msg.eom_macros, 0, smfip::nr_body, out))
+      if (!event(milter_stage::body, i, m::command::body, chunk, msg.eom_macros, 0, m::no_reply_body, out))
         return out;
     }
   }

@@ -19,9 +19,7 @@ namespace rg::test {
 
 // SMFIP_* bits of libmilter's mfdef.h that common/milter does not name (it names what a filter asks for).
 namespace smfip {
-inline constexpr std::uint32_t skip = 1u << 10, rcpt_rej = 1u << 11, nr_conn = 1u << 12, nr_helo = 1u << 13,
-                               nr_mail = 1u << 14, nr_rcpt = 1u << 15, nr_data = 1u << 16, nr_unknown = 1u << 17,
-                               nr_eoh = 1u << 18, nr_body = 1u << 19, hdr_leadspc = 1u << 20;
+inline constexpr std::uint32_t skip = 1u << 10, rcpt_rej = 1u << 11, hdr_leadspc = 1u << 20;
 }  // namespace smfip
 
 // What Postfix 3.7 offers (milter_protocol = 6): every SMFIF action including SETSYMLIST, every SMFIP step.

@@ -272,7 +272,7 @@ TEST_CASE("milter client: the unknown family has no port and no address", "[milt
 TEST_CASE("milter client: honours what the filter skips and the replies it waives", "[milter_client]") {
   // The shape rateguard's front asks for: no HELO, EOH or body; no reply to CONNECT, RCPT or headers.
   const std::uint32_t proto = m::no_helo | m::no_end_of_headers | m::no_body | m::no_header_reply |
-                              rg::test::smfip::nr_conn | rg::test::smfip::nr_rcpt;
+                              m::no_reply_connect | m::no_reply_rcpt;
   int eom = 0;
   scripted_filter f([&](char c, std::string_view) -> std::string {
     switch (c) {
