@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/bench/run.sh — the rateguard benchmark (issue 6): Release build, then on loopback a private
 # redis-server, rateguardd (memory and redis store), the trivial responder and redis-benchmark running the
-# daemon's own Lua script; prints one table plus idle-connection RSS and Redis memory per key.
+# daemon's own Lua script; prints one table plus idle-connection RSS and Redis memory per key. Then the milter
+# front (milter_bench against rateguardd's `milter =` listener and trivial_responder --milter).
 # Usage: tests/bench/run.sh   (QUICK=1: C=8,32 and U=1000 only, once; SECS=N seconds per run, default 2;
 #        REPEAT=N passes over the whole matrix, default 3, the table shows each config's median-req/s pass)
 set -euo pipefail
@@ -17,12 +18,14 @@ else CONCS=(1 8 32 128); USERS=(1000 100000); REPEAT=${REPEAT:-3}; fi
 PORT_BASE=${PORT_BASE:-$((21000 + RANDOM % 10000))}
 P_TRIVIAL=$PORT_BASE P_MEM=$((PORT_BASE + 1)) P_REDIS=$((PORT_BASE + 2)) P_MEM_TIGHT=$((PORT_BASE + 3))
 P_REDIS_TIGHT=$((PORT_BASE + 4)) P_IDLE=$((PORT_BASE + 5)) P_MEMKEY=$((PORT_BASE + 6))
+P_TRIVIAL_MILTER=$((PORT_BASE + 7)) P_MILTER_POLICY=$((PORT_BASE + 8)) P_MILTER=$((PORT_BASE + 9))
 
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
-bench_build rateguardd policy_bench trivial_responder
+bench_build rateguardd policy_bench trivial_responder milter_bench
 DAEMON=$BUILD/policyd/rateguardd
 BENCH=$BUILD/tests/bench/policy_bench
+MBENCH=$BUILD/tests/bench/milter_bench
 TRIVIAL=$BUILD/tests/bench/trivial_responder
 
 bench_setup rg-bench
@@ -105,6 +108,30 @@ rcli flushall >/dev/null
 run_bench redis-tight "$P_REDIS_TIGHT" 32 1000
 rcli flushall >/dev/null
 
+echo "== milter front, memory store, C=8: whole messages (cleanup: one connection each; smtpd: 100 per connection)"
+# csv as above, in messages: label,C,U,messages,errors,seconds,msg_per_s,p50_us,p90_us,p99_us,max_us,replies
+"$TRIVIAL" --milter "$P_TRIVIAL_MILTER" 1800 >/dev/null &
+PIDS+=($!)
+wait_port "$P_TRIVIAL_MILTER"
+# One rule that every message reaches and none trips: every message is read, counted and answered continue.
+mkdir -p "$TMP/milter"
+echo "sender * 1000000/1h defer" >"$TMP/milter/limits.conf"
+run_milter() {  # LABEL PORT [extra...]
+  local label=$1 port=$2
+  shift 2
+  "$MBENCH" --connect "inet:127.0.0.1:$port" -c 8 --users 1000 --seconds "$SECS" --label "$label" --csv "$@" \
+    | tee -a "$RESULTS" || true
+}
+run_daemon "$TMP/milter" "$P_MILTER_POLICY" "store = memory
+milter = inet:127.0.0.1:$P_MILTER"
+wait_port "$P_MILTER"
+for pass in $(seq 1 "$REPEAT"); do
+  run_milter trivial-milter "$P_TRIVIAL_MILTER"
+  run_milter trivial-milter-smtpd "$P_TRIVIAL_MILTER" --smtpd --per-connection 100
+  run_milter milter "$P_MILTER"
+  run_milter milter-smtpd "$P_MILTER" --smtpd --per-connection 100
+done
+
 echo "== RSS of rateguardd (memory store, fresh) with 1000 idle connections"
 start_daemon idle "$P_IDLE" memory 1000000
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -160,7 +187,7 @@ def line(name, rps, p50, p99, err, c, ref, acts=""):
 order = {"trivial": 0, "memory": 1, "redis": 2, "memory-tight": 4, "redis-tight": 5}
 for key in sorted(load, key=lambda k: (order.get(k[0], 9) >= 4, int(k[1]), int(k[2]), order.get(k[0], 9))):
     l, c, u = key
-    if l == "memkey":
+    if l == "memkey" or "milter" in l:
         continue
     rps, p50, p99, err, acts = load[key]
     ref = rb.get((c, u), (0,))[0] if l.startswith("redis") else None
@@ -172,6 +199,19 @@ for key in sorted(load, key=lambda k: (order.get(k[0], 9) >= 4, int(k[1]), int(k
         w, f, lt, fp50, fp99 = rb[(c, u)]
         print(f"{'  redis-benchmark EVALSHA C=' + c + ' U=' + u:<40}{w:>9.0f}{fp50:>8}{fp99:>8}{'':>7}{'':>10}{'1.00':>10}"
               f"  (first RCPT {f:.0f}/s, later RCPT {lt:.0f}/s, weighted 1:1; p50/p99 of first RCPT)")
+milter = {k: v for k, v in load.items() if "milter" in k[0]}
+if milter:
+    # Whole messages (negotiate .. QUIT for cleanup's shape; MAIL .. EOM + ABORT for smtpd's 100 per connection),
+    # against trivial_responder --milter in the same shape.
+    print(f"\n{'milter front (whole messages)':<40}{'msg/s':>9}{'p50 us':>8}{'p99 us':>8}{'errors':>7}{'/trivial':>10}  notes")
+    for key in sorted(milter, key=lambda k: (k[0].endswith("smtpd"), not k[0].startswith("trivial"))):
+        l, c, u = key
+        rps, p50, p99, err, acts = milter[key]
+        ref = milter.get(("trivial-milter-smtpd" if l.endswith("smtpd") else "trivial-milter", c, u), (0,))[0]
+        t = f"{rps / ref:.2f}" if ref else "-"
+        lo, hi = spread[key]
+        note = (f"min-max {lo:.0f}-{hi:.0f}  " if lo != hi else "") + acts
+        print(f"{l + ' C=' + c:<40}{rps:>9.0f}{p50:>8}{p99:>8}{err:>7}{t:>10}  {note}")
 if "rss" in extra:
     r0, r1 = map(int, extra["rss"])
     print(f"\nrateguardd VmRSS: {r0 / 1024:.1f} MB fresh, {r1 / 1024:.1f} MB with 1000 idle connections "
