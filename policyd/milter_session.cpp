@@ -111,7 +111,10 @@ milter_session::step milter_session::on_packet(const milter::packet& p, std::str
     case cmd::connect: {
       const auto c = milter::parse_connect(p.data);
       if (!c) return fail("malformed connect packet");
-      client_address_ = c->family == '4' || c->family == '6' ? std::string(c->address) : std::string();
+      // Port 0 is cleanup's stand-in for mail that had no SMTP client (sendmail, pickup): "localhost", 127.0.0.1.
+      // That address is not a client, so client_address rules do not see such mail (local_user counts it).
+      const bool tcp = (c->family == '4' || c->family == '6') && c->port != 0;
+      client_address_ = tcp ? std::string(c->address) : std::string();
       reply_to(milter::no_reply_connect, out);
       return step::reply;
     }

@@ -113,7 +113,8 @@ TEST_CASE("milter session: the end-of-message request is the whole message", "[m
   REQUIRE(d.send(command::end_of_body) == milter_session::step::decide);
   const policy_request& r = d.session->request();
   CHECK(r.get(attr::queue_id) == "4F2A1B3C");
-  CHECK(r.get(attr::client_address) == "127.0.0.1");
+  // cleanup's stand-in client (localhost, port 0) is no client: client_address rules do not see local mail.
+  CHECK(r.get(attr::client_address).empty());
   CHECK(r.get(attr::sender) == "www-data@host.example");
   CHECK(r.recipients == std::vector<std::string>{"a@one.example", "b@two.example"});  // brackets or not
   CHECK(r.get(attr::recipient_count) == "2");
