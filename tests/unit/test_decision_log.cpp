@@ -85,6 +85,16 @@ std::string render(const std::vector<std::pair<std::string, std::string>>& field
     INFO(name << "=" << value);
     if (auto a = rg::attr_from_name(name)) {
       r.set(*a) = value;
+    } else if (name == "recipients") {  // a whole message (milter front): its recipients, comma-separated
+      for (std::size_t b = 0; b <= value.size();) {
+        const std::size_t e = std::min(value.find(',', b), value.size());
+        r.recipients.push_back(value.substr(b, e - b));
+        b = e + 1;
+      }
+    } else if (name == "local_user") {
+      r.local_user = value;
+    } else if (name == "script") {
+      r.script = value;
     } else if (name == "action") {
       auto act = rg::action_from_string(value);
       REQUIRE(act);
