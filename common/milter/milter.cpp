@@ -13,12 +13,6 @@ std::uint32_t read_u32(std::string_view d) {
          (std::uint32_t{static_cast<unsigned char>(d[2])} << 8) | std::uint32_t{static_cast<unsigned char>(d[3])};
 }
 
-void append_u32(std::string& out, std::uint32_t v) {
-  out.push_back(static_cast<char>((v >> 24) & 0xff));
-  out.push_back(static_cast<char>((v >> 16) & 0xff));
-  out.push_back(static_cast<char>((v >> 8) & 0xff));
-  out.push_back(static_cast<char>(v & 0xff));
-}
 
 // The text up to the first NUL (replies are C strings on the MTA side).
 std::string_view c_string(std::string_view s) { return s.substr(0, s.find('\0')); }
@@ -136,10 +130,15 @@ std::string_view strip_angle_brackets(std::string_view address) {
   return address;
 }
 
+std::string be32(std::uint32_t v) {
+  return {static_cast<char>((v >> 24) & 0xff), static_cast<char>((v >> 16) & 0xff), static_cast<char>((v >> 8) & 0xff),
+          static_cast<char>(v & 0xff)};
+}
+
 std::string encode(char command, std::string_view data) {
   std::string out;
   out.reserve(5 + data.size());
-  append_u32(out, static_cast<std::uint32_t>(data.size() + 1));
+  out += be32(static_cast<std::uint32_t>(data.size() + 1));
   out.push_back(command);
   out.append(data);
   return out;
@@ -147,9 +146,9 @@ std::string encode(char command, std::string_view data) {
 
 std::string encode_negotiation(const negotiation& n) {
   std::string data;
-  append_u32(data, n.version);
-  append_u32(data, n.actions);
-  append_u32(data, n.protocol);
+  data += be32(n.version);
+  data += be32(n.actions);
+  data += be32(n.protocol);
   return encode(reply::negotiate, data);
 }
 

@@ -114,6 +114,10 @@ std::optional<header_field> parse_header(std::string_view data);
 // "<alice@example.com>" -> "alice@example.com"; anything else as it is.
 std::string_view strip_angle_brackets(std::string_view address);
 
+// The protocol's integers (packet lengths, negotiation fields, the connect port's 2 bytes are its low half): 4 bytes,
+// big-endian.
+std::string be32(std::uint32_t v);
+
 // Replies, each a whole packet. Strings must not contain NUL (cut at the first one as a last defence).
 std::string encode(char command, std::string_view data = {});
 std::string encode_negotiation(const negotiation& n);

@@ -20,6 +20,7 @@
 
 using namespace rg::test;
 using namespace std::chrono_literals;
+using rg::milter::be32;
 
 namespace {
 
@@ -179,15 +180,6 @@ TEST_CASE("milter front: the same SMTP traffic gets the policy front's decisions
   CHECK(policy.ask(rcpt_request("carol", "s3", "", "127.0.0.1", "shop@example.com")).rfind("450 4.7.1 ", 0) == 0);
 }
 
-namespace {
-
-std::string u32(std::uint32_t v) {
-  return {static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xff), static_cast<char>((v >> 8) & 0xff),
-          static_cast<char>(v & 0xff)};
-}
-
-}  // namespace
-
 TEST_CASE("milter front: hostile input closes only its own connection", "[milter][hostile]") {
   socket_dir dir;
   const auto [name, uid] = local_account();
@@ -196,21 +188,21 @@ TEST_CASE("milter front: hostile input closes only its own connection", "[milter
   milter_client bystander(dir.endpoint());
   REQUIRE(bystander.negotiate());
   REQUIRE(bystander.open(milter_connection{}).ok());
-  const std::string negotiate = rg::milter::encode('O', u32(6) + u32(0x1ff) + u32(0x1fffff));
+  const std::string negotiate = rg::milter::encode('O', be32(6) + be32(0x1ff) + be32(0x1fffff));
   struct row {
     const char* what;
     std::string bytes;
     const char* log;
   };
   const std::vector<row> attacks = {
-      {"zero length", u32(0), "bad milter packet"},
-      {"negative length (2^32 - 1)", u32(0xffffffff), "bad milter packet"},
-      {"oversized (1 MB)", u32(1 << 20) + "O", "bad milter packet"},
+      {"zero length", be32(0), "bad milter packet"},
+      {"negative length (2^32 - 1)", be32(0xffffffff), "bad milter packet"},
+      {"oversized (1 MB)", be32(1 << 20) + "O", "bad milter packet"},
       {"unknown command", negotiate + rg::milter::encode('Z', "x"), "unknown milter command 0x5a"},
       {"command before negotiation", rg::milter::encode('M', "<a@b>\0"), "command before option negotiation"},
       {"malformed connect", negotiate + rg::milter::encode('C', "host"), "malformed connect packet"},
       // Nothing answered first, so the end of the stream is the first thing the daemon meets after the fragment.
-      {"truncated packet, then close", u32(100) + "O" + u32(6), "not complete when the connection closed"},
+      {"truncated packet, then close", be32(100) + "O" + be32(6), "not complete when the connection closed"},
   };
   for (const auto& a : attacks) {
     INFO(a.what);
@@ -234,7 +226,7 @@ TEST_CASE("milter front: hostile input closes only its own connection", "[milter
   }
   // A slow sender: half a packet, then silence, is cut at request_timeout, not before.
   milter_client slow(dir.endpoint());
-  slow.send_raw(negotiate + u32(50) + "M");
+  slow.send_raw(negotiate + be32(50) + "M");
   const auto t = std::chrono::steady_clock::now();
   CHECK(slow.read_until_close(10000ms).closed);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();

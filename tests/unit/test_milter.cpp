@@ -11,16 +11,12 @@ using namespace std::string_literals;
 
 namespace {
 
-std::string u32(std::uint32_t v) {
-  return {static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xff), static_cast<char>((v >> 8) & 0xff),
-          static_cast<char>(v & 0xff)};
-}
 
 // What cleanup sends for one message from sendmail (the shape of a Postfix 3.7 non-SMTP session).
 std::string pickup_session() {
-  return encode(command::negotiate, u32(6) + u32(0x1ff) + u32(0x1fffff)) +
+  return encode(command::negotiate, be32(6) + be32(0x1ff) + be32(0x1fffff)) +
          encode(command::macro, "Cj\0mail.example.com\0{daemon_name}\0cleanup\0"s) +
-         encode(command::connect, "localhost\0"s "4" + u32(0).substr(2) + "127.0.0.1\0"s) +
+         encode(command::connect, "localhost\0"s "4" + be32(0).substr(2) + "127.0.0.1\0"s) +
          encode(command::macro, "Mi\0004F2A1B3C\0"s) + encode(command::mail, "<www-data@example.com>\0"s) +
          encode(command::rcpt, "<x@example.net>\0"s) + encode(command::header, "Subject\0hello\0"s) +
          encode(command::end_of_headers) + encode(command::end_of_body) + encode(command::quit);
@@ -74,10 +70,10 @@ TEST_CASE("milter decoder: bounds close the connection", "[milter]") {
     std::string error;
   };
   const std::vector<row> rows = {
-      {u32(0) + "O", "empty milter packet"},
-      {u32(0x7fffffff) + "O", "milter packet of 2147483647 bytes, over the limit of 262144"},
-      {u32(0xffffffff) + "O", "milter packet of 4294967295 bytes, over the limit of 262144"},  // "negative"
-      {u32(max_packet + 1), "milter packet of 262145 bytes, over the limit of 262144"},
+      {be32(0) + "O", "empty milter packet"},
+      {be32(0x7fffffff) + "O", "milter packet of 2147483647 bytes, over the limit of 262144"},
+      {be32(0xffffffff) + "O", "milter packet of 4294967295 bytes, over the limit of 262144"},  // "negative"
+      {be32(max_packet + 1), "milter packet of 262145 bytes, over the limit of 262144"},
   };
   for (const auto& r : rows) {
     CAPTURE(r.error);
@@ -87,10 +83,10 @@ TEST_CASE("milter decoder: bounds close the connection", "[milter]") {
   }
   // An error is final: a valid packet after it is not decoded.
   decoder d;
-  CHECK(d.feed(u32(0)).status == decode_status::error);
+  CHECK(d.feed(be32(0)).status == decode_status::error);
   CHECK(d.feed(encode(command::quit)).status == decode_status::error);
   // A packet of exactly the limit is accepted.
-  const auto at_limit = decode_all(u32(16) + std::string(16, 'L'), 5, 16);
+  const auto at_limit = decode_all(be32(16) + std::string(16, 'L'), 5, 16);
   CHECK_FALSE(at_limit.failed);
   CHECK(at_limit.packets.size() == 1);
 }
@@ -109,12 +105,12 @@ TEST_CASE("milter decoder: a truncated packet never completes", "[milter]") {
 }
 
 TEST_CASE("milter payloads: what Postfix sends", "[milter]") {
-  const auto n = parse_negotiation(u32(6) + u32(0x1ff) + u32(0x1fffff));
+  const auto n = parse_negotiation(be32(6) + be32(0x1ff) + be32(0x1fffff));
   REQUIRE(n);
   CHECK(n->version == 6);
   CHECK(n->actions == 0x1ff);
   CHECK(n->protocol == 0x1fffff);
-  CHECK_FALSE(parse_negotiation(u32(6) + u32(0x1ff)));
+  CHECK_FALSE(parse_negotiation(be32(6) + be32(0x1ff)));
 
   // The decoders return views into their input: keep it alive.
   const std::string macros = "Mi\0004F2A1B3C\0{auth_authen}\0alice\0"s;
@@ -174,7 +170,7 @@ TEST_CASE("milter payloads: what Postfix sends", "[milter]") {
 TEST_CASE("milter replies: exact bytes", "[milter]") {
   CHECK(encode(reply::continue_) == "\0\0\0\1c"s);
   CHECK(encode_negotiation({6, action_quarantine, no_helo | no_body}) ==
-        "\0\0\0\x0dO"s + u32(6) + u32(0x20) + u32(0x12));
+        "\0\0\0\x0dO"s + be32(6) + be32(0x20) + be32(0x12));
   CHECK(encode_reply_code("451 4.7.1 slow down") == "\0\0\0\x15y451 4.7.1 slow down\0"s);
   // CR, LF and anything after a NUL cannot reach Postfix's reply parser.
   CHECK(encode_reply_code("451 4.7.1 a\r\nb\0c"s) == "\0\0\0\x10y451 4.7.1 a  b\0"s);

@@ -35,11 +35,7 @@ std::string pkt(const std::string& body) {
 // The filter's answers, written out by hand too.
 const std::string cont = "\0\0\0\1c"s;
 std::string negotiate_reply(std::uint32_t actions, std::uint32_t protocol) {
-  auto u32 = [](std::uint32_t v) {
-    return std::string{static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xff),
-                       static_cast<char>((v >> 8) & 0xff), static_cast<char>(v & 0xff)};
-  };
-  return pkt("O" + u32(6) + u32(actions) + u32(protocol));
+  return pkt("O" + rg::milter::be32(6) + rg::milter::be32(actions) + rg::milter::be32(protocol));
 }
 
 // The filter end of a socketpair on its own thread. `answer` gets each decoded packet and returns the bytes to

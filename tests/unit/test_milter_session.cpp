@@ -14,10 +14,6 @@ using namespace std::string_literals;
 
 namespace {
 
-std::string u32(std::uint32_t v) {
-  return {static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xff), static_cast<char>((v >> 8) & 0xff),
-          static_cast<char>(v & 0xff)};
-}
 
 // The replies in `bytes`, as "c", "q:reason", "y:450 ...", "O".
 std::vector<std::string> replies(const std::string& bytes) {
@@ -57,7 +53,7 @@ struct driver {
   std::vector<std::string> take() { return replies(std::exchange(out, {})); }
   // Negotiation as Postfix 3.7 offers it (every action, every protocol step may be skipped).
   std::uint32_t negotiate(std::uint32_t actions = 0x1ff, std::uint32_t protocol = 0x1fffff) {
-    REQUIRE(send(command::negotiate, u32(6) + u32(actions) + u32(protocol)) == milter_session::step::reply);
+    REQUIRE(send(command::negotiate, be32(6) + be32(actions) + be32(protocol)) == milter_session::step::reply);
     decoder d;
     REQUIRE(d.feed(out).status == decode_status::complete);
     const auto n = parse_negotiation(d.current().data);
@@ -71,7 +67,7 @@ struct driver {
   void pickup_message(const std::string& queue_id, const std::vector<std::string>& headers,
                       const std::string& daemon_name = "rg-pickup") {
     send(command::macro, "C{daemon_name}\0"s + daemon_name + "\0"s);
-    send(command::connect, "localhost\0"s "4" + u32(0).substr(2) + "127.0.0.1\0"s);
+    send(command::connect, "localhost\0"s "4" + be32(0).substr(2) + "127.0.0.1\0"s);
     send(command::macro, "Mi\0"s + queue_id + "\0{mail_addr}\0www-data@host.example\0"s);
     send(command::mail, "www-data@host.example\0"s);
     send(command::rcpt, "a@one.example\0"s);
@@ -97,7 +93,7 @@ TEST_CASE("milter session: only end of message is answered when the MTA offers t
   // An MTA that offers no flags gets a reply to each step it sends.
   driver old;
   CHECK(old.negotiate(0x1ff, 0) == 0);
-  old.send(command::connect, "localhost\0"s "4" + u32(0).substr(2) + "127.0.0.1\0"s);
+  old.send(command::connect, "localhost\0"s "4" + be32(0).substr(2) + "127.0.0.1\0"s);
   old.send(command::helo, "localhost\0"s);
   old.send(command::mail, "<a@b.example>\0"s);
   old.send(command::rcpt, "<c@d.example>\0"s);
@@ -175,7 +171,7 @@ TEST_CASE("milter session: several messages on one connection, abort and quit", 
   driver d;
   d.negotiate();
   d.send(command::macro, "C{daemon_name}\0mx.example\0"s);
-  d.send(command::connect, "[192.0.2.7]\0"s "4" + u32(40000).substr(2) + "192.0.2.7\0"s);
+  d.send(command::connect, "[192.0.2.7]\0"s "4" + be32(40000).substr(2) + "192.0.2.7\0"s);
   // smtpd: {auth_authen} at MAIL, the queue ID only later.
   d.send(command::macro, "M{auth_authen}\0alice@example.com\0"s);
   d.send(command::mail, "<alice@example.com>\0"s);
@@ -229,7 +225,7 @@ TEST_CASE("milter session: malformed and out-of-order packets close the connecti
   const row r = GENERATE(values<row>({
       {command::mail, "<a@b>\0"s, false, "command before option negotiation"},
       {command::negotiate, "\0\0\0"s, false, "malformed option negotiation"},
-      {command::negotiate, u32(1) + u32(0) + u32(0), false, "milter protocol version 1 is too old"},
+      {command::negotiate, be32(1) + be32(0) + be32(0), false, "milter protocol version 1 is too old"},
       {command::connect, "localhost"s, true, "malformed connect packet"},
       {command::mail, ""s, true, "malformed MAIL packet"},
       {command::rcpt, "x"s, true, "malformed RCPT packet"},
