@@ -5,8 +5,10 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
@@ -49,16 +51,52 @@ std::unique_ptr<spdlog::formatter> formatter(const std::string& pattern) {
   return f;
 }
 
+std::FILE* open_append(const std::string& path, std::string& error) {
+  std::FILE* f = std::fopen(path.c_str(), "ae");  // "e": O_CLOEXEC
+  if (!f) error = path + ": " + std::strerror(errno);
+  return f;
+}
+
 }  // namespace
 
-std::shared_ptr<spdlog::logger> setup_logging(const daemon_config& c) {
+reopenable_file_sink::reopenable_file_sink(std::string path) : path_(std::move(path)) {
+  std::string error;
+  file_ = open_append(path_, error);
+  if (!file_) throw spdlog::spdlog_ex("cannot open " + error);
+}
+
+reopenable_file_sink::~reopenable_file_sink() {
+  if (file_) std::fclose(file_);
+}
+
+std::string reopenable_file_sink::reopen() {
+  std::string error;
+  std::FILE* fresh = open_append(path_, error);
+  if (!fresh) return error;
+  std::lock_guard lock(mutex_);
+  std::fclose(file_);
+  file_ = fresh;
+  return {};
+}
+
+void reopenable_file_sink::sink_it_(const spdlog::details::log_msg& msg) {
+  spdlog::memory_buf_t line;
+  formatter_->format(msg, line);
+  std::fwrite(line.data(), 1, line.size(), file_);
+}
+
+void reopenable_file_sink::flush_() { std::fflush(file_); }
+
+log_setup setup_logging(const daemon_config& c) {
   spdlog::sink_ptr sink;
+  std::shared_ptr<reopenable_file_sink> file;
   std::string pattern = "%*%v";
   if (c.log_target == "syslog") {
     sink = std::make_shared<spdlog::sinks::syslog_sink_mt>(c.syslog_name, LOG_PID, facility(c.syslog_facility),
                                                            /*enable_formatting=*/true);
   } else if (c.log_target.rfind("file:", 0) == 0) {
-    sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(c.log_target.substr(5));
+    file = std::make_shared<reopenable_file_sink>(c.log_target.substr(5));
+    sink = file;
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     pattern = "%b %d %H:%M:%S " + std::string(host) + " " + c.syslog_name + "[%P]: %*%v";
@@ -74,7 +112,7 @@ std::shared_ptr<spdlog::logger> setup_logging(const daemon_config& c) {
                                                : spdlog::level::info);
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
-  return logger;
+  return {logger, file};
 }
 
 }  // namespace rg

@@ -1,6 +1,7 @@
 // rateguardd: command line, configuration and limits loading, store selection, binding, dropping root,
-// signals, run. Runs in the foreground (systemd style). Order: config -> log -> bind -> drop -> Redis ->
-// serve. Exit codes: 0 ok, 78 (EX_CONFIG) bad configuration, 71 (EX_OSERR) cannot bind or start.
+// signals, run. Runs in the foreground (systemd style, Type=notify: READY=1 once it serves). Order: config ->
+// log -> bind -> drop -> Redis -> serve. Exit codes: 0 ok, 78 (EX_CONFIG) bad configuration, 71 (EX_OSERR)
+// cannot bind or start.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
@@ -10,6 +11,7 @@
 #include <iostream>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "config.hpp"
@@ -20,6 +22,7 @@
 #include "redis_store.hpp"
 #include "rules.hpp"
 #include "server.hpp"
+#include "version.hpp"
 
 namespace po = boost::program_options;
 using namespace rg;
@@ -92,11 +95,12 @@ void warn_restart_needed(const daemon_config& running, const daemon_config& fres
 }  // namespace
 
 int main(int argc, char** argv) {
-  // SIGHUP, SIGTERM and SIGINT wait (blocked, pending) until the signal_set below takes them, so a reload or a
-  // stop sent while the daemon starts is acted on once it runs, instead of killing it with the default action.
+  // SIGHUP, SIGTERM, SIGINT and SIGUSR1 wait (blocked, pending) until the signal_sets below take them, so a
+  // reload, a stop or a log reopen sent while the daemon starts is acted on once it runs, instead of killing
+  // it with the default action (SIGUSR1's too: logrotate may signal a daemon that is just starting).
   sigset_t handled;
   sigemptyset(&handled);
-  for (int sig : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&handled, sig);
+  for (int sig : {SIGHUP, SIGTERM, SIGINT, SIGUSR1}) sigaddset(&handled, sig);
   pthread_sigmask(SIG_BLOCK, &handled, nullptr);
 
   std::string config_path = "/etc/rateguard/rateguard.conf";
@@ -120,7 +124,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (vm.count("version")) {
-    std::cout << "rateguardd 0.1.0\n";
+    std::cout << "rateguardd " << version << "\n";
     return 0;
   }
 
@@ -158,8 +162,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  log_setup logs;
   try {
-    setup_logging(cfg);
+    logs = setup_logging(cfg);
   } catch (const std::exception& e) {
     std::cerr << "rateguardd: fatal: log_target " << cfg.log_target << ": " << e.what() << "\n";
     return ex_config;
@@ -169,7 +174,9 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io(1);
   boost::asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
-  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);  // what arrived meanwhile waits in the signal_set
+  // SIGUSR1: reopen log_target's file (logrotate's postrotate, after it renamed the file); nothing else.
+  boost::asio::signal_set reopen_signal(io, SIGUSR1);
+  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);  // what arrived meanwhile waits in the signal_sets
   std::unique_ptr<store> st;
   redis_store* redis = nullptr;
   try {
@@ -227,14 +234,29 @@ int main(int argc, char** argv) {
     if (!redis->connected()) spdlog::warn("redis {} not reachable yet: answering with on_store_error meanwhile", cfg.redis);
   }
   srv.start();
-  spdlog::info("rateguardd 0.1.0 started: store={} mode={} limits={} ({} rules)", st->name(),
+  spdlog::info("rateguardd {} started: store={} mode={} limits={} ({} rules)", version, st->name(),
                cfg.mode == run_mode::enforce ? "enforce" : "dry-run", cfg.limits,
                first.snapshot->rules.rules().size());
+  // Every listener is up: `systemctl start` returns now (Type=notify). A no-op without NOTIFY_SOCKET.
+  sd_notify(0, "READY=1");
+
+  std::function<void(boost::system::error_code, int)> on_reopen = [&](boost::system::error_code ec, int) {
+    if (ec) return;
+    if (logs.file) {
+      if (auto error = logs.file->reopen(); error.empty())
+        spdlog::info("reopened log file {}", logs.file->path());
+      else
+        spdlog::error("cannot reopen log file: {}: still writing to the file opened before", error);
+    }
+    reopen_signal.async_wait(on_reopen);
+  };
+  reopen_signal.async_wait(on_reopen);
 
   bool stopping = false;
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
+      sd_notify(0, "RELOADING=1");
       auto next = load_all(config_path);
       if (!next.errors.empty()) {
         for (auto& e : next.errors) spdlog::error("reload refused: {}", e);
@@ -246,13 +268,16 @@ int main(int argc, char** argv) {
         spdlog::info("reload: {} ({} rules), mode={}", next.config->limits, next.snapshot->rules.rules().size(),
                      next.config->mode == run_mode::enforce ? "enforce" : "dry-run");
       }
+      sd_notify(0, "READY=1");
     } else if (!stopping) {
       stopping = true;
+      sd_notify(0, "STOPPING=1");
       spdlog::info("signal {}: finishing requests in flight, then exiting", sig == SIGTERM ? "TERM" : "INT");
       srv.shutdown([&](std::size_t cut) {
         if (cut) spdlog::warn("shutdown_timeout reached: closed {} connections with requests in flight", cut);
         if (redis) redis->stop();
         signals.cancel();
+        reopen_signal.cancel();
         io.stop();
       });
     } else {

@@ -1,13 +1,16 @@
 // The real rateguardd over its unix socket: limits at the exact count on both stores, concurrency, two
-// daemons on one Redis, HOLD, reload with SIGHUP (good and bad files), --check, graceful SIGTERM.
+// daemons on one Redis, HOLD, reload with SIGHUP (good and bad files), --check, graceful SIGTERM, log reopen on
+// SIGUSR1 (a rotation under load loses no line), systemd readiness (NOTIFY_SOCKET).
 // Malformed input, slow requests and the connection cap are in test_hostile.cpp, faults in test_faults.cpp.
 #include <catch2/catch.hpp>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,7 +18,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "daemon_fixture.hpp"
@@ -333,4 +338,123 @@ TEST_CASE("a SIGHUP while the daemon starts is a reload once it runs, not its en
   waitpid(pid, &status, 0);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("SIGUSR1 reopens the log file: renamed 5 times while a client sends, no decision line is lost",
+          "[daemon][logs]") {
+  // COUNT 0: every request is deferred, and every deferral is one decision line.
+  daemon_process d("sasl_username * 0/1h defer\n");
+  const std::string log = d.dir() + "/rateguardd.log";
+  const std::string line = "NOQUEUE: defer: key=sasl_username:rotate ";
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0}, wrong{0};
+  std::thread client([&] {
+    policy_client c(d.socket_path());
+    for (int i = 0; i < 200000 && !done; ++i) {  // bounded; normally stopped by `done`
+      auto a = c.ask(rcpt_request("rotate", "rot" + std::to_string(i)));
+      if (a.rfind("450 ", 0) != 0) {
+        ++wrong;
+        break;
+      }
+      ++answered;
+    }
+  });
+  // Like logrotate: rename, then signal; the daemon writes to the renamed file until it has reopened.
+  constexpr int rotations = 5;
+  for (int r = 1; r <= rotations; ++r) {
+    const int before = answered;
+    for (int i = 0; i < 2000 && answered < before + 50; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::filesystem::rename(log, log + "." + std::to_string(r));
+    d.signal(SIGUSR1);
+    REQUIRE(d.wait_for_log("reopened log file " + log));
+  }
+  // Some requests after the last reopen, then stop sending.
+  const int before = answered;
+  for (int i = 0; i < 2000 && answered < before + 50; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  done = true;
+  client.join();
+  REQUIRE(wrong == 0);
+  const int n = answered;
+  auto count_in = [&](const std::string& path) {
+    std::ifstream f(path);
+    int k = 0;
+    for (std::string l; std::getline(f, l);) k += l.find(line) != std::string::npos;
+    return k;
+  };
+  auto total = [&] {
+    int k = count_in(log);
+    for (int r = 1; r <= rotations; ++r) k += count_in(log + "." + std::to_string(r));
+    return k;
+  };
+  for (int i = 0; i < 500 && total() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  INFO("requests answered " << n);
+  CHECK(total() == n);
+  // Each file got its share: the rotations happened while requests were flowing.
+  for (int r = 2; r <= rotations; ++r) CHECK(count_in(log + "." + std::to_string(r)) > 0);
+  CHECK(count_in(log) > 0);
+  CHECK(d.log_count("cannot reopen") == 0);
+}
+
+TEST_CASE("SIGUSR1 when the log file cannot be reopened: an error, and the daemon keeps its old file",
+          "[daemon][logs]") {
+  daemon_process d("sasl_username * 0/1h defer\n");
+  const std::string log = d.dir() + "/rateguardd.log";
+  // A directory where the file was: opening it for writing fails (EISDIR), even as root.
+  std::filesystem::rename(log, log + ".1");
+  std::filesystem::create_directory(log);
+  d.signal(SIGUSR1);
+  policy_client c(d.socket_path());
+  REQUIRE(c.ask(rcpt_request("stuck", "s1")).rfind("450 ", 0) == 0);
+  std::string old;
+  for (int i = 0; i < 1000; ++i) {  // bounded: 10 s
+    std::ifstream f(log + ".1");
+    old.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    if (old.find("key=sasl_username:stuck") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(old.find("error: cannot reopen log file: " + log + ": Is a directory") != std::string::npos);
+  CHECK(old.find("key=sasl_username:stuck") != std::string::npos);
+  std::filesystem::remove(log);
+}
+
+TEST_CASE("NOTIFY_SOCKET: READY=1 once serving, RELOADING=1 then READY=1 around reloads, STOPPING=1 at TERM",
+          "[daemon][systemd]") {
+  // systemd's side: a datagram socket the daemon is told about in NOTIFY_SOCKET.
+  char tmpl[] = "/tmp/rg-notify-XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  const std::string dir = tmpl, path = dir + "/notify";
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+  auto next_message = [&]() -> std::string {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) != 1) return "(none within 10 s)";
+    char buf[4096];
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "(recv failed)";
+  };
+  ::setenv("NOTIFY_SOCKET", path.c_str(), 1);  // inherited by the daemon the fixture forks
+  std::optional<daemon_process> d;
+  d.emplace("sasl_username * 2/1h defer\n");
+  ::unsetenv("NOTIFY_SOCKET");
+  CHECK(next_message() == "READY=1");
+  {  // READY=1 came after the listeners were up: the fixture also waited for them, so ask once more
+    policy_client c(d->socket_path());
+    CHECK(c.ask(rcpt_request("notified", "n1")) == "DUNNO");
+  }
+  d->signal(SIGHUP);
+  CHECK(next_message() == "RELOADING=1");
+  CHECK(next_message() == "READY=1");
+  d->write_limits("sasl_username * nonsense defer\n");  // refused: the old rules stay, and it is ready again
+  d->signal(SIGHUP);
+  CHECK(next_message() == "RELOADING=1");
+  CHECK(next_message() == "READY=1");
+  CHECK(d->stop() == 0);
+  CHECK(next_message() == "STOPPING=1");
+  d.reset();
+  ::close(fd);
+  std::filesystem::remove_all(dir);
 }

@@ -250,7 +250,7 @@ TEST_CASE("started unprivileged it runs as user only when it already is that use
   CHECK(run_command({"timeout", "5", "setpriv", "--reuid=nobody", "--regid=nogroup", "--init-groups",
                      RG_DAEMON, "-c", c.conf()},
                     &out) == 124);
-  CHECK(out.find("rateguardd 0.1.0 started") != std::string::npos);
+  CHECK(out.find("rateguardd " RG_VERSION " started") != std::string::npos);
   CHECK(out.find("running as user") == std::string::npos);
   // As another unprivileged account it cannot become nobody: refused before binding.
   CHECK(run_command({"timeout", "20", "setpriv", "--reuid=daemon", "--regid=daemon", "--init-groups",
@@ -282,5 +282,5 @@ TEST_CASE("the sample configuration of README's quick start runs as nobody when 
   CHECK(run_command({"timeout", "5", RG_DAEMON, "-c", c.conf()}, &out) ==
         124);  // ran until timeout stopped it (5 s: long enough to have logged its start on a busy machine)
   CHECK(out.find("running as user nobody (uid " + std::to_string(uid_of("nobody"))) != std::string::npos);
-  CHECK(out.find("rateguardd 0.1.0 started") != std::string::npos);
+  CHECK(out.find("rateguardd " RG_VERSION " started") != std::string::npos);
 }

@@ -1,14 +1,16 @@
 #!/bin/bash
-# tests/packaging/check_systemd_unit.sh UNIT RATEGUARDD — checks contrib/systemd/rateguard.service offline
+# tests/packaging/check_systemd_unit.sh UNIT RATEGUARDD MANDIR — checks the systemd unit offline (UNIT: the one
+# the build configured from contrib/systemd/rateguard.service.in, build/contrib/rateguard.service; MANDIR: the
+# built man pages, build/man, which verify looks up for the unit's Documentation= lines)
 # (no running systemd needed): `systemd-analyze verify` prints nothing, `systemd-analyze security` scores
 # it no worse than MAX_EXPOSURE, and rateguardd starts, binds a socket in a Postfix-like private dir and
 # drops to nobody with only the unit's CapabilityBoundingSet, serves, reloads and stops using only system
-# calls its SystemCallFilter allows (strace). Exit 77 (skip) without systemd-analyze. Not tested: the
+# calls its SystemCallFilter allows (strace), sd_notify's included (NOTIFY_SOCKET set). Exit 77 (skip) without systemd-analyze. Not tested: the
 # mount namespace and the filter as systemd installs it (both need a running systemd).
 set -u
 MAX_EXPOSURE=2.2   # measured with systemd 252 (Debian 12); lower it when the unit gets tighter
 
-unit=$1 daemon=$(realpath "$2")
+unit=$1 daemon=$(realpath "$2") mandir=$(realpath "$3")
 command -v systemd-analyze >/dev/null || { echo "SKIP: systemd-analyze not installed (apt-get install systemd)"; exit 77; }
 T=$(mktemp -d /tmp/rg-unit-XXXXXX) || exit 1
 PID="" RPID=""
@@ -21,7 +23,13 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
 # The unit names the installed path; verify wants an executable that exists.
-sed "s#/usr/local/sbin/rateguardd#$daemon#g" "$unit" >"$T/rateguard.service"
+installed=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$unit")
+case $installed in /*/rateguardd) ;; *) fail "ExecStart does not name an installed rateguardd: ${installed:-none}" ;; esac
+sed "s#$installed#$daemon#g" "$unit" >"$T/rateguard.service"
+# verify runs `man` for each Documentation=man: page: give it the built ones, as the package installs them.
+mkdir -p "$T/man/man5" "$T/man/man8"
+cp "$mandir"/*.5 "$T/man/man5/" && cp "$mandir"/*.8 "$T/man/man8/" || fail "no man pages in $mandir"
+export MANPATH="$T/man"
 
 out=$(systemd-analyze verify "$T/rateguard.service" 2>&1) || fail "systemd-analyze verify failed: $out"
 [ -z "$out" ] || fail "systemd-analyze verify warns: $out"
@@ -78,7 +86,9 @@ tracer=()
 if [ -z "${ASAN_OPTIONS:-}" ]; then
   strace -f -qq -o /dev/null true 2>/dev/null && tracer=(strace -f -qq -o "$T/trace")
 fi
-"${tracer[@]}" setpriv --no-new-privs --inh-caps=-all --bounding-set "-all,$caps" "$daemon" -c "$T/rateguard.conf" \
+# NOTIFY_SOCKET: a path nobody listens on, so sd_notify makes its system calls (socket, sendmsg) and fails
+# harmlessly; the messages themselves are checked by the integration tests.
+NOTIFY_SOCKET="$T/notify" "${tracer[@]}" setpriv --no-new-privs --inh-caps=-all --bounding-set "-all,$caps" "$daemon" -c "$T/rateguard.conf" \
   2>"$T/stderr" &
 PID=$!
 for _ in $(seq 1 100); do grep -q "started:" "$T/rateguardd.log" 2>/dev/null && break; sleep 0.1; done
