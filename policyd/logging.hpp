@@ -12,5 +12,7 @@ namespace rg {
 // Builds the logger described by the config and makes it spdlog's default. Throws spdlog::spdlog_ex when a
 // log file cannot be opened.
 std::shared_ptr<spdlog::logger> setup_logging(const daemon_config& c);
+// log_level on the running logger (a reload applies it).
+void apply_log_level(const std::string& log_level);
 
 }  // namespace rg
