@@ -1,19 +1,10 @@
 # cmake -DRATEGUARDD=... -DIN=rateguard.conf.5.in -DOUT=rateguard.conf.5 -P settings_section.cmake
-# Writes OUT: IN with its line `.\" SETTINGS-TABLE` replaced by `rateguardd --settings-doc=roff` (the SETTINGS section
-# body, from the settings table in common/config). A rateguardd without that option (before the settings
-# table landed) gets a placeholder that says so, and the build warns.
+# Writes OUT: IN with its line `.\" SETTINGS-TABLE` replaced by `rateguardd --settings-doc=roff` (the SETTINGS
+# section body, from the settings table in common/config), so rateguard.conf(5) cannot drift from the code.
 execute_process(COMMAND ${RATEGUARDD} --settings-doc=roff
   RESULT_VARIABLE rc OUTPUT_VARIABLE settings ERROR_VARIABLE err)
 if(NOT rc EQUAL 0 OR settings STREQUAL "")
-  message(WARNING "rateguard.conf(5): `rateguardd --settings-doc=roff` failed (${rc}: ${err}); "
-                  "the SETTINGS section is a placeholder")
-  set(settings [[
-.B This page was built without its settings table:
-the rateguardd it was built with cannot print it
-.RB ( "rateguardd \-\-settings\-doc=roff" ).
-.B "rateguardd \-\-help"
-lists every setting with its default and meaning.
-]])
+  message(FATAL_ERROR "rateguard.conf(5): `${RATEGUARDD} --settings-doc=roff` failed (${rc}): ${err}")
 endif()
 file(READ ${IN} page)
 set(marker ".\\\" SETTINGS-TABLE\n")

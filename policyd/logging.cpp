@@ -17,6 +17,10 @@ namespace rg {
 
 namespace {
 
+spdlog::level::level_enum level_of(const std::string& log_level) {
+  return log_level == "debug" ? spdlog::level::debug : log_level == "warning" ? spdlog::level::warn : spdlog::level::info;
+}
+
 // %* -> "warning: ", "error: ", "fatal: " or nothing, like Postfix's msg_warn/msg_error/msg_fatal.
 class severity_flag final : public spdlog::custom_flag_formatter {
  public:
@@ -107,12 +111,12 @@ log_setup setup_logging(const daemon_config& c) {
   }
   sink->set_formatter(formatter(pattern));
   auto logger = std::make_shared<spdlog::logger>(c.syslog_name, sink);
-  logger->set_level(c.log_level == "debug" ? spdlog::level::debug
-                    : c.log_level == "warning" ? spdlog::level::warn
-                                               : spdlog::level::info);
+  logger->set_level(level_of(c.log_level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
   return {logger, file};
 }
+
+void apply_log_level(const std::string& log_level) { spdlog::default_logger()->set_level(level_of(log_level)); }
 
 }  // namespace rg

@@ -46,5 +46,7 @@ struct log_setup {
 // Builds the logger described by the config and makes it spdlog's default. Throws spdlog::spdlog_ex when a
 // log file cannot be opened.
 log_setup setup_logging(const daemon_config& c);
+// log_level on the running logger (a reload applies it).
+void apply_log_level(const std::string& log_level);
 
 }  // namespace rg

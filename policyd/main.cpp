@@ -80,18 +80,6 @@ std::string read_secret(const std::string& path, std::vector<std::string>& warni
   return line;
 }
 
-// Settings that a reload cannot change in a running daemon.
-void warn_restart_needed(const daemon_config& running, const daemon_config& fresh) {
-  if (running.listen != fresh.listen || running.store != fresh.store || running.redis != fresh.redis ||
-      running.log_target != fresh.log_target || running.redis_db != fresh.redis_db ||
-      running.redis_username != fresh.redis_username || running.redis_password_file != fresh.redis_password_file ||
-      running.user != fresh.user || running.group != fresh.group || running.allow_root != fresh.allow_root ||
-      running.control_socket != fresh.control_socket || running.milter != fresh.milter ||
-      running.milter_local_daemon_name != fresh.milter_local_daemon_name)
-    spdlog::warn("reload: listen, milter*, user, group, allow_root, store, redis*, log_target or control_socket changed: "
-                 "restart rateguardd to apply them");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -110,6 +98,8 @@ int main(int argc, char** argv) {
       ("check", "validate the configuration and the limits file, then exit (0, or 78 with file:line messages)")
       ("non-default,n", "print the settings that differ from their defaults, then exit")
       ("version", "print the version and exit")
+      ("settings-doc", po::value<std::string>()->value_name("FORMAT"),
+       "print every setting of rateguard.conf for the documentation (markdown, or roff for rateguard.conf(5)), then exit")
       ("help,h", "this text, and every setting of rateguard.conf with its default");
   po::variables_map vm;
   try {
@@ -121,6 +111,15 @@ int main(int argc, char** argv) {
   }
   if (vm.count("help")) {
     std::cout << cli << "\nSettings of rateguard.conf (name = default):\n" << config_help();
+    return 0;
+  }
+  if (vm.count("settings-doc")) {
+    const std::string f = vm["settings-doc"].as<std::string>();
+    if (f != "markdown" && f != "roff") {
+      std::cerr << "rateguardd: fatal: --settings-doc: \"" << f << "\" is not markdown or roff\n";
+      return 64;
+    }
+    std::cout << (f == "roff" ? settings_roff() : settings_markdown());
     return 0;
   }
   if (vm.count("version")) {
@@ -263,10 +262,25 @@ int main(int argc, char** argv) {
         spdlog::warn("reload refused: keeping the previous configuration and limits");
       } else {
         for (auto& w : next.warnings) spdlog::warn("{}", w);
-        warn_restart_needed(cfg, *next.config);
+        // Every setting a reload can apply is applied; the others are named, and keep their running values.
+        const auto restart = changed_settings(cfg, *next.config, false);
+        const auto applied = changed_settings(cfg, *next.config, true);
+        cfg = apply_reloadable(cfg, *next.config);
+        srv.apply(cfg);
         service.set_snapshot(next.snapshot);
-        spdlog::info("reload: {} ({} rules), mode={}", next.config->limits, next.snapshot->rules.rules().size(),
-                     next.config->mode == run_mode::enforce ? "enforce" : "dry-run");
+        service.set_log_format(cfg.log_format == "json" ? log_format::json : log_format::text);
+        const auto names = [](const std::vector<std::string>& v) {
+          std::string s;
+          for (auto& n : v) s += (s.empty() ? "" : ", ") + n;
+          return s;
+        };
+        spdlog::info("reload: {} ({} rules), mode={}; settings applied: {}", cfg.limits,
+                     next.snapshot->rules.rules().size(), cfg.mode == run_mode::enforce ? "enforce" : "dry-run",
+                     applied.empty() ? "none changed" : names(applied));
+        if (!restart.empty())
+          spdlog::warn("reload: {} changed: restart rateguardd to apply (until then the running values stay)",
+                       names(restart));
+        apply_log_level(cfg.log_level);  // last, so a reload to log_level = warning still logs its own summary
       }
       sd_notify(0, "READY=1");
     } else if (!stopping) {

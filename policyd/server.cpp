@@ -104,12 +104,20 @@ void raise_open_file_limit(std::size_t max_connections) {
 }  // namespace
 
 server::server(asio::io_context& io, const daemon_config& cfg, policy_service& service)
-    : io_(io), cfg_(cfg), service_(service) {
-  for (const auto& a : cfg_.allow_clients)
-    if (auto c = parse_cidr(a)) allow_clients_.push_back(*c);  // validated by load_config
-  milter_settings_.local_daemon_name = cfg_.milter_local_daemon_name;
+    : io_(io), service_(service) {
   milter_settings_.user_name = [](std::uint32_t uid) { return login_name(static_cast<uid_t>(uid)); };
+  apply(cfg);
   service_.on_journal_idle([this] { check_drained(); });
+}
+
+void server::apply(const daemon_config& c) {
+  const bool bound = !tcp_.empty() || !unix_.empty();  // bind() raises the limit for the first settings
+  if (bound && c.max_connections > cfg_.max_connections) raise_open_file_limit(c.max_connections);
+  cfg_ = c;
+  allow_clients_.clear();
+  for (const auto& a : cfg_.allow_clients)
+    if (auto n = parse_cidr(a)) allow_clients_.push_back(*n);  // validated by load_config
+  milter_settings_.local_daemon_name = cfg_.milter_local_daemon_name;
 }
 
 void server::bind() {

@@ -43,6 +43,11 @@ class server {
 
   std::size_t connections() const { return conns_.size(); }
 
+  // A reload's settings: `c` must differ from the running ones only in settings a reload applies (config.hpp's
+  // apply_reloadable). Deadlines, the connection cap, allow_clients, lock_time and milter_local_daemon_name
+  // apply to what happens next: new connections, requests and deadlines.
+  void apply(const daemon_config& c);
+
  private:
   struct connection {
     std::function<void()> close;

@@ -19,13 +19,20 @@ namespace po = boost::program_options;
 
 namespace {
 
+// One setting: the single declaration its parsing, printing, --help, the documentation (rateguard.conf(5),
+// README) and the reload's apply-or-restart decision all come from.
 struct option_def {
   const char* name;
+  std::string type;    // "duration", "number", "endpoint, repeatable", ...
+  std::string bounds;  // what values are allowed, as a reader writes them ("1s..1d", "text | json"); may be empty
+  bool reload;         // a reload (SIGHUP) applies it; otherwise it needs a restart
   const char* help;
   // Returns an empty string on success, else why the value is bad.
   std::function<std::string(daemon_config&, const std::string&)> set;
   std::function<std::string(const daemon_config&)> get;
 };
+
+constexpr bool reload = true, restart = false;
 
 std::string set_duration(std::chrono::milliseconds& out, const std::string& v, std::chrono::milliseconds lo,
                          std::chrono::milliseconds hi) {
@@ -71,13 +78,53 @@ const enum_names<bool> yes_no = {{"yes", true}, {"no", false}};
 const enum_names<store_error_action> store_error_names = {{"dunno", store_error_action::dunno},
                                                           {"defer", store_error_action::defer}};
 
-std::string set_choice(std::string& out, const std::string& v, std::initializer_list<const char*> allowed) {
+std::string set_choice(std::string& out, const std::string& v, const std::vector<std::string>& allowed) {
   std::string list;
-  for (const char* a : allowed) {
+  for (const std::string& a : allowed) {
     if (v == a) { out = v; return {}; }
-    list += list.empty() ? a : std::string(" | ") + a;
+    list += list.empty() ? a : " | " + a;
   }
   return "\"" + v + "\" must be one of: " + list;
+}
+
+using ms = std::chrono::milliseconds;
+
+option_def duration_opt(const char* name, ms daemon_config::*m, ms lo, ms hi, bool applies, const char* help) {
+  return {name, "duration", format_duration(lo) + ".." + format_duration(hi), applies, help,
+          [=](daemon_config& c, const std::string& v) { return set_duration(c.*m, v, lo, hi); },
+          [=](const daemon_config& c) { return format_duration(c.*m); }};
+}
+
+template <typename T>
+option_def number_opt(const char* name, T daemon_config::*m, T lo, T hi, bool applies, const char* help) {
+  return {name, "number", std::to_string(lo) + ".." + std::to_string(hi), applies, help,
+          [=](daemon_config& c, const std::string& v) { return set_number<T>(c.*m, v, lo, hi); },
+          [=](const daemon_config& c) { return std::to_string(c.*m); }};
+}
+
+template <typename E>
+option_def enum_opt(const char* name, E daemon_config::*m, enum_names<E> names, bool applies, const char* help) {
+  std::string words;
+  for (auto& [word, value] : names) words += (words.empty() ? "" : " | ") + std::string(word);
+  return {name, "choice", words, applies, help,
+          [=](daemon_config& c, const std::string& v) { return set_enum(c.*m, v, names); },
+          [=](const daemon_config& c) { return enum_name(c.*m, names); }};
+}
+
+option_def choice_opt(const char* name, std::string daemon_config::*m, std::vector<std::string> allowed,
+                      bool applies, const char* help) {
+  std::string words;
+  for (const std::string& a : allowed) words += (words.empty() ? "" : " | ") + a;
+  return {name, "choice", words, applies, help,
+          [=](daemon_config& c, const std::string& v) { return set_choice(c.*m, v, allowed); },
+          [=](const daemon_config& c) { return c.*m; }};
+}
+
+option_def text_opt(const char* name, std::string daemon_config::*m, bool applies, const char* help,
+                    const char* type = "text") {
+  return {name, type, "", applies, help,
+          [=](daemon_config& c, const std::string& v) { c.*m = v; return std::string(); },
+          [=](const daemon_config& c) { return c.*m; }};
 }
 
 std::string check_listen(const std::string& v) {
@@ -87,9 +134,9 @@ std::string check_listen(const std::string& v) {
 }
 
 const std::vector<option_def>& options() {
-  using ms = std::chrono::milliseconds;
   static const std::vector<option_def> table = {
-      {"listen", "Endpoint to serve, repeatable: inet:HOST:PORT, inet:[::1]:PORT or unix:/path",
+      {"listen", "endpoint, repeatable", "inet:HOST:PORT | inet:[V6]:PORT | unix:/path", restart,
+       "Policy endpoint to serve (the first listen line replaces the default)",
        [](daemon_config& c, const std::string& v) {
          auto e = check_listen(v);
          if (e.empty()) c.listen.push_back(v);
@@ -100,7 +147,8 @@ const std::vector<option_def>& options() {
          for (auto& l : c.listen) s += (s.empty() ? "" : " ") + l;
          return s;
        }},
-      {"milter", "Milter endpoint, repeatable (none by default): inet:HOST:PORT, inet:[::1]:PORT or unix:/path",
+      {"milter", "endpoint, repeatable", "inet:HOST:PORT | inet:[V6]:PORT | unix:/path", restart,
+       "Milter endpoint for sendmail and PHP mail() (non_smtpd_milters) or smtpd_milters; none by default",
        [](daemon_config& c, const std::string& v) {
          auto e = check_listen(v);
          if (e.empty()) c.milter.push_back(v);
@@ -111,12 +159,10 @@ const std::vector<option_def>& options() {
          for (auto& l : c.milter) s += (s.empty() ? "" : " ") + l;
          return s;
        }},
-      {"milter_local_daemon_name",
-       "The {daemon_name} of the pickup-only cleanup (its milter_macro_daemon_name): only there is the "
-       "X-RG-Submitter uid trusted",
-       [](daemon_config& c, const std::string& v) { c.milter_local_daemon_name = v; return std::string(); },
-       [](const daemon_config& c) { return c.milter_local_daemon_name; }},
-      {"unix_socket_mode", "Octal permission bits of unix listen sockets",
+      text_opt("milter_local_daemon_name", &daemon_config::milter_local_daemon_name, reload,
+               "The {daemon_name} (milter_macro_daemon_name) of the pickup-only cleanup: only there is the "
+               "X-RG-Submitter uid trusted"),
+      {"unix_socket_mode", "octal mode", "0..0777", restart, "Permission bits of unix listen and milter sockets",
        [](daemon_config& c, const std::string& v) -> std::string {
          unsigned m = 0;
          auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), m, 8);
@@ -125,22 +171,19 @@ const std::vector<option_def>& options() {
          return {};
        },
        [](const daemon_config& c) { return c.unix_socket_mode; }},
-      {"unix_socket_owner",
-       "user[:group] that owns unix listen sockets, set before privileges are dropped (empty: the starting user)",
-       [](daemon_config& c, const std::string& v) { c.unix_socket_owner = v; return std::string(); },
-       [](const daemon_config& c) { return c.unix_socket_owner; }},
-      {"user",
-       "Unprivileged account to become once listeners are bound (empty: stay as started; root only with "
-       "allow_root)",
-       [](daemon_config& c, const std::string& v) { c.user = v; return std::string(); },
-       [](const daemon_config& c) { return c.user; }},
-      {"group", "Group to run as (empty: the user's login group); the user's other groups are kept",
-       [](daemon_config& c, const std::string& v) { c.group = v; return std::string(); },
-       [](const daemon_config& c) { return c.group; }},
-      {"allow_root", "yes: keep running as root when no user is set (refused otherwise)",
-       [](daemon_config& c, const std::string& v) { return set_enum(c.allow_root, v, yes_no); },
-       [](const daemon_config& c) { return enum_name(c.allow_root, yes_no); }},
-      {"allow_clients", "Clients allowed on inet listeners: addresses or networks, separated by commas or spaces",
+      text_opt("unix_socket_owner", &daemon_config::unix_socket_owner, restart,
+               "user[:group] that owns unix sockets, set before privileges are dropped (empty: the starting user)",
+               "user[:group]"),
+      text_opt("user", &daemon_config::user, restart,
+               "Unprivileged account to become once listeners are bound (empty: stay as started; root only with "
+               "allow_root)",
+               "account"),
+      text_opt("group", &daemon_config::group, restart,
+               "Group to run as (empty: the user's login group); the user's other groups are kept", "group"),
+      enum_opt("allow_root", &daemon_config::allow_root, yes_no, restart,
+               "yes: keep running as root when no user is set (refused otherwise)"),
+      {"allow_clients", "address list", "addresses or networks, comma or space separated", reload,
+       "Clients allowed on inet listeners (policy and milter); others are logged and closed",
        [](daemon_config& c, const std::string& v) -> std::string {
          std::vector<std::string> list;
          std::string item;
@@ -162,109 +205,76 @@ const std::vector<option_def>& options() {
          for (auto& a : c.allow_clients) s += (s.empty() ? "" : ", ") + a;
          return s;
        }},
-      {"max_connections", "Policy connections served at once; more are closed at accept",
-       [](daemon_config& c, const std::string& v) { return set_number<std::size_t>(c.max_connections, v, 1, 100000); },
-       [](const daemon_config& c) { return std::to_string(c.max_connections); }},
-      {"idle_timeout", "Close a connection idle this long (keep above smtpd_policy_service_max_idle, 300s)",
-       [](daemon_config& c, const std::string& v) { return set_duration(c.idle_timeout, v, ms(1000), ms(86400000)); },
-       [](const daemon_config& c) { return format_duration(c.idle_timeout); }},
-      {"request_timeout", "Time allowed to send one whole request once it has begun (stops slow senders)",
-       [](daemon_config& c, const std::string& v) { return set_duration(c.request_timeout, v, ms(100), ms(3600000)); },
-       [](const daemon_config& c) { return format_duration(c.request_timeout); }},
-      {"shutdown_timeout", "On SIGTERM, time to finish in-flight requests before exiting anyway",
-       [](daemon_config& c, const std::string& v) { return set_duration(c.shutdown_timeout, v, ms(0), ms(600000)); },
-       [](const daemon_config& c) { return format_duration(c.shutdown_timeout); }},
-      {"limits", "The limits file",
-       [](daemon_config& c, const std::string& v) { c.limits = v; return std::string(); },
-       [](const daemon_config& c) { return c.limits; }},
-      {"mode", "enforce | dry-run (answer DUNNO, log what would have been done)",
-       [](daemon_config& c, const std::string& v) { return set_enum(c.mode, v, mode_names); },
-       [](const daemon_config& c) { return enum_name(c.mode, mode_names); }},
-      {"ipv6_prefix", "IPv6 clients are counted per network of this prefix length",
-       [](daemon_config& c, const std::string& v) { return set_number<unsigned>(c.ipv6_prefix, v, 16, 128); },
-       [](const daemon_config& c) { return std::to_string(c.ipv6_prefix); }},
-      {"lock_time", "A tripped hold rule locks its key this long: every later message of the key is held (0: no lock)",
-       [](daemon_config& c, const std::string& v) { return set_duration(c.lock_time, v, ms(0), ms(30LL * 86400000)); },
-       [](const daemon_config& c) { return format_duration(c.lock_time); }},
-      {"baseline_half_life",
-       "Burst rules: the half-life of a key's baseline (its exponentially weighted average per window)",
-       [](daemon_config& c, const std::string& v) {
-         return set_duration(c.baseline_half_life, v, ms(60000), ms(365LL * 86400000));
-       },
-       [](const daemon_config& c) { return format_duration(c.baseline_half_life); }},
-      {"baseline_warmup", "Burst rules apply to a key only once its baseline has learned this long",
-       [](daemon_config& c, const std::string& v) {
-         return set_duration(c.baseline_warmup, v, ms(0), ms(365LL * 86400000));
-       },
-       [](const daemon_config& c) { return format_duration(c.baseline_warmup); }},
-      {"control_socket", "Unix socket for rateguardctl, mode 0600 (empty: none)",
+      number_opt<std::size_t>("max_connections", &daemon_config::max_connections, 1, 100000, reload,
+                              "Connections served at once; more are closed at accept"),
+      duration_opt("idle_timeout", &daemon_config::idle_timeout, ms(1000), ms(86400000), reload,
+                   "Close a connection idle this long (keep above smtpd_policy_service_max_idle, 300s)"),
+      duration_opt("request_timeout", &daemon_config::request_timeout, ms(100), ms(3600000), reload,
+                   "Time allowed to send one whole request or milter packet once it has begun (stops slow senders)"),
+      duration_opt("shutdown_timeout", &daemon_config::shutdown_timeout, ms(0), ms(600000), reload,
+                   "On SIGTERM, time to finish in-flight requests before exiting anyway"),
+      text_opt("limits", &daemon_config::limits, reload,
+               "The limits file (relative: to rateguard.conf's directory)", "path"),
+      enum_opt("mode", &daemon_config::mode, mode_names, reload,
+               "dry-run: answer DUNNO to everything and log what enforce would have done"),
+      number_opt<unsigned>("ipv6_prefix", &daemon_config::ipv6_prefix, 16, 128, reload,
+                           "IPv6 clients are counted per network of this prefix length"),
+      duration_opt("lock_time", &daemon_config::lock_time, ms(0), ms(30LL * 86400000), reload,
+                   "A tripped hold rule locks its key this long: every later message of the key is held (0: no "
+                   "lock); also rateguardctl lock's default"),
+      duration_opt("baseline_half_life", &daemon_config::baseline_half_life, ms(60000), ms(365LL * 86400000), reload,
+                   "Burst rules: the half-life of a key's baseline (its exponentially weighted average per window)"),
+      duration_opt("baseline_warmup", &daemon_config::baseline_warmup, ms(0), ms(365LL * 86400000), reload,
+                   "Burst rules apply to a key only once its baseline has learned this long"),
+      {"control_socket", "path", "absolute, or empty", restart, "Unix socket for rateguardctl, mode 0600 (empty: none)",
        [](daemon_config& c, const std::string& v) -> std::string {
          if (!v.empty() && v.front() != '/') return "\"" + v + "\" must be an absolute path or empty";
          c.control_socket = v;
          return {};
        },
        [](const daemon_config& c) { return c.control_socket; }},
-      {"store", "memory (this process only) | redis (shared by every node on the same Redis)",
-       [](daemon_config& c, const std::string& v) { return set_enum(c.store, v, store_names); },
-       [](const daemon_config& c) { return enum_name(c.store, store_names); }},
-      {"redis", "Redis server: HOST:PORT, [IPv6]:PORT or /path/to/redis.sock",
-       [](daemon_config& c, const std::string& v) { c.redis = v; return std::string(); },
-       [](const daemon_config& c) { return c.redis; }},
-      {"redis_username", "Redis ACL user for AUTH (empty: the default user); needs redis_password_file",
-       [](daemon_config& c, const std::string& v) { c.redis_username = v; return std::string(); },
-       [](const daemon_config& c) { return c.redis_username; }},
-      {"redis_password_file",
-       "File whose first line is the Redis password; read as root at start-up, so it may be root-only (0600); "
-       "never logged",
-       [](daemon_config& c, const std::string& v) { c.redis_password_file = v; return std::string(); },
-       [](const daemon_config& c) { return c.redis_password_file; }},
-      {"redis_db", "Redis database number (SELECT on every connection)",
-       [](daemon_config& c, const std::string& v) { return set_number<int>(c.redis_db, v, 0, 1000); },
-       [](const daemon_config& c) { return std::to_string(c.redis_db); }},
-      {"redis_timeout", "Deadline of one request to Redis; past it on_store_error answers",
-       [](daemon_config& c, const std::string& v) { return set_duration(c.redis_timeout, v, ms(1), ms(10000)); },
-       [](const daemon_config& c) { return format_duration(c.redis_timeout); }},
-      {"redis_max_pending", "Requests in flight to Redis; beyond, on_store_error answers at once",
-       [](daemon_config& c, const std::string& v) { return set_number<std::size_t>(c.redis_max_pending, v, 1, 1000000); },
-       [](const daemon_config& c) { return std::to_string(c.redis_max_pending); }},
-      {"redis_prefix", "Prefix of every Redis key",
-       [](daemon_config& c, const std::string& v) { c.redis_prefix = v; return std::string(); },
-       [](const daemon_config& c) { return c.redis_prefix; }},
-      {"on_store_error", "dunno (fail open) | defer (451 4.3.0, fail closed) when the store cannot answer",
-       [](daemon_config& c, const std::string& v) { return set_enum(c.on_store_error, v, store_error_names); },
-       [](const daemon_config& c) { return enum_name(c.on_store_error, store_error_names); }},
-      {"memory_max_keys",
-       "Identities the memory store keeps at most (about 330 bytes each, 1350 at worst); past it a new key evicts the "
-       "least recently used identity without a lock in force",
-       [](daemon_config& c, const std::string& v) { return set_number<std::size_t>(c.memory_max_keys, v, 1000, 100000000); },
-       [](const daemon_config& c) { return std::to_string(c.memory_max_keys); }},
-      {"hold_journal_max", "Held messages the hold journal keeps at most (older ones are dropped first)",
-       [](daemon_config& c, const std::string& v) { return set_number<std::size_t>(c.hold_journal_max, v, 1, 10000000); },
-       [](const daemon_config& c) { return std::to_string(c.hold_journal_max); }},
-      {"hold_journal_age", "Held messages older than this are dropped from the hold journal",
-       [](daemon_config& c, const std::string& v) { return set_duration(c.hold_journal_age, v, ms(60000), ms(365LL * 86400000)); },
-       [](const daemon_config& c) { return format_duration(c.hold_journal_age); }},
-      {"log_target", "stderr (journald) | syslog | file:/path",
+      enum_opt("store", &daemon_config::store, store_names, restart,
+               "memory: this process only; redis: shared by every node on the same Redis"),
+      text_opt("redis", &daemon_config::redis, restart, "Redis server: HOST:PORT, [IPv6]:PORT or /path/to/redis.sock",
+               "address"),
+      text_opt("redis_username", &daemon_config::redis_username, restart,
+               "Redis ACL user for AUTH (empty: the default user); needs redis_password_file", "name"),
+      text_opt("redis_password_file", &daemon_config::redis_password_file, restart,
+               "File whose first line is the Redis password; read as root at start-up, so it may be root-only "
+               "(0600); never logged",
+               "path"),
+      number_opt<int>("redis_db", &daemon_config::redis_db, 0, 1000, restart,
+                      "Redis database number (SELECT on every connection)"),
+      duration_opt("redis_timeout", &daemon_config::redis_timeout, ms(1), ms(10000), restart,
+                   "Deadline of one request to Redis; past it on_store_error answers"),
+      number_opt<std::size_t>("redis_max_pending", &daemon_config::redis_max_pending, 1, 1000000, restart,
+                              "Requests in flight to Redis; beyond, on_store_error answers at once"),
+      text_opt("redis_prefix", &daemon_config::redis_prefix, restart, "Prefix of every Redis key"),
+      enum_opt("on_store_error", &daemon_config::on_store_error, store_error_names, reload,
+               "When the store cannot answer: dunno (fail open) or defer (451 4.3.0, fail closed)"),
+      number_opt<std::size_t>("memory_max_keys", &daemon_config::memory_max_keys, 1000, 100000000, restart,
+                              "Identities the memory store keeps at most (about 330 bytes each, 1350 at worst); past "
+                              "it a new key evicts the least recently used identity without a lock in force"),
+      number_opt<std::size_t>("hold_journal_max", &daemon_config::hold_journal_max, 1, 10000000, restart,
+                              "Held messages the hold journal keeps at most (older ones are dropped first)"),
+      duration_opt("hold_journal_age", &daemon_config::hold_journal_age, ms(60000), ms(365LL * 86400000), restart,
+                   "Held messages older than this are dropped from the hold journal"),
+      {"log_target", "choice", "stderr | syslog | file:/path", restart,
+       "Where the log goes (stderr: journald under systemd)",
        [](daemon_config& c, const std::string& v) -> std::string {
          if (v == "stderr" || v == "syslog" || (v.rfind("file:/", 0) == 0 && v.size() > 6)) { c.log_target = v; return {}; }
          return "\"" + v + "\" must be stderr, syslog or file:/path";
        },
        [](const daemon_config& c) { return c.log_target; }},
-      {"log_format", "text (Postfix style lines) | json (one JSON object per line)",
-       [](daemon_config& c, const std::string& v) { return set_choice(c.log_format, v, {"text", "json"}); },
-       [](const daemon_config& c) { return c.log_format; }},
-      {"log_level", "debug (one line per request) | info | warning",
-       [](daemon_config& c, const std::string& v) { return set_choice(c.log_level, v, {"debug", "info", "warning"}); },
-       [](const daemon_config& c) { return c.log_level; }},
-      {"syslog_facility", "Syslog facility (mail puts our lines in mail.log beside Postfix's)",
-       [](daemon_config& c, const std::string& v) {
-         return set_choice(c.syslog_facility, v, {"mail", "daemon", "user", "local0", "local1", "local2", "local3",
-                                                  "local4", "local5", "local6", "local7"});
-       },
-       [](const daemon_config& c) { return c.syslog_facility; }},
-      {"syslog_name", "Program name in log lines",
-       [](daemon_config& c, const std::string& v) { c.syslog_name = v; return std::string(); },
-       [](const daemon_config& c) { return c.syslog_name; }},
+      choice_opt("log_format", &daemon_config::log_format, {"text", "json"}, reload,
+                 "text: Postfix style lines; json: one JSON object per line"),
+      choice_opt("log_level", &daemon_config::log_level, {"debug", "info", "warning"}, reload,
+                 "debug logs one line per request"),
+      choice_opt("syslog_facility", &daemon_config::syslog_facility,
+                 {"mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+                  "local7"},
+                 restart, "Syslog facility (mail puts our lines in mail.log beside Postfix's)"),
+      text_opt("syslog_name", &daemon_config::syslog_name, restart, "Program name in log lines"),
   };
   return table;
 }
@@ -366,9 +376,72 @@ std::string config_help() {
     s += o.get(d);
     s += "\n      ";
     s += o.help;
-    s += "\n";
+    s += "\n      (" + o.type + (o.bounds.empty() ? "" : ": " + o.bounds) + "; " +
+         (o.reload ? "a reload applies it" : "needs a restart") + ")\n";
   }
   return s;
+}
+
+std::vector<setting_doc> settings_doc() {
+  const daemon_config d;
+  std::vector<setting_doc> out;
+  for (auto& o : options()) out.push_back({o.name, o.type, o.get(d), o.bounds, o.help, o.reload});
+  return out;
+}
+
+namespace {
+// Markdown table cells: a '|' would split the cell.
+std::string cell(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '|' ? std::string("\\|") : std::string(1, c);
+  return out;
+}
+// roff text: a leading '.' or '\'' would be a request, '\\' an escape, '-' a hyphen.
+std::string roff(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\') out += "\\e";
+    else if (c == '-') out += "\\-";
+    else out += c;
+  }
+  if (!out.empty() && (out.front() == '.' || out.front() == '\'')) out.insert(0, "\\&");
+  return out;
+}
+}  // namespace
+
+std::string settings_markdown() {
+  std::string s = "| setting | default | values | on reload | meaning |\n|---|---|---|---|---|\n";
+  for (const auto& d : settings_doc())
+    s += "| `" + d.name + "` | " + (d.default_value.empty() ? "(none)" : "`" + cell(d.default_value) + "`") + " | " +
+         cell(d.type + (d.bounds.empty() ? "" : ": " + d.bounds)) + " | " + (d.reloadable ? "applied" : "restart") +
+         " | " + cell(d.meaning) + " |\n";
+  return s;
+}
+
+std::string settings_roff() {
+  std::string s;
+  for (const auto& d : settings_doc()) {
+    s += ".TP\n.B " + roff(d.name) + "\n";
+    s += roff(d.meaning) + ".\n.br\n";
+    s += "Default: " + (d.default_value.empty() ? std::string("(none)") : roff(d.default_value)) + "; " +
+         roff(d.type + (d.bounds.empty() ? "" : ": " + d.bounds)) + "; " +
+         (d.reloadable ? "a reload applies it." : "needs a restart.") + "\n";
+  }
+  return s;
+}
+
+std::vector<std::string> changed_settings(const daemon_config& a, const daemon_config& b, bool reloadable) {
+  std::vector<std::string> out;
+  for (auto& o : options())
+    if (o.reload == reloadable && o.get(a) != o.get(b)) out.push_back(o.name);
+  return out;
+}
+
+daemon_config apply_reloadable(const daemon_config& running, const daemon_config& fresh) {
+  daemon_config next = running;
+  for (auto& o : options())
+    if (o.reload) o.set(next, o.get(fresh));  // every reloadable setting is a single value: set(get()) copies it
+  return next;
 }
 
 }  // namespace rg

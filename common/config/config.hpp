@@ -98,4 +98,19 @@ std::vector<std::string> non_default_settings(const daemon_config& c);
 // Every option with its default, for --help.
 std::string config_help();
 
+// One setting as its declaration describes it (the documentation is generated from these).
+struct setting_doc {
+  std::string name, type, default_value, bounds, meaning;
+  bool reloadable = false;  // a reload (SIGHUP) applies it; otherwise it needs a restart
+};
+std::vector<setting_doc> settings_doc();
+// The settings rateguard.conf(5) and README list, from settings_doc(): a Markdown table, or roff (.TP entries).
+std::string settings_markdown();
+std::string settings_roff();
+
+// Names of the settings whose values differ between `a` and `b`, among the reloadable ones or the others.
+std::vector<std::string> changed_settings(const daemon_config& a, const daemon_config& b, bool reloadable);
+// What a reload runs with: `running`, with every reloadable setting taken from `fresh`.
+daemon_config apply_reloadable(const daemon_config& running, const daemon_config& fresh);
+
 }  // namespace rg

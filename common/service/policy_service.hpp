@@ -55,6 +55,8 @@ class policy_service {
   // Swaps the rules and settings; requests in flight finish on the snapshot they began with.
   void set_snapshot(std::shared_ptr<const policy_snapshot> snap) { snap_ = std::move(snap); }
   const std::shared_ptr<const policy_snapshot>& snapshot() const { return snap_; }
+  // log_format (a reload applies it): decision lines written from now on.
+  void set_log_format(log_format f) { settings_.format = f; }
   store& counter_store() const { return store_; }
 
   // Journal writes in flight; `idle` is called each time the last one completes (a front that is shutting

@@ -8,18 +8,12 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=${BUILD:-$ROOT/build-bench}
 SECS=${SECS:-5}
 CAP=${CAP:-200000}
-C=${C:-8}
-PORT=${PORT:-$((21000 + RANDOM % 10000))}
 
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
-bench_build rateguardd policy_bench
-DAEMON=${DAEMON:-$BUILD/policyd/rateguardd}
-BENCH=$BUILD/tests/bench/policy_bench
-bench_setup rg-flood
+memory_bench_setup rg-flood
 cat >"$TMP/limits.conf" <<LIM
 sasl_username   *         1000000/1h   defer
 sasl_username   steady1   50/1h        defer
@@ -27,7 +21,6 @@ sasl_username   steady2   50/1h        defer
 LIM
 run_daemon "$TMP" "$PORT" "store = memory
 memory_max_keys = $CAP"
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 
 run() {  # LABEL [extra...]
   local label=$1

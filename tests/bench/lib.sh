@@ -43,6 +43,22 @@ EOF
   wait_port "$2"
 }
 
+# memory_bench_setup NAME: what flood.sh and rss_per_login.sh (one rateguardd, memory store, driven by policy_bench)
+# do first: rateguardd and policy_bench built in $BUILD (default build-bench), DAEMON (default the one built), BENCH,
+# C (connections, default 8), PORT (default random, below the ephemeral range), then bench_setup NAME.
+memory_bench_setup() {
+  BUILD=${BUILD:-$ROOT/build-bench}
+  C=${C:-8}
+  PORT=${PORT:-$((21000 + RANDOM % 10000))}
+  bench_build rateguardd policy_bench
+  DAEMON=${DAEMON:-$BUILD/policyd/rateguardd}
+  BENCH=$BUILD/tests/bench/policy_bench
+  bench_setup "$1"
+}
+
+# rss: VmRSS in kB of the daemon run_daemon started last.
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
+
 # bench_setup NAME: TMP (a new dir /tmp/NAME-XXXXXX), PIDS (append every PID started), RSOCK, the exit trap.
 bench_setup() {
   TMP=$(mktemp -d "/tmp/$1-XXXXXX")

@@ -8,21 +8,14 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=${BUILD:-$ROOT/build-bench}
 LOGINS=${LOGINS:-200000}
-C=${C:-8}
-PORT=${PORT:-$((21000 + RANDOM % 10000))}
 
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
-bench_build rateguardd policy_bench
-DAEMON=${DAEMON:-$BUILD/policyd/rateguardd}
-BENCH=$BUILD/tests/bench/policy_bench
-bench_setup rg-rss
+memory_bench_setup rg-rss
 cp "$ROOT/conf/limits.conf" "$TMP/limits.conf"
 run_daemon "$TMP" "$PORT" "store = memory
 memory_max_keys = $((LOGINS + 1000))"
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 
 R0=$(rss)
 "$BENCH" --connect "inet:127.0.0.1:$PORT" -c "$C" --users "$LOGINS" --sequential --requests "$LOGINS" --max-rcpts 1 \

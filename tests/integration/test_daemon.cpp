@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -21,10 +22,14 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <set>
+#include <sstream>
 #include <thread>
 
+#include "config.hpp"
 #include "daemon_fixture.hpp"
 #include "redis_fixture.hpp"
+#include "setting_examples.hpp"
 
 using namespace rg::test;
 
@@ -457,4 +462,103 @@ TEST_CASE("NOTIFY_SOCKET: READY=1 once serving, RELOADING=1 then READY=1 around 
   d.reset();
   ::close(fd);
   std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Rewrites the daemon's rateguard.conf as `base` plus `extra` lines (a later line wins), sends SIGHUP and waits
+// for the reload's summary line; returns the log lines the reload wrote.
+std::string reload_with(daemon_process& d, const std::string& base, const std::string& extra) {
+  const std::string before = d.log();
+  {
+    std::ofstream f(d.config_path() + ".tmp");
+    f << base << extra;
+  }
+  std::filesystem::rename(d.config_path() + ".tmp", d.config_path());
+  const std::size_t reloads = d.log_count("settings applied: ");
+  d.signal(SIGHUP);
+  for (int i = 0; i < 1000 && d.log_count("settings applied: ") == reloads; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(d.log_count("settings applied: ") == reloads + 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the restart warning follows the summary line
+  return d.log().substr(before.size());
+}
+
+// The names in the reload's "settings applied: a, b" line, or in its "warning: reload: a, b changed: restart" line.
+std::set<std::string> names_after(const std::string& lines, const std::string& marker, const std::string& end) {
+  std::set<std::string> out;
+  const auto a = lines.find(marker);
+  if (a == std::string::npos) return out;
+  const auto b = lines.find(end, a + marker.size());
+  std::stringstream list(lines.substr(a + marker.size(), b - a - marker.size()));
+  for (std::string n; std::getline(list, n, ',');) {
+    n.erase(0, n.find_first_not_of(' '));
+    out.insert(n);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a reload applies request_timeout at once and names listen as needing a restart", "[daemon][reload]") {
+  const int port = free_port(AF_INET);
+  daemon_process d("sasl_username * 2/1h defer\n");
+  const std::string base = read_text(d.config_path());
+  const std::string lines =
+      reload_with(d, base, "request_timeout = 1s\nlisten = inet:127.0.0.1:" + std::to_string(port) + "\n");
+  CHECK(names_after(lines, "settings applied: ", "\n") == std::set<std::string>{"request_timeout"});
+  CHECK(names_after(lines, "warning: reload: ", " changed: restart") == std::set<std::string>{"listen"});
+  // The running daemon keeps its listeners: nothing answers on the new port until a restart...
+  CHECK(tcp_ask(AF_INET, port, rcpt_request("lee", "a")).empty());
+  // ... while the new request_timeout cuts a request that never ends after 1 s, not the 10 s it started with.
+  policy_client slow(d.socket_path());
+  REQUIRE(slow.send("request=smtpd_access_policy\nprotocol_state=RCPT\nsender="));
+  const auto t = std::chrono::steady_clock::now();
+  CHECK(slow.closed_by_peer(8000));
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+  CHECK(ms >= 900);
+  CHECK(ms < 8000);  // the old 10 s would not have cut it by now
+  CHECK(d.wait_for_log("request not complete within request_timeout (1s)"));
+}
+
+TEST_CASE("a reload names each changed setting: applied, or needing a restart", "[daemon][reload]") {
+  daemon_process d("sasl_username * 2/1h defer\n");
+  const std::string base = read_text(d.config_path());
+  const std::string other_limits = d.dir() + "/other-limits.conf";
+  std::ofstream(other_limits) << "sasl_username * 5/1h defer\n";
+  auto examples = rg::test::setting_examples(other_limits);
+  examples["allow_root"].value = "no";  // the fixture runs with allow_root = yes
+  const auto docs = rg::settings_doc();
+  REQUIRE(examples.size() == docs.size());
+  // log_level = warning last: the summary lines of later reloads are info lines.
+  std::vector<rg::setting_doc> order = docs;
+  std::stable_partition(order.begin(), order.end(), [](const rg::setting_doc& x) { return x.name != "log_level"; });
+  std::set<std::string> running_changed;  // reloadable settings the running daemon has changed so far
+  for (const auto& s : order) {
+    INFO(s.name);
+    REQUIRE(examples.count(s.name) == 1);
+    const auto& ex = examples.at(s.name);
+    const std::string lines = reload_with(d, base, s.name + " = " + ex.value + "\n" + ex.also);
+    INFO(lines);
+    const auto applied = names_after(lines, "settings applied: ", "\n");
+    const auto restart = names_after(lines, "warning: reload: ", " changed: restart");
+    CHECK((s.reloadable ? applied : restart).count(s.name) == 1);
+    CHECK((s.reloadable ? restart : applied).count(s.name) == 0);
+    // The previous example reverts with this reload: a reloadable one is applied back, a restart-only one never
+    // changed in the running daemon, so it is not named again.
+    for (const auto& name : running_changed) CHECK(applied.count(name) == 1);
+    running_changed.clear();
+    if (s.reloadable) running_changed.insert(s.name);
+    CHECK(d.log_count("reload refused") == 0);
+  }
+  // The daemon still answers as before: restart-only settings kept their running values (store, listen, ...).
+  policy_client c(d.socket_path());
+  CHECK(c.ask(rcpt_request("zed", "z1")) == "DUNNO");
 }

@@ -12,12 +12,15 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 out=$src/build/deb
 version=$(sed -n 's/^project(rateguard VERSION \([0-9.]*\) .*/\1/p' "$src/CMakeLists.txt")
 T=$(mktemp -d /tmp/rg-debtest-XXXXXX)
-PID="" installed=no
+PID="" installed=no made_run=no
+# Wait for dpkg's lock rather than fail when another apt-get runs on this machine.
+apt=(apt-get -o DPkg::Lock::Timeout=300)
 step() { echo "== $*"; }
 fail() { echo "FAIL: $*"; exit 1; }
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-  if [ "$installed" = yes ]; then apt-get purge -y -qq rateguard >/dev/null 2>&1; rm -rf /run/rateguard; fi
+  [ "$installed" = yes ] && "${apt[@]}" purge -y -qq rateguard >/dev/null 2>&1
+  [ "$made_run" = yes ] && rm -rf /run/rateguard
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -45,7 +48,7 @@ grep -q '^E: ' "$T/lintian" && fail "lintian reports errors"
 
 step "install"
 installed=yes
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >"$T/install" 2>&1 || { cat "$T/install"; fail "apt-get install"; }
+DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "$deb" >"$T/install" 2>&1 || { cat "$T/install"; fail "apt-get install"; }
 grep -q 'check_policy_service { inet:127.0.0.1:10033' "$T/install" || fail "postinst did not print the main.cf lines: $(cat "$T/install")"
 for f in /usr/sbin/rateguardd /usr/sbin/rateguardctl /etc/rateguard/rateguard.conf /etc/rateguard/limits.conf \
   /lib/systemd/system/rateguard.service /etc/logrotate.d/rateguard /usr/share/doc/rateguard/README.md \
@@ -73,7 +76,7 @@ step "rateguardd --check on the installed configuration"
 step "man rateguardd"
 page=$(MANWIDTH=80 man --warnings -E UTF-8 -P cat rateguardd 2>"$T/man.err") || fail "man rateguardd: $(cat "$T/man.err")"
 [ ! -s "$T/man.err" ] || fail "man rateguardd warns: $(cat "$T/man.err")"
-printf '%s\n' "$page" | grep -q 'rateguardd - Postfix policy daemon' || fail "man rateguardd renders: $(printf '%s\n' "$page" | head)"
+printf '%s\n' "$page" | tr -s ' ' | grep -q 'rateguardd - Postfix policy daemon' || fail "man rateguardd renders: $(printf '%s\n' "$page" | head)"
 printf '%s\n' "$page" | sed -n '1,4p'
 
 step "start it as rateguard.service does (no systemd here)"
@@ -82,8 +85,12 @@ unit=/lib/systemd/system/rateguard.service
 read -r -a pre <<<"$(sed -n 's/^ExecStartPre=//p' "$unit")"
 read -r -a start <<<"$(sed -n 's/^ExecStart=//p' "$unit")"
 umask_=$(sed -n 's/^UMask=//p' "$unit")
-# What systemd would do first: RuntimeDirectory=rateguard (RuntimeDirectoryMode=0755), ExecStartPre.
-install -d -m 0755 /run/rateguard
+# What systemd would do first: RuntimeDirectory=rateguard (RuntimeDirectoryMode=0755), ExecStartPre. Only a
+# directory made here is removed at the end (another daemon on this machine may use /run/rateguard/control).
+if [ ! -e /run/rateguard ]; then
+  install -d -m 0755 /run/rateguard
+  made_run=yes
+fi
 "${pre[@]}" >/dev/null || fail "ExecStartPre: ${pre[*]}"
 (umask "${umask_:-0022}"; exec "${start[@]}") 2>"$T/daemon.log" &
 PID=$!
@@ -110,24 +117,28 @@ kill -TERM "$PID"
 wait "$PID"; rc=$?
 PID=""
 [ $rc = 0 ] || fail "the daemon exited $rc after SIGTERM: $(cat "$T/daemon.log")"
-rm -rf /run/rateguard  # systemd removes the RuntimeDirectory at stop
+[ "$made_run" = no ] || { rm -rf /run/rateguard; made_run=no; }  # systemd removes the RuntimeDirectory at stop
 echo "ok: stopped with exit 0"
 
 step "dpkg -r: the programs go, the conffiles stay"
-apt-get remove -y -qq rateguard >"$T/remove" 2>&1 || { cat "$T/remove"; fail "apt-get remove"; }
+"${apt[@]}" remove -y -qq rateguard >"$T/remove" 2>&1 || { cat "$T/remove"; fail "apt-get remove"; }
 [ ! -e /usr/sbin/rateguardd ] || fail "/usr/sbin/rateguardd left after remove"
 [ -f /etc/rateguard/rateguard.conf ] || fail "remove deleted the conffile rateguard.conf"
 
 step "dpkg -P: nothing is left"
-apt-get purge -y -qq rateguard >"$T/purge" 2>&1 || { cat "$T/purge"; fail "apt-get purge"; }
+"${apt[@]}" purge -y -qq rateguard >"$T/purge" 2>&1 || { cat "$T/purge"; fail "apt-get purge"; }
 installed=no
+# A directory may stay when another package owns it too or something else is in it; a file may not.
 left=$(while read -r p; do
+  [ "$p" = /. ] && continue
   [ -e "$p" ] || continue
-  [ -d "$p" ] && [ -n "$(dpkg -S "$p" 2>/dev/null)" ] && continue  # a directory other packages own too
+  if [ -d "$p" ]; then
+    [ -n "$(dpkg -S "$p" 2>/dev/null)" ] || [ -n "$(ls -A "$p")" ] && continue
+  fi
   echo "$p"
 done <"$T/files")
 [ -z "$left" ] || fail "left after purge: $left"
-for p in /etc/rateguard /var/log/rateguard /run/rateguard /usr/share/doc/rateguard \
+for p in /etc/rateguard /var/log/rateguard /usr/share/doc/rateguard \
   /etc/systemd/system/multi-user.target.wants/rateguard.service /var/lib/systemd/deb-systemd-helper-enabled/rateguard.service.dsh-also; do
   [ ! -e "$p" ] || fail "left after purge: $p"
 done

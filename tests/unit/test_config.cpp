@@ -6,7 +6,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sstream>
+
 #include "config.hpp"
+#include "setting_examples.hpp"
 
 using namespace rg;
 
@@ -138,4 +141,71 @@ TEST_CASE("hold journal caps: defaults and bounds", "[config]") {
   REQUIRE(bad.errors.size() == 2);
   CHECK(bad.errors[0].text.find(path + ":1: hold_journal_max: ") == 0);
   CHECK(bad.errors[1].text.find(path + ":2: hold_journal_age: ") == 0);
+}
+
+TEST_CASE("one declaration per setting: a reload applies exactly the reloadable ones", "[config][reload]") {
+  const auto examples = test::setting_examples("/etc/rateguard/other-limits.conf");
+  const auto docs = settings_doc();
+  const auto base = write_conf("listen = unix:/tmp/x.sock\n");
+  const auto running = load_config(base);
+  REQUIRE(running.config);
+  std::size_t reloadable = 0, restart_only = 0;
+  for (const auto& d : docs) {
+    INFO(d.name);
+    REQUIRE(examples.count(d.name) == 1);  // every setting has an example value to change it with
+    const auto& ex = examples.at(d.name);
+    const auto fresh = load_config(write_conf("listen = unix:/tmp/x.sock\n" + d.name + " = " + ex.value + "\n" + ex.also));
+    for (const auto& e : fresh.errors) INFO(e.text);
+    REQUIRE(fresh.config);
+    const auto applied = changed_settings(*running.config, *fresh.config, true);
+    const auto restart = changed_settings(*running.config, *fresh.config, false);
+    const auto& named = d.reloadable ? applied : restart;
+    const auto& other = d.reloadable ? restart : applied;
+    CHECK(std::find(named.begin(), named.end(), d.name) != named.end());
+    CHECK(std::find(other.begin(), other.end(), d.name) == other.end());
+    // What the reload runs with: the new value of a reloadable setting, the running value of the others.
+    const daemon_config next = apply_reloadable(*running.config, *fresh.config);
+    CHECK(changed_settings(next, *fresh.config, true).empty());
+    CHECK(changed_settings(next, *running.config, false).empty());
+    (d.reloadable ? reloadable : restart_only)++;
+  }
+  CHECK(examples.size() == docs.size());
+  CHECK(reloadable >= 15);
+  CHECK(restart_only >= 15);
+}
+
+TEST_CASE("README's settings table is the one the daemon's table generates", "[config][readme]") {
+  std::ifstream f(std::string(RG_SOURCE_DIR) + "/README.md");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string readme = ss.str();
+  const std::string open = "<!-- settings-table: rateguardd --settings-doc=markdown -->\n", close = "<!-- /settings-table -->";
+  const auto a = readme.find(open), b = readme.find(close);
+  REQUIRE(a != std::string::npos);
+  REQUIRE(b != std::string::npos);
+  // On a difference: rateguardd --settings-doc=markdown prints the table to paste.
+  CHECK(readme.substr(a + open.size(), b - a - open.size()) == settings_markdown());
+  // Every setting once, with the way a reload treats it.
+  for (const auto& d : settings_doc()) {
+    INFO(d.name);
+    CHECK(readme.find("| `" + d.name + "` |") != std::string::npos);
+  }
+}
+
+TEST_CASE("the roff settings list names every setting with its default and whether a reload applies it",
+          "[config]") {
+  const std::string r = settings_roff();
+  for (const auto& d : settings_doc()) {
+    INFO(d.name);
+    CHECK(r.find(".B " + d.name + "\n") != std::string::npos);
+  }
+  CHECK(r.find("request_timeout") != std::string::npos);
+  CHECK(r.find("a reload applies it.") != std::string::npos);
+  CHECK(r.find("needs a restart.") != std::string::npos);
+  CHECK(r.find("\n.") != std::string::npos);
+  // No line of text starts with a dot or a quote, which roff would read as a request.
+  std::istringstream in(r);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && (line[0] == '.' || line[0] == '\''))
+      CHECK((line.rfind(".TP", 0) == 0 || line.rfind(".B ", 0) == 0 || line == ".br"));
 }

@@ -1,6 +1,8 @@
 // redis_reply: the RESP reader, hiredis replies and Redis errors as rateguard values (see redis_reply.hpp).
 #include "redis_reply.hpp"
 
+#include "decision_log.hpp"
+
 #include "redis_script.hpp"
 
 #include <fmt/format.h>
@@ -76,22 +78,10 @@ reader_ptr new_reader() {
 
 
 
-// Error replies may echo request bytes; a log line must stay one printable line.
-std::string printable(std::string_view s) {
-  constexpr std::size_t max_len = 200;
-  std::string out;
-  for (char ch : s.substr(0, max_len)) {
-    const auto u = static_cast<unsigned char>(ch);
-    out += (u < 0x20 || u == 0x7f) ? '?' : ch;
-  }
-  if (s.size() > max_len) out += "...";
-  return out;
-}
-
 // The one place where hiredis and Redis failures become typed errors; `context` names the step.
 redis_error to_redis_error(std::string_view context, const redisReader* reader, const redisReply* reply) {
   if (reader != nullptr && reader->err != 0) {
-    return {redis_errc::protocol, fmt::format("{}: protocol error: {}", context, printable(reader->errstr))};
+    return {redis_errc::protocol, fmt::format("{}: protocol error: {}", context, escape_log_value(reader->errstr, 200))};
   }
   if (reply == nullptr) return {redis_errc::unexpected_reply, fmt::format("{}: no reply", context)};
   if (reply->type == REDIS_REPLY_ERROR) {
@@ -102,7 +92,7 @@ redis_error to_redis_error(std::string_view context, const redisReader* reader, 
     } else if (msg.starts_with("NOAUTH") || msg.starts_with("WRONGPASS") || msg.starts_with("NOPERM")) {
       code = redis_errc::auth;
     }
-    return {code, fmt::format("{}: {}", context, printable(msg))};
+    return {code, fmt::format("{}: {}", context, escape_log_value(msg, 200))};
   }
   return {redis_errc::unexpected_reply, fmt::format("{}: unexpected reply type {}", context, reply->type)};
 }

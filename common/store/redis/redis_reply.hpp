@@ -37,11 +37,9 @@ enum class redis_errc {
 
 struct redis_error {
   redis_errc code;
-  std::string text;  // context + cause, printable, bounded
+  std::string text;  // context + cause, one line (escape_log_value: request bytes a reply echoes), bounded
 };
 
-// Error replies may echo request bytes; a log line must stay one printable line.
-std::string printable(std::string_view s);
 // The one place where hiredis and Redis failures become typed errors; `context` names the step.
 redis_error to_redis_error(std::string_view context, const redisReader* reader, const redisReply* reply);
 

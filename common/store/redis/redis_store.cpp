@@ -5,6 +5,7 @@
 // blocks.
 // Not here: rules, decisions, Postfix; not thread-safe (one single-threaded io_context assumed).
 #include "redis_store.hpp"
+#include "decision_log.hpp"
 
 #include "net_addr.hpp"
 #include "redis_admin.hpp"
@@ -54,7 +55,7 @@ constexpr endpoint_syntax redis_syntax{.scheme_required = false, .default_port =
 endpoint parse_address(const std::string& address) {
   std::string why;
   auto e = parse_endpoint(address, redis_syntax, &why);
-  if (!e) throw std::invalid_argument(fmt::format("redis address \"{}\": {}", printable(address), why));
+  if (!e) throw std::invalid_argument(fmt::format("redis address \"{}\": {}", escape_log_value(address, 200), why));
   return std::move(*e);
 }
 
