@@ -20,7 +20,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
   [ "$installed" = yes ] && "${apt[@]}" purge -y -qq rateguard >/dev/null 2>&1
-  [ "$made_run" = yes ] && rm -rf /run/rateguard
+  [ "$made_run" = yes ] && rmdir /run/rateguard 2>/dev/null
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -85,14 +85,18 @@ unit=/lib/systemd/system/rateguard.service
 read -r -a pre <<<"$(sed -n 's/^ExecStartPre=//p' "$unit")"
 read -r -a start <<<"$(sed -n 's/^ExecStart=//p' "$unit")"
 umask_=$(sed -n 's/^UMask=//p' "$unit")
-# What systemd would do first: RuntimeDirectory=rateguard (RuntimeDirectoryMode=0755), ExecStartPre. Only a
-# directory made here is removed at the end (another daemon on this machine may use /run/rateguard/control).
+# What systemd would do: RuntimeDirectory=rateguard (RuntimeDirectoryMode=0755), ExecStartPre, then ExecStart
+# with UMask. The runtime directory is a fresh tmpfs on /run/rateguard in a mount namespace of the daemon's
+# own (unshare execs it: same PID), so a daemon elsewhere on this machine that uses /run/rateguard/control (a
+# test's) neither stops this one nor is disturbed; rateguardctl enters that namespace (nsenter).
 if [ ! -e /run/rateguard ]; then
   install -d -m 0755 /run/rateguard
   made_run=yes
 fi
 "${pre[@]}" >/dev/null || fail "ExecStartPre: ${pre[*]}"
-(umask "${umask_:-0022}"; exec "${start[@]}") 2>"$T/daemon.log" &
+(umask "${umask_:-0022}"
+ exec unshare --mount --propagation private sh -c 'mount -t tmpfs -o mode=0755 rateguard /run/rateguard && exec "$@"' \
+   sh "${start[@]}") 2>"$T/daemon.log" &
 PID=$!
 for _ in $(seq 1 100); do grep -q ' started: ' "$T/daemon.log" && break; sleep 0.1; done
 grep -q ' started: ' "$T/daemon.log" || fail "the daemon did not start: $(cat "$T/daemon.log")"
@@ -105,7 +109,7 @@ exec 4>&-
 [ "$reply" = "action=DUNNO" ] || fail "answer: $reply"
 echo "ok: $reply from $(sed -n 's/.*\(rateguardd [0-9.]* started.*\)/\1/p' "$T/daemon.log")"
 ctl_rc=0
-/usr/sbin/rateguardctl status sasl_username:ci@example.com >"$T/ctl" 2>&1 || ctl_rc=$?
+nsenter --target "$PID" --mount /usr/sbin/rateguardctl status sasl_username:ci@example.com >"$T/ctl" 2>&1 || ctl_rc=$?
 # 0 (the key was counted) or 1 (not found) both mean the daemon answered on its control socket.
 [ $ctl_rc -le 1 ] || fail "rateguardctl status: exit $ctl_rc: $(cat "$T/ctl")"
 echo "ok: rateguardctl status answered (exit $ctl_rc)"
@@ -117,7 +121,7 @@ kill -TERM "$PID"
 wait "$PID"; rc=$?
 PID=""
 [ $rc = 0 ] || fail "the daemon exited $rc after SIGTERM: $(cat "$T/daemon.log")"
-[ "$made_run" = no ] || { rm -rf /run/rateguard; made_run=no; }  # systemd removes the RuntimeDirectory at stop
+[ "$made_run" = no ] || { rmdir /run/rateguard; made_run=no; }  # systemd removes the RuntimeDirectory at stop
 echo "ok: stopped with exit 0"
 
 step "dpkg -r: the programs go, the conffiles stay"
