@@ -87,6 +87,9 @@ awk -v k="$scale" '
       sub(/s[ \t]*$/, "", $3); print $1 " = " ($3 * k) "s"; next } { print }' "$HERE/rateguard.conf"
   echo "listen = unix:$TMP/policy.sock"
   echo "log_target = file:$TMP/rateguardd.log"
+  # Its own control socket: the default /run/rateguard/control may belong to another rateguardd (another
+  # replay running at the same time, or an installed daemon), and a live one is never taken over.
+  echo "control_socket = $TMP/control"
   echo "store = $STORE"
   [[ $STORE == redis ]] && echo "redis = $TMP/redis.sock"
   # As root (ctest here), stay root in the private 0700 temp dir, as the integration fixture does.
