@@ -1,11 +1,15 @@
 // Generates the simulated population and its incidents (see population.hpp). One std::mt19937_64 drives
-// every draw in a fixed order, so a seed gives the same messages on every run of the same build.
+// every draw in a fixed order, so a seed gives the same messages on every run of the same build; what issue
+// 12 added (mobile users, travellers, growing users, incidents D1, D2, E) is drawn afterwards from a second
+// std::mt19937_64 derived from the seed, so the first stream's draws, and with them the population of
+// issue 4 (users, newsletter, web application, incidents A-C), are the same as before at every seed.
 #include "population.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <random>
 
@@ -55,6 +59,56 @@ std::string ip4(unsigned a, unsigned b, unsigned c, unsigned d) {
   std::snprintf(buf, sizeof buf, "%u.%u.%u.%u", a, b, c, d);
   return buf;
 }
+
+// An IPv6 address in the documentation range 2001:db8::/32: the /64 2001:db8:N1:N2::/64 (net = N1 << 16 |
+// N2) and an interface identifier.
+std::string ip6(std::uint32_t net, std::uint64_t iid) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "2001:db8:%x:%x:%x:%x:%x:%x", static_cast<unsigned>(net >> 16),
+                static_cast<unsigned>(net & 0xffff), static_cast<unsigned>(iid >> 48 & 0xffff),
+                static_cast<unsigned>(iid >> 32 & 0xffff), static_cast<unsigned>(iid >> 16 & 0xffff),
+                static_cast<unsigned>(iid & 0xffff));
+  return buf;
+}
+
+// A fixed network of a login whose address changes within it: "v6:N" is the /64 ip6(N, ...), where the
+// host picks a new privacy address every day (RFC 8981); counted per /64 (ipv6_prefix = 64) it is one client.
+std::string v6_home(std::uint32_t net) { return "v6:" + std::to_string(net); }
+
+// The phone carriers of mobile users and travellers (issue 12). What a mail server sees of a phone is the
+// carrier's public side: a NAT pool for IPv4 (RFC 6598's 100.64.0.0/10 stands in for the carriers' public
+// pools, so no real network is named), a /64 for IPv6 with a privacy address (RFC 8981) in it.
+enum class rotation : std::uint8_t {
+  v4_per_session,     // paired pooling: one address for a session's connections, another next session
+  v4_per_connection,  // arbitrary pooling: every connection (a phone sends each message on its own) may
+                      // leave from another address of the pool
+  v6_stable_prefix,   // the /64 is kept while the phone stays attached (a new one after 1 session in 5);
+                      // a new privacy interface ID every session
+  v6_prefix_per_session,  // a new /64 from the carrier's /40 every session (a new PDP context)
+};
+
+struct carrier_pool {
+  const char* name;
+  rotation how;
+  std::uint32_t base;  // IPv4: the pool's first address; IPv6: the /40's high 24 bits below 2001:db8
+  std::uint32_t size;  // IPv4: addresses in the pool
+};
+
+constexpr std::array<carrier_pool, 5> carriers = {{
+    {"carrier-a", rotation::v4_per_session, 100u << 24 | 64u << 16, 1u << 16},       // 100.64.0.0/16
+    {"carrier-b", rotation::v4_per_session, 100u << 24 | 80u << 16, 1u << 12},       // 100.80.0.0/20
+    {"carrier-c", rotation::v4_per_connection, 100u << 24 | 96u << 16, 1u << 14},    // 100.96.0.0/18
+    {"carrier-v6a", rotation::v6_stable_prefix, 0xa000, 0},                         // 2001:db8:a000::/40
+    {"carrier-v6b", rotation::v6_prefix_per_session, 0xb000, 0},                    // 2001:db8:b000::/40
+}};
+
+std::string fmt_rate(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", r);
+  return buf;
+}
+
+std::string ip4_of(std::uint32_t a) { return ip4(a >> 24, a >> 16 & 0xff, a >> 8 & 0xff, a & 0xff); }
 
 struct generator {
   const model_options& o;
@@ -120,6 +174,11 @@ struct generator {
   // sessions, each session 1 + geometric messages (mean 1.5) a few minutes apart.
   void ordinary_traffic(std::uint32_t sender, unsigned days, unsigned max_rcpts) {
     const sender_profile& s = p.senders[sender];
+    const bool daily_address = std::any_of(s.ips.begin(), s.ips.end(), [](const std::string& a) { return a.starts_with("v6:"); });
+    if (s.carrier >= 0 || s.hotel_share > 0 || s.growth != 1 || s.session_mean != 1.5 || daily_address) {
+      roaming_traffic(sender, days, max_rcpts);
+      return;
+    }
     auto contact = zipf(s.contacts.size());
     constexpr double mean_session = 1.5;
     for (unsigned d = 0; d < days; ++d) {
@@ -137,17 +196,233 @@ struct generator {
             msg.sender = sender;
             msg.client = ip;
             msg.size = message_size(rng);
-            const unsigned rc = std::min(recipient_count(rng), max_rcpts);
-            for (unsigned r = 0; r < rc; ++r) {
-              if (uniform(0, 1) < 0.1)  // someone new
-                msg.rcpts.push_back("n" + std::to_string(++new_rcpt) + "@" + common_domain());
-              else
-                msg.rcpts.push_back(s.contacts[contact(rng)]);
-            }
+            add_recipients(msg, s, contact, max_rcpts);
             p.messages.push_back(std::move(msg));
             t += std::exponential_distribution<double>(1 / 120.0)(rng);
           }
         }
+      }
+    }
+  }
+
+  void add_recipients(sim_message& msg, const sender_profile& s, std::discrete_distribution<unsigned>& contact,
+                      unsigned max_rcpts) {
+    const unsigned rc = std::min(recipient_count(rng), max_rcpts);
+    for (unsigned r = 0; r < rc; ++r) {
+      if (uniform(0, 1) < 0.1)  // someone new
+        msg.rcpts.push_back("n" + std::to_string(++new_rcpt) + "@" + common_domain());
+      else
+        msg.rcpts.push_back(s.contacts[contact(rng)]);
+    }
+  }
+
+  // Issue 12's logins (second stream only): the same sessions as ordinary_traffic, with a volume that may
+  // grow by s.growth a day, s.session_mean messages a session, and each session's address drawn from the
+  // sender's networks: its fixed ones (home, office), its phone's carrier (s.phone_share of the sessions),
+  // a hotel (s.hotel_share; one address a day, as a hotel's NAT gives).
+  void roaming_traffic(std::uint32_t sender, unsigned days, unsigned max_rcpts) {
+    const sender_profile& s = p.senders[sender];
+    auto contact = zipf(s.contacts.size());
+    const carrier_pool* phone = s.carrier >= 0 ? &carriers[static_cast<std::size_t>(s.carrier)] : nullptr;
+    auto u32 = [&](std::uint32_t n) { return std::uniform_int_distribution<std::uint32_t>(0, n - 1)(rng); };
+    auto iid = [&] { return std::uniform_int_distribution<std::uint64_t>(1, ~std::uint64_t{0})(rng); };
+    auto v6_net = [&] {  // a /64 of the carrier's /40: 24 random bits after its 2001:db8:XX00::/40
+      const std::uint32_t x = u32(1u << 24);
+      return (phone->base | x >> 16) << 16 | (x & 0xffff);
+    };
+    std::uint32_t attached = phone && phone->how == rotation::v6_stable_prefix ? v6_net() : 0;
+    auto phone_address = [&]() -> std::string {
+      switch (phone->how) {
+        case rotation::v4_per_session:
+        case rotation::v4_per_connection: return ip4_of(phone->base + u32(phone->size));
+        case rotation::v6_stable_prefix:
+          if (uniform(0, 1) < 0.2) attached = v6_net();
+          return ip6(attached, iid());
+        case rotation::v6_prefix_per_session: return ip6(v6_net(), iid());
+      }
+      return {};
+    };
+    double volume = s.daily;
+    for (unsigned d = 0; d < days; ++d, volume *= s.growth) {
+      const double day_factor = std::gamma_distribution<double>(4.0, 0.25)(rng);
+      // The day's fixed addresses: an IPv6 home network gets a new privacy interface ID every day.
+      std::vector<std::string> fixed = s.ips;
+      for (auto& a : fixed)
+        if (a.starts_with("v6:")) a = ip6(static_cast<std::uint32_t>(std::stoul(a.substr(3))), iid());
+      const std::string hotel = ip4(198, 51, 100, 128 + u32(127));
+      for (unsigned h = 0; h < 24; ++h) {
+        const double sessions = volume * day_factor * diurnal_weight(h) / 24 / s.session_mean;
+        const unsigned n = std::poisson_distribution<unsigned>(sessions)(rng);
+        for (unsigned k = 0; k < n; ++k) {
+          double t = d * day_s + h * hour_s + uniform(0, hour_s);
+          const unsigned msgs = 1 + std::geometric_distribution<unsigned>(1 / s.session_mean)(rng);
+          const double where = uniform(0, 1);
+          const bool on_phone = phone && where < s.phone_share;
+          std::string ip = on_phone                                 ? phone_address()
+                           : where < s.phone_share + s.hotel_share ? hotel
+                                                                    : fixed[u32(static_cast<std::uint32_t>(fixed.size()))];
+          for (unsigned m = 0; m < msgs; ++m) {
+            if (m > 0 && on_phone && phone->how == rotation::v4_per_connection) ip = phone_address();
+            sim_message msg;
+            msg.t = t;
+            msg.sender = sender;
+            msg.client = ip;
+            msg.size = message_size(rng);
+            add_recipients(msg, s, contact, max_rcpts);
+            p.messages.push_back(std::move(msg));
+            t += std::exponential_distribution<double>(1 / 120.0)(rng);
+          }
+        }
+      }
+    }
+  }
+
+  // A login of issue 12's population: name, log-normal volume as for the ordinary users, contacts, and
+  // one or two fixed networks (home, office): 1 in 3 of them IPv6 (a /64 of 2001:db8:c000::/40 with a daily
+  // privacy address), the others 192.0.2.0/24 (home) and 198.51.100.0/25 (office).
+  sender_profile new_login(sender_class cls, const std::string& login, unsigned n_fixed) {
+    sender_profile s;
+    s.cls = cls;
+    s.login = login;
+    s.address = login + "@example.com";
+    s.helo = login + ".example.net";
+    std::lognormal_distribution<double> volume(std::log(o.median_daily), o.sigma_daily);
+    s.daily = std::clamp(volume(rng), o.min_daily, o.max_daily);
+    for (unsigned i = 0; i < n_fixed; ++i) {
+      const auto k = static_cast<unsigned>(p.senders.size());
+      if (uniform(0, 1) < 1.0 / 3)
+        s.ips.push_back(v6_home(0xc000u << 16 | std::uniform_int_distribution<std::uint32_t>(0, (1u << 24) - 1)(rng)));
+      else
+        s.ips.push_back(i == 0 ? ip4(192, 0, 2, 1 + k % 254) : ip4(198, 51, 100, 1 + k % 127));
+    }
+    make_contacts(s);
+    return s;
+  }
+
+  // Issue 12: logins with the traits an independent replay found the rules of issue 4 tuned to, and the
+  // incidents that stay under static thresholds. From a second stream, after everything else.
+  void issue12(unsigned days, double incident_day) {
+    std::seed_seq second{o.seed, std::uint64_t{12}};  // 12: the issue; any fixed value would do
+    rng.seed(second);
+    auto share = [&](double f) { return static_cast<unsigned>(std::lround(f * o.users)); };
+    auto carrier = [&] { return static_cast<int>(std::uniform_int_distribution<std::size_t>(0, carriers.size() - 1)(rng)); };
+    char name[24];
+
+    // Mobile users: a phone for 4 sessions in 5 (home Wi-Fi for the rest); a phone sends a message at a time.
+    for (unsigned i = 0; i < share(o.mobile_share); ++i) {
+      std::snprintf(name, sizeof name, "mobile%03u", i);
+      sender_profile s = new_login(sender_class::mobile, name, 1);
+      s.carrier = carrier();
+      s.phone_share = 0.8;
+      s.session_mean = 1.1;
+      ordinary_traffic(add_sender(std::move(s)), days, 10);
+    }
+    // Travellers: home and office, a phone for a quarter of the sessions, and (half of them) a hotel for
+    // one session in ten: three or four networks.
+    for (unsigned i = 0; i < share(o.traveller_share); ++i) {
+      std::snprintf(name, sizeof name, "travel%03u", i);
+      sender_profile s = new_login(sender_class::traveller, name, 2);
+      s.carrier = carrier();
+      s.phone_share = 0.25;
+      s.hotel_share = uniform(0, 1) < 0.5 ? 0.1 : 0;
+      ordinary_traffic(add_sender(std::move(s)), days, 10);
+    }
+    // Growing users: a new project, a new sales role: the volume rises by growing_factor a day.
+    for (unsigned i = 0; i < share(o.growing_share); ++i) {
+      std::snprintf(name, sizeof name, "growing%03u", i);
+      sender_profile s = new_login(sender_class::growing, name, uniform(0, 1) < 0.4 ? 2 : 1);
+      s.growth = o.growing_factor;
+      ordinary_traffic(add_sender(std::move(s)), days, 10);
+    }
+
+    // Incidents D1, D2: patient thieves on ordinary logins (new ones, numbered after the users, so no user of
+    // issue 4 changes): a steady pace under a burst floor of 40 an hour and under every static threshold,
+    // one recipient at a fresh domain each, from one address.
+    struct patient {
+      const char* id;
+      const char* name;
+      double owner_daily, hour, per_hour, hours;
+      std::string thief_address;
+      bool v6_owner;
+    };
+    const patient thieves[] = {
+        {"D1", "patient-thief", o.incident_d1_owner_daily, o.incident_d1_hour, o.incident_d1_per_hour,
+         o.incident_d1_hours, "203.0.113.210", false},
+        {"D2", "patient-thief-v6", o.incident_d2_owner_daily, o.incident_d2_hour, o.incident_d2_per_hour,
+         o.incident_d2_hours, "2001:db8:ff00:1::25", true},
+    };
+    for (const patient& d : thieves) {
+      const unsigned u = o.users + static_cast<unsigned>(&d - thieves);  // numbered after the users
+      std::snprintf(name, sizeof name, "user%03u", u);
+      sender_profile s;
+      s.login = name;
+      s.address = s.login + "@example.com";
+      s.helo = s.login + ".example.net";
+      s.daily = d.owner_daily;
+      if (d.v6_owner) s.ips = {v6_home(0xc0ff0000u | (u & 0xffff))};
+      else s.ips = {ip4(198, 18 + (u >> 8) % 2, u % 256, 1), ip4(198, 18 + (u >> 8) % 2, u % 256, 2)};
+      make_contacts(s);
+      const auto owner = add_sender(std::move(s));
+      ordinary_traffic(owner, days, 10);
+      const auto n = static_cast<unsigned>(std::lround(d.per_hour * d.hours));
+      const std::string what = login_text(owner) + " sends " + std::to_string(n) + " messages evenly over " +
+                               std::to_string(std::lround(d.hours)) + " h (" + std::to_string(std::lround(d.per_hour)) +
+                               "/h) from 1 address (" + d.thief_address + ")";
+      const incident_info inc{.id = d.id, .name = d.name, .description = what, .sender = owner,
+                              .start = incident_day + d.hour * hour_s};
+      const auto idx = add_incident(inc);
+      const double step = d.hours * hour_s / std::max(1u, n);
+      for (unsigned i = 0; i < n; ++i) {
+        sim_message msg;
+        msg.t = inc.start + i * step + uniform(0, step / 2);
+        msg.sender = owner;
+        msg.incident = idx;
+        msg.client = d.thief_address;
+        msg.size = 3000;
+        msg.rcpts.push_back(fresh_rcpt("z", "u"));
+        p.messages.push_back(std::move(msg));
+      }
+      claim_owner_mail(owner, idx, inc.start);
+    }
+
+    // Incident E: a slow loop of a script on 127.0.0.1 (port 25, no login), a few messages a minute for
+    // hours. Its envelope sender, drawn from the seed: the web application's own (a contact form abused by
+    // a spammer) or one of its own (a script dropped on the server). It runs early on the last warm-up day:
+    // the 127.0.0.1 key is shared with the web application and incident B, and what a loop leaves on it
+    // (a day's counters, a lock of lock_time) is gone before B starts on the incident day; on the incident
+    // day one of the two local incidents would be judged on what the other left.
+    {
+      const bool app_sender = uniform(0, 1) < 0.5;
+      sender_profile s;
+      s.cls = sender_class::php_script;
+      s.address = app_sender ? "wordpress@www.example.com"
+                             : "info" + std::to_string(std::uniform_int_distribution<unsigned>(100, 999)(rng)) +
+                                   "@www.example.com";
+      s.helo = "www.example.com";
+      s.ips = {"127.0.0.1"};
+      const auto id = add_sender(s);
+      const unsigned day = o.warmup_days > 0 ? o.warmup_days - 1 : 0;
+      const auto n = static_cast<unsigned>(std::lround(o.incident_e_per_minute * 60 * o.incident_e_hours));
+      incident_info inc;
+      inc.id = "E";
+      inc.name = app_sender ? "slow-local-loop" : "slow-local-own-sender";
+      inc.sender = id;
+      inc.start = day * day_s + o.incident_e_hour * hour_s;
+      inc.description = s.address + " on 127.0.0.1 (" + (app_sender ? "the web application's sender" : "a sender of its own") +
+                        ") sends " + std::to_string(n) + " messages over " + std::to_string(std::lround(o.incident_e_hours)) +
+                        " h (" + fmt_rate(o.incident_e_per_minute) + "/min) from day " + std::to_string(day) + " " +
+                        std::to_string(std::lround(o.incident_e_hour)) + ":00";
+      const auto idx = add_incident(inc);
+      const double step = 60 / std::max(0.01, o.incident_e_per_minute);
+      for (unsigned i = 0; i < n; ++i) {
+        sim_message msg;
+        msg.t = inc.start + i * step + uniform(0, step / 2);
+        msg.sender = id;
+        msg.incident = idx;
+        msg.client = "127.0.0.1";
+        msg.size = 2500;
+        msg.rcpts.push_back(fresh_rcpt("e", "t"));
+        p.messages.push_back(std::move(msg));
       }
     }
   }
@@ -293,6 +568,8 @@ struct generator {
       claim_owner_mail(owner, idx, inc.start);
     }
 
+    issue12(days, incident_day);
+
     std::erase_if(p.messages, [&](const sim_message& m) { return m.t >= p.end; });
     std::stable_sort(p.messages.begin(), p.messages.end(),
                      [](const sim_message& a, const sim_message& b) { return a.t < b.t; });
@@ -307,6 +584,9 @@ const char* to_string(sender_class c) {
     case sender_class::newsletter: return "newsletter";
     case sender_class::local_app: return "local-app";
     case sender_class::php_script: return "php-script";
+    case sender_class::mobile: return "mobile";
+    case sender_class::traveller: return "travellers";
+    case sender_class::growing: return "growing";
   }
   return "?";
 }
@@ -331,6 +611,32 @@ peak busiest(const population& p, std::uint32_t sender, double window, double fr
     while (ev[hi].first - ev[lo].first >= window) rcpts -= ev[lo++].second;
     best.messages = std::max(best.messages, static_cast<std::uint32_t>(hi - lo + 1));
     best.recipients = std::max(best.recipients, rcpts);
+  }
+  return best;
+}
+
+std::uint32_t busiest_addresses(const population& p, std::uint32_t sender, double window) {
+  std::vector<std::pair<double, std::string>> ev;
+  for (const auto& m : p.messages) {
+    if (m.sender != sender || m.incident >= 0) continue;
+    std::string a = m.client;
+    if (a.find(':') != std::string::npos) {  // the generator writes every legitimate IPv6 address in full
+      std::size_t at = 0;
+      for (int g = 0; g < 4 && at != std::string::npos; ++g) at = a.find(':', at + 1);
+      a = a.substr(0, at);
+    }
+    ev.emplace_back(m.t, std::move(a));
+  }
+  std::map<std::string, unsigned> in_window;
+  std::uint32_t best = 0;
+  std::size_t lo = 0;
+  for (std::size_t hi = 0; hi < ev.size(); ++hi) {
+    ++in_window[ev[hi].second];
+    for (; ev[hi].first - ev[lo].first >= window; ++lo) {
+      const auto it = in_window.find(ev[lo].second);
+      if (--it->second == 0) in_window.erase(it);
+    }
+    best = std::max(best, static_cast<std::uint32_t>(in_window.size()));
   }
   return best;
 }

@@ -22,12 +22,13 @@ constexpr int exit_ok = 0, exit_target_missed = 1, exit_usage = 2, exit_invalid_
 [[noreturn]] void usage(const std::string& why) {
   std::ostream& out = why.empty() ? std::cout : std::cerr;
   if (!why.empty()) out << "rg_sim: " << why << "\n";
-  out << "usage: rg_sim --connect unix:/path|inet:127.0.0.1:PORT [--json] [--assert IDS] [--label TEXT]\n"
+  out << "usage: rg_sim --connect unix:/path|inet:127.0.0.1:PORT [--json] [--assert IDS] [--label TEXT] [--note TEXT]\n"
             << "              [--answers FILE]     (every answer per message, tab-separated, with its label)\n"
             << "              [--hour-ms MS] [--connections N] [--timeout-ms MS] [--quiet] [MODEL]\n"
             << "       rg_sim --stats [--top N] [MODEL]   (the population's N busiest logins; no daemon)\n"
             << "MODEL: [--seed N] [--users N] [--warmup-days N]\n"
-            << "IDS:   comma-separated target ids: incident-A, incident-B, incident-C, legit-held, legit-deferred, all\n"
+            << "IDS:   comma-separated target ids: incident-A, -B, -C, -D1, -D2, -E; legit-held, legit-deferred (issue 4's\n"
+            << "       classes); all-legit-held, all-legit-deferred (every legitimate class); all\n"
             << "exit:  0 asserted targets met, 1 one missed, 2 usage, 3 replay not valid (see tests/sim/README.md)\n";
   std::exit(why.empty() ? exit_ok : exit_usage);
 }
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
       else if (a == "--stats") stats = true;
       else if (a == "--top") top = static_cast<unsigned>(std::stoul(value()));
       else if (a == "--label") rep.label = value();
+      else if (a == "--note") rep.notes.push_back(value());
       else if (a == "--answers") answers_file = value();
       else if (a == "--seed") model.seed = std::stoull(value());
       else if (a == "--users") model.users = static_cast<unsigned>(std::stoul(value()));
@@ -76,12 +78,14 @@ int main(int argc, char** argv) {
   if (replay.hour_ms < 100 || replay.hour_ms > 3600000) usage("--hour-ms must be 100..3600000");
   if (replay.connections < 1 || replay.connections > 1000) usage("--connections must be 1..1000");
   if (replay.timeout_ms < 10 || replay.timeout_ms > 60000) usage("--timeout-ms must be 10..60000");
-  for (const auto& id : rep.asserted)
-    if (id != "all" && id != "incident-A" && id != "incident-B" && id != "incident-C" && id != "legit-held" &&
-        id != "legit-deferred")
-      usage("unknown target id " + id);
 
   const rg::sim::population pop = rg::sim::generate(model);
+  for (const auto& id : rep.asserted) {
+    bool known = id == "all" || id == "legit-held" || id == "legit-deferred" || id == "all-legit-held" ||
+                 id == "all-legit-deferred";
+    for (const auto& inc : pop.incidents) known = known || id == "incident-" + inc.id;
+    if (!known) usage("unknown target id " + id);
+  }
   if (stats) {
     std::cout << rg::sim::peaks_text(pop, rg::sim::population_peaks(pop, top));
     return exit_ok;
