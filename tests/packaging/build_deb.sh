@@ -2,7 +2,7 @@
 # tests/packaging/build_deb.sh [OUTDIR] — builds rateguard_VERSION_amd64.deb from this checkout with Debian's
 # own tools (debhelper, debian/): copies the tracked and new files (no build trees) into a temporary
 # directory, runs `dpkg-buildpackage -us -uc -b` there (so the checkout stays clean), and moves the .deb,
-# the -dbgsym .ddeb, .buildinfo and .changes to OUTDIR (default build/deb). Needs debhelper and the build
+# the rateguard-dbgsym .deb, .buildinfo and .changes to OUTDIR (default build/deb). Needs debhelper and the build
 # dependencies of debian/control (.ci/install-deps installs them). The build's output is in OUTDIR/build.log.
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
