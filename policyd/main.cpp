@@ -239,14 +239,17 @@ int main(int argc, char** argv) {
   // Every listener is up: `systemctl start` returns now (Type=notify). A no-op without NOTIFY_SOCKET.
   sd_notify(0, "READY=1");
 
+  // log_target = file: opened anew (SIGUSR1, and every reload), for logrotate.
+  auto reopen_log = [&] {
+    if (!logs.file) return;
+    if (auto error = logs.file->reopen(); error.empty())
+      spdlog::info("reopened log file {}", logs.file->path());
+    else
+      spdlog::error("cannot reopen log file: {}: still writing to the file opened before", error);
+  };
   std::function<void(boost::system::error_code, int)> on_reopen = [&](boost::system::error_code ec, int) {
     if (ec) return;
-    if (logs.file) {
-      if (auto error = logs.file->reopen(); error.empty())
-        spdlog::info("reopened log file {}", logs.file->path());
-      else
-        spdlog::error("cannot reopen log file: {}: still writing to the file opened before", error);
-    }
+    reopen_log();
     reopen_signal.async_wait(on_reopen);
   };
   reopen_signal.async_wait(on_reopen);
@@ -256,6 +259,7 @@ int main(int argc, char** argv) {
     if (ec) return;
     if (sig == SIGHUP) {
       sd_notify(0, "RELOADING=1");
+      reopen_log();
       auto next = load_all(config_path);
       if (!next.errors.empty()) {
         for (auto& e : next.errors) spdlog::error("reload refused: {}", e);

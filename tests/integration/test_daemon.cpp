@@ -345,8 +345,8 @@ TEST_CASE("a SIGHUP while the daemon starts is a reload once it runs, not its en
   CHECK(WEXITSTATUS(status) == 0);
 }
 
-TEST_CASE("SIGUSR1 reopens the log file: renamed 5 times while a client sends, no decision line is lost",
-          "[daemon][logs]") {
+TEST_CASE("SIGUSR1 (and a reload) reopens the log file: renamed 5 times while a client sends, no decision "
+          "line is lost", "[daemon][logs]") {
   // COUNT 0: every request is deferred, and every deferral is one decision line.
   daemon_process d("sasl_username * 0/1h defer\n");
   const std::string log = d.dir() + "/rateguardd.log";
@@ -364,13 +364,14 @@ TEST_CASE("SIGUSR1 reopens the log file: renamed 5 times while a client sends, n
       ++answered;
     }
   });
-  // Like logrotate: rename, then signal; the daemon writes to the renamed file until it has reopened.
+  // Like logrotate: rename, then signal; the daemon writes to the renamed file until it has reopened. The
+  // third rotation signals a reload instead (a postrotate that runs `systemctl reload`).
   constexpr int rotations = 5;
   for (int r = 1; r <= rotations; ++r) {
     const int before = answered;
     for (int i = 0; i < 2000 && answered < before + 50; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::filesystem::rename(log, log + "." + std::to_string(r));
-    d.signal(SIGUSR1);
+    d.signal(r == 3 ? SIGHUP : SIGUSR1);
     REQUIRE(d.wait_for_log("reopened log file " + log));
   }
   // Some requests after the last reopen, then stop sending.
