@@ -1,9 +1,9 @@
 #!/bin/sh
 # tests/packaging/build_deb.sh [OUTDIR] — builds rateguard_VERSION_amd64.deb from this checkout with Debian's
-# own tools (debhelper, debian/): copies the tracked and new files (no build trees) into a temporary
-# directory, runs `dpkg-buildpackage -us -uc -b` there (so the checkout stays clean), and moves the .deb,
+# own tools (debhelper, contrib/debian/): copies the tracked and new files (no build trees) into a temporary
+# directory, puts contrib/debian/ there as debian/ (the top of the tree holds only the project's own folders), runs `dpkg-buildpackage -us -uc -b` there (so the checkout stays clean), and moves the .deb,
 # the rateguard-dbgsym .deb, .buildinfo and .changes to OUTDIR (default build/deb). Needs debhelper and the build
-# dependencies of debian/control (.ci/install-deps installs them). The build's output is in OUTDIR/build.log.
+# dependencies of contrib/debian/control (.ci/install-deps installs them). The build's output is in OUTDIR/build.log.
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$src/build/deb}
@@ -21,6 +21,7 @@ if git rev-parse --git-dir >/dev/null 2>&1; then
 else
   tar --exclude='./build*' --exclude='./.git' -cf - . | tar -xf - -C "$tmp/rateguard"
 fi
+cp -R "$tmp/rateguard/contrib/debian" "$tmp/rateguard/debian"
 rm -f "$out"/rateguard_* "$out"/rateguard-dbgsym_*
 start=$(date +%s)
 if ! (cd "$tmp/rateguard" && dpkg-buildpackage -us -uc -b -J"$(nproc)") >"$out/build.log" 2>&1; then

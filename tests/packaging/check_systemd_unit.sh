@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/packaging/check_systemd_unit.sh UNIT RATEGUARDD MANDIR — checks the systemd unit offline (UNIT: the one
 # the build configured from contrib/systemd/rateguard.service.in, build/contrib/rateguard.service; MANDIR: the
-# built man pages, build/man, which verify looks up for the unit's Documentation= lines)
+# built man pages, build/policyd/man, which verify looks up for the unit's Documentation= lines)
 # (no running systemd needed): `systemd-analyze verify` prints nothing, `systemd-analyze security` scores
 # it no worse than MAX_EXPOSURE, and rateguardd starts, binds a socket in a Postfix-like private dir and
 # drops to nobody with only the unit's CapabilityBoundingSet, serves, reloads and stops using only system

@@ -5,7 +5,7 @@
 # the daemon the way rateguard.service does (its ExecStart line, as root, dropping to the rateguard account)
 # and asks it a policy request on 127.0.0.1:10033 and a rateguardctl command, then `dpkg -r` (conffiles
 # stay) and purge, and checks that nothing of the package is left. The system account rateguard is kept by
-# design (debian/rateguard.postrm). Refuses to run where rateguard is already installed by someone else.
+# design (contrib/debian/rateguard.postrm). Refuses to run where rateguard is already installed by someone else.
 # With DEB (a rateguard_VERSION_amd64.deb built before), it tests that file instead of building one.
 set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,7 +42,7 @@ fi
 [ "$(basename "$deb")" = "rateguard_${version}_amd64.deb" ] || fail "$deb: not named for project(VERSION) $version"
 
 step "lintian"
-# Errors fail; warnings and infos are printed (debian/rateguard.lintian-overrides says why those kept are).
+# Errors fail; warnings and infos are printed (contrib/debian/rateguard.lintian-overrides says why those kept are).
 lintian --info --display-level '>=info' "$deb" | tee "$T/lintian"
 grep -q '^E: ' "$T/lintian" && fail "lintian reports errors"
 
