@@ -56,6 +56,9 @@ loaded load_all(const std::string& config_path) {
   settings.lock_time = cr.config->lock_time;
   settings.baseline_half_life = cr.config->baseline_half_life;
   settings.baseline_warmup = cr.config->baseline_warmup;
+  settings.familiar_time = cr.config->familiar_time;
+  settings.network_ipv4_prefix = cr.config->network_ipv4_prefix;
+  settings.network_ipv6_prefix = cr.config->network_ipv6_prefix;
   out.snapshot = std::make_shared<policy_snapshot>(make_snapshot(std::move(*lr.rules), settings));
   out.config = std::move(cr.config);
   return out;

@@ -225,7 +225,15 @@ const std::vector<option_def>& options() {
       duration_opt("baseline_half_life", &daemon_config::baseline_half_life, ms(60000), ms(365LL * 86400000), reload,
                    "Burst rules: the half-life of a key's baseline (its exponentially weighted average per window)"),
       duration_opt("baseline_warmup", &daemon_config::baseline_warmup, ms(0), ms(365LL * 86400000), reload,
-                   "Burst rules apply to a key only once its baseline has learned this long"),
+                   "Burst and novelty rules apply to a key only once it has this much history"),
+      duration_opt("familiar_time", &daemon_config::familiar_time, ms(60000), ms(365LL * 86400000), reload,
+                   "Novelty rules: a client network or recipient domain a key used stays familiar to it this long "
+                   "(up to twice as long)"),
+      number_opt<unsigned>("network_ipv4_prefix", &daemon_config::network_ipv4_prefix, 8, 32, reload,
+                           "new_networks: an IPv4 client's network is its first N bits (16: roughly a provider's "
+                           "block, so a mobile carrier's address pool is one network)"),
+      number_opt<unsigned>("network_ipv6_prefix", &daemon_config::network_ipv6_prefix, 16, 128, reload,
+                           "new_networks: an IPv6 client's network is its first N bits (32: a provider's allocation)"),
       {"control_socket", "path", "absolute, or empty", restart, "Unix socket for rateguardctl, mode 0600 (empty: none)",
        [](daemon_config& c, const std::string& v) -> std::string {
          if (!v.empty() && v.front() != '/') return "\"" + v + "\" must be an absolute path or empty";

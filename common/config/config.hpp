@@ -59,6 +59,10 @@ struct daemon_config {
   // Burst rules (burst:Kx:F/W): how fast a key's baseline forgets, and how much history it needs first.
   std::chrono::milliseconds baseline_half_life{engine_settings{}.baseline_half_life};
   std::chrono::milliseconds baseline_warmup{engine_settings{}.baseline_warmup};
+  // Novelty rules (new_networks, new_domains): how long a value stays familiar; what a client network is.
+  std::chrono::milliseconds familiar_time{engine_settings{}.familiar_time};
+  unsigned network_ipv4_prefix = engine_settings{}.network_ipv4_prefix;
+  unsigned network_ipv6_prefix = engine_settings{}.network_ipv6_prefix;
   // rateguardctl's unix socket (mode 0600); empty: no control socket.
   std::string control_socket = "/run/rateguard/control";
 

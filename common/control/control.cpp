@@ -89,11 +89,14 @@ json::object ok_reply(std::string_view command) {
 }
 
 char unit_tag_of(unit u) { return u == unit::messages ? 'm' : 'r'; }
-// The store's tag of what a limit counts: 'm' / 'r' (counters, baselines), 'i' / 'd' (signals).
+// The store's tag of what a limit counts: 'm' / 'r' (counters, baselines), 'i' / 'd' (signals), 'N' / 'D'
+// (novelty counters).
 char tag_of(const window_limit& l) {
   switch (l.how) {
     case measure::client_ips: return 'i';
     case measure::rcpt_domains: return 'd';
+    case measure::new_networks: return 'N';
+    case measure::new_domains: return 'D';
     default: return unit_tag_of(l.what);
   }
 }
@@ -102,6 +105,8 @@ std::string_view unit_of_tag(char t) {
     case 'm': return "messages";
     case 'r': return "recipients";
     case 'i': return "client_ips";
+    case 'N': return "new_networks";
+    case 'D': return "new_domains";
     default: return "rcpt_domains";
   }
 }
@@ -139,8 +144,8 @@ awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
     std::optional<baseline_value> baseline;
     json::array limits;
   };
-  // Sorted by what is counted (messages, recipients, then the signals), then window.
-  constexpr std::string_view tag_order = "mrid";
+  // Sorted by what is counted (messages, recipients, the signals, then novelty), then window.
+  constexpr std::string_view tag_order = "mridND";
   std::map<std::pair<std::size_t, std::uint32_t>, row> rows;
   const auto at = [&rows, tag_order](char tag, std::uint32_t window_s) -> row& {
     return rows[{tag_order.find(tag), window_s}];
@@ -378,8 +383,10 @@ awaitable<std::string> cmd_explain(const control_env& env, const fields& f) {
           for (const auto& c : p.candidates) {
             if (c.r != ru || c.limit != &lim) continue;
             const auto e = message_tracker::evaluate(snap, c, res);
-            l["count"] = e.count - c.cost;  // before this request (signals: explain adds no value, cost 0)
-            l["cost"] = c.cost;
+            // Before this request (signals: explain adds no value, cost 0; novelty: what the request would add).
+            const std::uint64_t cost = is_novelty(lim.how) ? e.added : c.cost;
+            l["count"] = e.count - cost;
+            l["cost"] = cost;
             l["threshold"] = e.threshold;
             l["applies"] = e.applies;  // false: a burst rule whose baseline is still learning
             if (lim.how == measure::burst) l["baseline"] = e.baseline;

@@ -70,8 +70,7 @@ std::string escape_log_value(std::string_view s, std::size_t max) {
 namespace {
 // What the count counts: messages / recipients, or the signal's name.
 std::string unit_word(const window_limit& l) {
-  return l.how == measure::client_ips || l.how == measure::rcpt_domains ? std::string(to_string(l.how))
-                                                                         : std::string(to_string(l.what));
+  return counts_values(l.how) ? std::string(to_string(l.how)) : std::string(to_string(l.what));
 }
 std::string baseline_text(double b) {
   char buf[32];

@@ -35,14 +35,34 @@ std::string_view sender_domain_of(std::string_view sender) {
 
 constexpr std::string_view identity_prefixes[] = {"u:", "ip:", "s:", "d:", "l:"};  // by key_kind
 
-// What a limit counts, in words: "messages", "recipients", "client addresses", "recipient domains".
+// What a limit counts, in words: "messages", "recipients", "client addresses", "recipient domains", "new client
+// networks", "new recipient domains".
 std::string counted(const window_limit& l) {
   switch (l.how) {
     case measure::client_ips: return "client addresses";
     case measure::rcpt_domains: return "recipient domains";
+    case measure::new_networks: return "new client networks";
+    case measure::new_domains: return "new recipient domains";
     default: return std::string(to_string(l.what));
   }
 }
+
+// A limit counted at every RCPT (recipients, recipient domains); the others count a message at its first RCPT.
+bool per_recipient(const window_limit& l) {
+  return l.what == unit::recipients || l.how == measure::rcpt_domains || l.how == measure::new_domains;
+}
+
+counter_spec make_counter(const std::string& identity, char tag, std::uint32_t window_s, std::uint32_t cost) {
+  counter_spec c;
+  c.identity = identity;
+  c.unit_tag = tag;
+  c.window_s = window_s;
+  c.cost = cost;
+  return c;
+}
+
+// The store's unit tag of a novelty measure's counter and familiarity filter.
+char novelty_tag(measure m) { return m == measure::new_networks ? 'N' : 'D'; }
 
 std::string one_decimal(double v) {
   char buf[32];
@@ -75,6 +95,10 @@ std::string generated_text(const limit_hit& h) {
 }
 
 }  // namespace
+
+std::uint16_t familiar_bit(std::string_view value) {
+  return static_cast<std::uint16_t>(fnv1a64(value) % familiar_bits);
+}
 
 std::string to_lower(std::string_view s) {
   std::string out(s);
@@ -269,6 +293,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
   const bool enforce = snap.settings.mode == run_mode::enforce;
 
   p.req.half_life_ms = snap.settings.baseline_half_life.count();
+  p.req.familiar_ms = snap.settings.familiar_time.count();
   // The values the signals add: the client (as counted: IPv6 per network), counted once per message, and the
   // recipient's domain, per RCPT. Empty when the request has none (the signal then skips the request). Made only
   // when a signal limit asks for them: the hot path without signals formats no address.
@@ -282,6 +307,31 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
       if (!d.empty() && std::find(message_domains.begin(), message_domains.end(), d) == message_domains.end())
         message_domains.push_back(std::move(d));
     }
+  // The familiarity bits a novelty counter looks up (sorted, distinct): the client's network, or the recipient
+  // domains (a whole message's all). Empty when the request has no such value.
+  std::optional<std::vector<std::uint16_t>> network_bits, domain_bits;
+  const auto novel_bits = [&](char tag) -> const std::vector<std::uint16_t>& {
+    auto& bits = tag == 'N' ? network_bits : domain_bits;
+    if (bits) return *bits;
+    bits.emplace();
+    const auto add_bit = [&](std::string_view v) {
+      if (!v.empty()) bits->push_back(familiar_bit(v));
+    };
+    if (tag == 'N') {
+      if (const auto ip = parse_ip(r.get(attr::client_address))) {
+        const ip_address net =
+            ip_network(*ip, ip->v6 ? snap.settings.network_ipv6_prefix : snap.settings.network_ipv4_prefix);
+        add_bit(std::string_view(reinterpret_cast<const char*>(net.bytes.data()), net.v6 ? 16 : 4));
+      }
+    } else if (whole) {
+      for (const std::string& d : message_domains) add_bit(d);
+    } else {
+      add_bit(to_lower(sender_domain_of(r.get(attr::recipient))));
+    }
+    std::sort(bits->begin(), bits->end());
+    bits->erase(std::unique(bits->begin(), bits->end()), bits->end());
+    return *bits;
+  };
   const auto signal_value = [&](char tag) -> const std::string& {
     if (tag == 'i') {
       if (!client_value) {
@@ -299,8 +349,26 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
     for (const rule* ru : *matched) {
       if (ru->act == action::none) continue;  // exemption for this key kind
       for (const window_limit& lim : ru->limits) {
-        if (lim.what == unit::messages && lim.how != measure::rcpt_domains && !p.first_rcpt) continue;
+        if (!per_recipient(lim) && !p.first_rcpt) continue;
         if (identity.empty()) identity = counter_identity(kind, key);
+        if (is_novelty(lim.how)) {
+          const char tag = novelty_tag(lim.how);
+          const std::vector<std::uint16_t>& bits = novel_bits(tag);
+          if (bits.empty()) continue;
+          auto it = std::find_if(p.req.counters.begin(), p.req.counters.end(), [&](const counter_spec& c) {
+            return c.unit_tag == tag && c.window_s == lim.seconds && c.identity == identity;
+          });
+          if (it == p.req.counters.end()) {
+            p.req.counters.push_back(make_counter(identity, tag, lim.seconds, 0));
+            it = std::prev(p.req.counters.end());
+            it->novel = bits;
+          }
+          if (enforce && refuses(ru->act) && (it->refuse_limit == 0 || lim.count < it->refuse_limit))
+            it->refuse_limit = lim.count;
+          p.candidates.push_back(
+              candidate{ru, &lim, kind, key, static_cast<std::size_t>(it - p.req.counters.begin()), 0});
+          continue;
+        }
         if (lim.how == measure::client_ips || lim.how == measure::rcpt_domains) {
           const char tag = lim.how == measure::client_ips ? 'i' : 'd';
           // Usually one value; a whole message adds each of its recipient domains, one spec each, in order: the
@@ -340,7 +408,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
           return c.unit_tag == tag && c.window_s == lim.seconds && c.identity == identity;
         });
         if (it == p.req.counters.end()) {
-          p.req.counters.push_back(counter_spec{identity, tag, lim.seconds, tag == 'r' ? rcpt_cost : 1, 0});
+          p.req.counters.push_back(make_counter(identity, tag, lim.seconds, tag == 'r' ? rcpt_cost : 1));
           it = std::prev(p.req.counters.end());
         }
         if (lim.how == measure::burst) {
@@ -389,6 +457,16 @@ message_tracker::evaluation message_tracker::evaluate(const policy_snapshot& sna
       e.applies = c.counter < res.distinct.size();
       if (e.applies) e.count = res.distinct[c.counter];
       break;
+    case measure::new_networks:
+    case measure::new_domains: {
+      if (c.counter >= res.novelty.size() || c.counter >= res.counts.size()) break;
+      // Everything is new to a key without history: it is left to its other limits until it has learned.
+      const novelty_value& nv = res.novelty[c.counter];
+      e.added = nv.added;
+      e.count = res.counts[c.counter] + nv.added;
+      e.applies = nv.present && nv.history_ms >= snap.settings.baseline_warmup.count();
+      break;
+    }
   }
   return e;
 }
@@ -398,7 +476,8 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
   verdict v;
   v.reply = "DUNNO";
   if (!res.ok || res.counts.size() != p.counters || res.distinct.size() != p.signals ||
-      (!res.baselines.empty() && res.baselines.size() != p.counters)) {
+      (!res.baselines.empty() && res.baselines.size() != p.counters) ||
+      (!res.novelty.empty() && res.novelty.size() != p.counters)) {
     v.store_failed = true;
     v.store_error = res.ok ? "store answered the wrong number of counts" : res.error;
     v.log = true;
@@ -453,10 +532,8 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
       v.set_lock_ms = snap.settings.lock_time.count();
   }
   // A refusal of a per-message limit refuses every RCPT of the message; one of a per-recipient limit (rcpt:,
-  // rcpt_domains) only this RCPT.
-  const bool whole_message =
-      v.act == action::hold ||
-      (refuses(v.act) && v.hit->limit.what == unit::messages && v.hit->limit.how != measure::rcpt_domains);
+  // rcpt_domains, new_domains) only this RCPT.
+  const bool whole_message = v.act == action::hold || (refuses(v.act) && !per_recipient(v.hit->limit));
   if (whole_message) {
     message_verdict_ = v;
     message_verdict_->set_lock_ms = 0;  // later RCPTs of the message lock nothing again

@@ -27,6 +27,11 @@ struct engine_settings {
   // Burst rules: the baseline's half-life, and how much history a baseline needs before they apply.
   std::chrono::milliseconds baseline_half_life{default_baseline_half_life};
   std::chrono::milliseconds baseline_warmup{std::chrono::hours(24)};
+  // Novelty rules (new_networks, new_domains): how long a value stays familiar to a key after its last use (at
+  // least this, at most twice), and what a client network is: the address's first N bits.
+  std::chrono::milliseconds familiar_time{default_familiar_time};
+  unsigned network_ipv4_prefix = 16;
+  unsigned network_ipv6_prefix = 32;
 };
 
 // What the daemon decides with: swapped as a whole on SIGHUP; a request finishes on the one it began with.
@@ -102,6 +107,7 @@ class message_tracker {
     bool applies = false;
     std::uint64_t count = 0, threshold = 0;
     double baseline = 0;  // burst: the key's baseline per window
+    std::uint32_t added = 0;  // novelty: the request's values new to the key
     bool exceeded() const { return applies && count > threshold; }
   };
   static evaluation evaluate(const policy_snapshot& snap, const candidate& c, const store_result& res);
@@ -161,6 +167,9 @@ struct key_match {
 };
 // Every key kind the rules have and the request carries a value for (rateguardctl explain; prepare).
 std::vector<key_match> match_request(const policy_snapshot& snap, const policy_request& r);
+
+// A value's bit in a familiarity filter (store_types.hpp): the same on every node, so nodes sharing Redis agree.
+std::uint16_t familiar_bit(std::string_view value);
 
 // The reply text for an action (defer: "450 4.7.1 ...", hold: "HOLD ...", ...).
 std::string reply_for(const limit_hit& h, const std::string& custom_text);

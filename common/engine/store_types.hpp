@@ -30,6 +30,26 @@ struct counter_spec {
   // at max(burst_factor x average, burst_floor): the smallest factor and floor of the burst rules on it.
   double burst_factor = 0;
   std::uint64_t burst_floor = 0;
+  // Novelty (new_networks, new_domains): not empty makes this a counter of values new to the identity. Each entry
+  // is a value's bit in the identity's familiarity filter for unit_tag (familiar_bits below; distinct, sorted);
+  // the store sets `cost` itself: how many of them are new, and charging marks them all familiar.
+  std::vector<std::uint16_t> novel;
+};
+
+// Familiarity (novelty counters, unit tags 'N' client networks and 'D' recipient domains): per identity and tag a
+// filter of familiar_bits bits in two epochs of familiar_ms (store_request): the current and the one before. A value
+// is familiar when its bit is set in either: so a value used once stays familiar at least familiar_ms, at most twice
+// that. One bit per value (the engine hashes it), so a heavy key's filter also takes some new values for familiar
+// (about n / 512 of them with n values in the two epochs): novelty is undercounted, never overcounted.
+// The filter's history (now - the first charge of the filter) is reported, so rules can wait for baseline_warmup.
+// Redis: a string per epoch, <prefix>{<identity>}:f<tag>:<epoch> (GETBIT/SETBIT), and the hash field f<tag> =
+// "first_ms:last epoch written"; memory: beside the windows.
+inline constexpr std::uint32_t familiar_bits = 512;
+struct novelty_value {
+  bool present = false;         // the filter has been charged before (then history_ms counts)
+  std::int64_t history_ms = 0;  // now - the filter's first charge
+  std::uint32_t added = 0;      // the request's values that are new (the counter's cost)
+  bool operator==(const novelty_value&) const = default;
 };
 
 // The baseline of one counter: an exponentially weighted moving average of the counter's count per period,
@@ -75,6 +95,8 @@ struct signal_spec {
 
 // The default of the setting baseline_half_life (engine_settings, daemon_config and store_request take it).
 inline constexpr std::chrono::milliseconds default_baseline_half_life = std::chrono::hours(7 * 24);
+// The default of the setting familiar_time (likewise).
+inline constexpr std::chrono::milliseconds default_familiar_time = std::chrono::hours(14 * 24);
 
 struct store_request {
   std::vector<counter_spec> counters;
@@ -83,6 +105,8 @@ struct store_request {
   bool charge = true;       // false: only read the counts, add nothing (rateguardctl explain)
   // baseline_half_life (for counters with burst_factor > 0)
   std::int64_t half_life_ms = default_baseline_half_life.count();
+  // familiar_time (for novelty counters): the length of one epoch of the familiarity filters
+  std::int64_t familiar_ms = default_familiar_time.count();
 };
 
 // A lock (circuit breaker) on one identity: while it lasts, every message of that identity is held. It lives
@@ -105,6 +129,8 @@ struct store_result {
   // Per counter (same order), present only where burst_factor > 0; empty when no counter of the request has one
   // (the common case costs no allocation).
   std::vector<baseline_value> baselines;
+  // Per counter (same order), present only where `novel` is not empty; empty when no counter of the request has one.
+  std::vector<novelty_value> novelty;
   std::vector<std::uint64_t> distinct;    // per signal, the distinct values including this request's
   bool charged = false;              // a lock does not change charging: a held message is accepted
   std::vector<lock_info> locks;      // the request's identities that are locked now, each once

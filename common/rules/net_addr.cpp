@@ -101,6 +101,11 @@ std::string ip_bucket(const ip_address& a, unsigned v6_prefix) {
   return out;
 }
 
+ip_address ip_network(ip_address a, unsigned prefix) {
+  clear_host_bits(a, std::min(prefix, a.bits()));
+  return a;
+}
+
 std::optional<endpoint> parse_endpoint(std::string_view text, const endpoint_syntax& syntax,
                                        std::string* why) {
   const auto bad = [&](const char* reason) -> std::optional<endpoint> {

@@ -35,6 +35,8 @@ std::optional<cidr> parse_cidr(std::string_view text, bool* host_bits_set = null
 // canonically with the prefix ("2001:db8:1:2::/64"), so one host hopping through its /64 is one client.
 // A prefix of 128 (or more) prints the bare address.
 std::string ip_bucket(const ip_address& a, unsigned v6_prefix);
+// The network of an address: its first `prefix` bits kept, the rest cleared (a prefix past the length keeps all).
+ip_address ip_network(ip_address a, unsigned prefix);
 
 // A socket address as the settings write it: "inet:HOST:PORT", "inet:[V6]:PORT", "unix:/path", and where
 // the syntax allows it "HOST", "HOST:PORT", "[V6]", "[V6]:PORT", "/path". The one parser of listen (the

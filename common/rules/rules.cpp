@@ -24,6 +24,8 @@
 //             (K 1x..1000x, two decimals at most; FLOOR >= 1); applies once the baseline has learned.
 //             client_ips:N/WINDOW, rcpt_domains:N/WINDOW: more than N distinct client addresses (not on a
 //             client_address key) or recipient domains in WINDOW (N >= 1).
+//             new_networks:N/WINDOW, new_domains:N/WINDOW: more than N client networks (not on a
+//             client_address key) or recipient domains in WINDOW that the key had not used before (N >= 1).
 //   ACTION    defer | hold | reject | warn   (any case)
 //   TEXT      optional reply text: printable ASCII, at most 200 characters; runs of blanks become one space.
 //   none      in place of the limits and action: values matching SELECTOR are not limited by this KIND.
@@ -102,8 +104,16 @@ std::uint32_t parse_factor(std::string_view f) {
   return v >= 100 && v <= 100000 ? v : 0;
 }
 
+// The measures written NAME:N/WINDOW.
+std::optional<measure> value_measure(std::string_view prefix) {
+  for (measure m : {measure::client_ips, measure::rcpt_domains, measure::new_networks, measure::new_domains})
+    if (prefix == to_string(m)) return m;
+  return std::nullopt;
+}
+
 // Parses a lower-cased limit token into `out`; returns why it is not a limit, or "" on success.
 //   [msg:|rcpt:]COUNT/WINDOW   [msg:|rcpt:]burst:Kx:FLOOR/WINDOW   client_ips:N/WINDOW   rcpt_domains:N/WINDOW
+//   new_networks:N/WINDOW   new_domains:N/WINDOW
 std::string parse_limit(std::string_view token, window_limit& out) {
   out = window_limit{};
   bool unit_given = false;
@@ -123,11 +133,12 @@ std::string parse_limit(std::string_view token, window_limit& out) {
       if (out.factor_x100 == 0) return "burst factor must be 1x to 1000x, at most two decimals (e.g. 5x, 2.5x)";
       token.remove_prefix(next + 1);
       out.how = measure::burst;
-    } else if (prefix == "client_ips" || prefix == "rcpt_domains") {
-      if (unit_given) return std::string(prefix) + " counts distinct values: it takes no unit";
-      out.how = prefix == "client_ips" ? measure::client_ips : measure::rcpt_domains;
+    } else if (const auto m = value_measure(prefix)) {
+      if (unit_given) return std::string(prefix) + " counts " + (is_novelty(*m) ? "new" : "distinct") + " values: it takes no unit";
+      out.how = *m;
     } else {
-      return "unknown prefix " + quoted(prefix) + " (expected msg:, rcpt:, burst:, client_ips: or rcpt_domains:)";
+      return "unknown prefix " + quoted(prefix) +
+             " (expected msg:, rcpt:, burst:, client_ips:, rcpt_domains:, new_networks: or new_domains:)";
     }
   }
   const auto slash = token.find('/');
@@ -174,8 +185,7 @@ std::string parse_limit(std::string_view token, window_limit& out) {
   if (n == 0 || n * size > max_window) return "window must be between 1s and 30d";
   out.seconds = static_cast<std::uint32_t>(n * size);
   if (out.how == measure::burst && out.count == 0) return "the burst floor must be at least 1";
-  if ((out.how == measure::client_ips || out.how == measure::rcpt_domains) && out.count == 0)
-    return std::string(to_string(out.how)) + " must allow at least 1";
+  if (counts_values(out.how) && out.count == 0) return std::string(to_string(out.how)) + " must allow at least 1";
   return "";
 }
 
@@ -328,6 +338,10 @@ std::string_view to_string(measure m) {
       return "client_ips";
     case measure::rcpt_domains:
       return "rcpt_domains";
+    case measure::new_networks:
+      return "new_networks";
+    case measure::new_domains:
+      return "new_domains";
   }
   return "?";
 }
@@ -533,9 +547,9 @@ struct limits_parser {
                                                        : std::string(to_string(limit.how))) +
                           " per " + window_text(limit.seconds) + " window given earlier on this line");
         }
-        if (limit.how == measure::client_ips && *kind == key_kind::client_address) {
-          error(line, "client_ips counts the client addresses of one login or sender; a client_address key "
-                      "has exactly one");
+        if ((limit.how == measure::client_ips || limit.how == measure::new_networks) && *kind == key_kind::client_address) {
+          error(line, std::string(to_string(limit.how)) + " counts the client addresses of one login or sender; a "
+                      "client_address key has exactly one");
         }
         r.limits.push_back(limit);
       }

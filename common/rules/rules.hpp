@@ -38,8 +38,15 @@ enum class measure : std::uint8_t {
                  // learned for baseline_warmup (before that, only the key's other limits apply)
   client_ips,    // client_ips:N/W: distinct client addresses (IPv6 by ipv6_prefix) of the key in W, at most N
   rcpt_domains,  // rcpt_domains:N/W: distinct recipient domains of the key in W, at most N
+  // Novelty: values the key had not used within familiar_time (engine_settings), each counted once, when first
+  // used; applies once the key's history is baseline_warmup old (a new login knows nothing yet).
+  new_networks,  // new_networks:N/W: client networks (IPv4 /network_ipv4_prefix, IPv6 /network_ipv6_prefix)
+  new_domains,   // new_domains:N/W: recipient domains
 };
-std::string_view to_string(measure m);  // "count" "burst" "client_ips" "rcpt_domains"
+std::string_view to_string(measure m);  // "count" "burst" "client_ips" "rcpt_domains" "new_networks" "new_domains"
+// Counts values (distinct or new ones), not messages or recipients: takes no msg:/rcpt: unit.
+inline bool counts_values(measure m) { return m != measure::count && m != measure::burst; }
+inline bool is_novelty(measure m) { return m == measure::new_networks || m == measure::new_domains; }
 
 struct window_limit {
   unit what = unit::messages;
@@ -49,7 +56,8 @@ struct window_limit {
   std::uint32_t factor_x100 = 0;  // burst: K x 100 (1.00 .. 1000.00)
   double factor() const { return factor_x100 / 100.0; }
 };
-// The limit as written in a limits file, canonical: "100/1h", "rcpt:2000/1d", "burst:5x:50/1h", "client_ips:10/1h".
+// The limit as written in a limits file, canonical: "100/1h", "rcpt:2000/1d", "burst:5x:50/1h", "client_ips:10/1h",
+// "new_domains:20/1h".
 std::string to_string(const window_limit& l);
 // A burst factor as the limits file writes it: "5x", "2.5x", "1.25x".
 std::string factor_text(std::uint32_t factor_x100);

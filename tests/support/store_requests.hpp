@@ -37,6 +37,14 @@ inline counter_spec burst(std::string identity, std::uint32_t window_s, double f
   return c;
 }
 
+// A novelty counter (tag 'N' or 'D') looking up these familiarity bits.
+inline counter_spec novelty(std::string identity, char tag, std::uint32_t window_s, std::vector<std::uint16_t> bits,
+                            std::uint64_t limit = 0) {
+  auto c = counter(std::move(identity), window_s, limit, tag, 0);
+  c.novel = std::move(bits);
+  return c;
+}
+
 inline signal_spec signal_of(std::string identity, char tag, std::uint32_t window_s, std::string value,
                           std::uint64_t limit = 0) {
   signal_spec s;

@@ -45,7 +45,10 @@ struct fixture {
   // A charged message of `user` at 127.0.0.1, as the engine would count it.
   void charge(const std::string& user) {
     store_request r;
-    r.counters.push_back({counter_identity(key_kind::sasl_username, user), 'm', 3600, 1, 0});
+    counter_spec c;
+    c.identity = counter_identity(key_kind::sasl_username, user);
+    c.window_s = 3600;
+    r.counters.push_back(c);
     REQUIRE(st.check(r).ok);
   }
 };

@@ -152,3 +152,92 @@ TEST_CASE("rcpt_domains counts per RCPT - a deferral is per recipient and lasts 
   d.now += 2 * hour;
   CHECK(step("f@four.example").act == action::none);
 }
+
+TEST_CASE("new_domains counts recipient domains new to the key - familiar ones are free - after the warm-up",
+          "[detection][novelty]") {
+  detector d("sasl_username * new_domains:3/1h hold\n");
+  // Day 1: the login learns its correspondents' domains; nothing applies before baseline_warmup (24 h), even ten
+  // new domains in one hour.
+  for (int i = 0; i < 10; ++i)
+    CHECK(d.ask(d.rcpt("gina", "192.0.2.1", "x@known" + std::to_string(i) + ".example")).act == action::none);
+  d.now += 25 * hour;
+  // Familiar domains cost nothing, however many messages go to them.
+  for (int k = 0; k < 30; ++k)
+    CHECK(d.ask(d.rcpt("gina", "192.0.2.1", "y@known" + std::to_string(k % 10) + ".example")).act == action::none);
+  // Three new domains pass (each counted once, repeats free); the fourth in the hour holds and locks.
+  for (const char* dom : {"a.test", "b.test", "a.test", "c.test", "B.TEST"})
+    CHECK(d.ask(d.rcpt("gina", "192.0.2.1", std::string("z@") + dom)).act == action::none);
+  verdict v = d.ask(d.rcpt("gina", "192.0.2.1", "z@d.test"));
+  CHECK(v.act == action::hold);
+  REQUIRE(v.hit);
+  CHECK(v.hit->limit.how == measure::new_domains);
+  CHECK(v.hit->count == 4);
+  CHECK(v.set_lock_ms == 24 * hour);
+  CHECK(lock_reason(*v.hit) == "limits.conf:1 4 new recipient domains in 1h, limit 3");
+  CHECK(format_decision(v, d.rcpt("gina", "192.0.2.1", "z@d.test"), log_format::text).find("unit=new_domains") !=
+        std::string::npos);
+}
+
+TEST_CASE("a familiar value stays familiar for familiar_time at least and is forgotten after twice that",
+          "[detection][novelty]") {
+  detector d("sasl_username * new_domains:1/1h defer\n");
+  d.snap.settings.familiar_time = std::chrono::hours(24 * 7);
+  d.snap.settings.baseline_warmup = std::chrono::hours(0);
+  CHECK(d.ask(d.rcpt("hal", "192.0.2.1", "a@old.example")).act == action::none);
+  CHECK(d.ask(d.rcpt("hal", "192.0.2.1", "a@other.example")).act == action::defer);  // 2 new in the hour
+  // A deferral charges nothing: other.example is still new a week later...
+  d.now += 7 * 24 * hour;
+  CHECK(d.ask(d.rcpt("hal", "192.0.2.1", "a@old.example")).act == action::none);  // familiar, and used again
+  CHECK(d.ask(d.rcpt("hal", "192.0.2.1", "a@other.example")).act == action::none);  // new, the first this hour
+  CHECK(d.ask(d.rcpt("hal", "192.0.2.1", "a@third.example")).act == action::defer);
+  // ... and a domain unused for two whole epochs is new again.
+  d.now += 15 * 24 * hour;
+  CHECK(d.ask(d.rcpt("hal", "192.0.2.1", "a@old.example")).act == action::none);
+  CHECK(d.ask(d.rcpt("hal", "192.0.2.1", "a@other.example")).act == action::defer);
+}
+
+TEST_CASE("new_networks groups clients by network - a carrier pool is one network, IPv6 per provider prefix",
+          "[detection][novelty]") {
+  detector d("sasl_username * new_networks:1/1h hold\n");
+  d.snap.settings.baseline_warmup = std::chrono::hours(0);
+  // A phone hopping through its carrier's 100.64.0.0/16 (network_ipv4_prefix 16) is one network.
+  for (int i = 1; i <= 20; ++i)
+    CHECK(d.ask(d.rcpt("ivy", "100.64." + std::to_string(i * 7) + "." + std::to_string(i), "r@d.example")).act ==
+          action::none);
+  // Another network in the same hour is the second new one.
+  verdict v = d.ask(d.rcpt("ivy", "203.0.113.9", "r@d.example"));
+  CHECK(v.act == action::hold);
+  REQUIRE(v.hit);
+  CHECK(v.hit->limit.how == measure::new_networks);
+  CHECK(v.hit->count == 2);
+  // IPv6 per /32 (network_ipv6_prefix): new /64s of one provider are one network.
+  detector e("sasl_username * new_networks:1/1h hold\n");
+  e.snap.settings.baseline_warmup = std::chrono::hours(0);
+  CHECK(e.ask(e.rcpt("jo", "2001:db8:a000:1::5", "r@d.example")).act == action::none);
+  CHECK(e.ask(e.rcpt("jo", "2001:db8:b777:2::9", "r@d.example")).act == action::none);
+  CHECK(e.ask(e.rcpt("jo", "2a00:1450::1", "r@d.example")).act == action::hold);
+  // A finer grouping is a setting away.
+  detector f("sasl_username * new_networks:1/1h hold\n");
+  f.snap.settings.baseline_warmup = std::chrono::hours(0);
+  f.snap.settings.network_ipv4_prefix = 24;
+  CHECK(f.ask(f.rcpt("kay", "100.64.1.1", "r@d.example")).act == action::none);
+  CHECK(f.ask(f.rcpt("kay", "100.64.1.200", "r@d.example")).act == action::none);
+  CHECK(f.ask(f.rcpt("kay", "100.64.2.1", "r@d.example")).act == action::hold);
+}
+
+TEST_CASE("new_domains refuses per recipient - new_networks counts a message once", "[detection][novelty]") {
+  detector d("sender * new_domains:1/1h defer\nsasl_username * new_networks:1/1h defer\n");
+  d.snap.settings.baseline_warmup = std::chrono::hours(0);
+  message_tracker t;
+  auto step = [&](const std::string& client, const std::string& rcpt_to) {
+    policy_request r = d.rcpt("lee", client, rcpt_to);
+    r.set(attr::instance) = "one-message";
+    auto p = t.prepare(d.snap, r, d.now);
+    return p.needs_store ? t.finish(d.snap, r, p, d.store.check(p.req)) : p.immediate;
+  };
+  CHECK(step("192.0.2.1", "a@one.example").act == action::none);
+  verdict v = step("192.0.2.1", "b@two.example");  // the second new domain of the hour: this recipient only
+  CHECK(v.act == action::defer);
+  CHECK_FALSE(v.repeated);
+  CHECK(step("192.0.2.1", "c@one.example").act == action::none);  // a familiar domain still passes
+}

@@ -204,7 +204,11 @@ TEST_CASE("a limit of 0 refuses everything and charges nothing", "[engine]") {
   store_request probe;
   probe.charge = false;
   probe.now_ms = h.now;
-  probe.counters.push_back({counter_identity(key_kind::sasl_username, "alice"), 'r', 3600, 1, 0});
+  counter_spec rcpts;
+  rcpts.identity = counter_identity(key_kind::sasl_username, "alice");
+  rcpts.unit_tag = 'r';
+  rcpts.window_s = 3600;
+  probe.counters.push_back(rcpts);
   auto res = h.store.check(probe);
   REQUIRE(res.ok);
   CHECK(res.counts[0] == 0);

@@ -579,3 +579,25 @@ TEST_CASE("local_user selectors: a login name (or uid) beats *", "[rules]") {
   CHECK(lines_of(rs, key_kind::local_user, "alice") == L{1});
   CHECK(lines_of(rs, key_kind::sasl_username, "www-data").empty());
 }
+
+TEST_CASE("novelty limits parse and print - they take no unit and need a key with more than one client",
+          "[rules][novelty]") {
+  auto parsed = parse_limits("sasl_username * new_domains:20/1h new_networks:3/1h hold\n", "l.conf");
+  REQUIRE(parsed.rules);
+  const auto& l = parsed.rules->rules()[0].limits;
+  REQUIRE(l.size() == 2);
+  CHECK(l[0].how == measure::new_domains);
+  CHECK(l[0].count == 20);
+  CHECK(to_string(l[0]) == "new_domains:20/1h");
+  CHECK(to_string(l[1]) == "new_networks:3/1h");
+  for (const auto& [line, why] : std::vector<std::pair<std::string, std::string>>{
+           {"sasl_username * new_domains:0/1h hold", "new_domains must allow at least 1"},
+           {"sasl_username * rcpt:new_domains:5/1h hold", "new_domains counts new values: it takes no unit"},
+           {"client_address * new_networks:5/1h hold", "a client_address key has exactly one"},
+           {"sender * new_stuff:5/1h hold", "unknown prefix"}}) {
+    auto bad = parse_limits(line + "\n", "l.conf");
+    INFO(line);
+    REQUIRE_FALSE(bad.rules);
+    CHECK(bad.errors.at(0).message.find(why) != std::string::npos);
+  }
+}

@@ -263,7 +263,7 @@ void memory_store::clear_node(std::uint32_t n) {
   release_wide(x);
   const layout l = layout_of(x);
   splice(x, l.windows, l.end - l.windows, 0);
-  x.windows = x.baselines = x.signals = 0;
+  x.windows = x.baselines = x.familiars = x.signals = 0;
   if (x.flags & has_lock) locks_.erase(n);
   x.flags = static_cast<std::uint8_t>(x.flags & ~has_lock);
   x.expires_ms = 0;
@@ -297,7 +297,8 @@ memory_store::layout memory_store::layout_of(const node& n) {
   layout l;
   l.windows = round8(n.key_len);
   l.baselines = l.windows + n.windows * sizeof(window_rec);
-  l.signals = l.baselines + n.baselines * sizeof(baseline_rec);
+  l.familiars = l.baselines + n.baselines * sizeof(baseline_rec);
+  l.signals = l.familiars + n.familiars * sizeof(familiar_rec);
   l.values = l.signals + n.signals * sizeof(signal_rec);
   std::size_t values = 0;
   const auto* s = reinterpret_cast<const signal_rec*>(n.blob.get() + l.signals);
@@ -334,9 +335,13 @@ memory_store::baseline_rec* memory_store::baselines_of(node& n) const {
   return std::launder(reinterpret_cast<baseline_rec*>(n.blob.get() + round8(n.key_len) + n.windows * sizeof(window_rec)));
 }
 
+memory_store::familiar_rec* memory_store::familiars_of(node& n) const {
+  return std::launder(reinterpret_cast<familiar_rec*>(n.blob.get() + round8(n.key_len) + n.windows * sizeof(window_rec) +
+                                                      n.baselines * sizeof(baseline_rec)));
+}
+
 memory_store::signal_rec* memory_store::signals_of(node& n) const {
-  return std::launder(reinterpret_cast<signal_rec*>(n.blob.get() + round8(n.key_len) + n.windows * sizeof(window_rec) +
-                                                    n.baselines * sizeof(baseline_rec)));
+  return std::launder(reinterpret_cast<signal_rec*>(reinterpret_cast<std::byte*>(familiars_of(n) + n.familiars)));
 }
 
 std::uint64_t* memory_store::values_of(node& n, std::uint32_t signal_no) const {
@@ -371,6 +376,57 @@ memory_store::baseline_rec* memory_store::find_baseline(node& n, std::uint32_t w
   for (std::size_t i = 0; i < n.baselines; ++i)
     if (b[i].window_no == window_no) return &b[i];
   return nullptr;
+}
+
+memory_store::familiar_rec* memory_store::find_familiar(node& n, char tag) const {
+  familiar_rec* f = familiars_of(n);
+  for (std::size_t i = 0; i < n.familiars; ++i)
+    if (f[i].tag == tag) return &f[i];
+  return nullptr;
+}
+
+namespace {
+std::int64_t epoch_of(std::int64_t now, std::int64_t familiar_ms) { return now / std::max<std::int64_t>(1, familiar_ms); }
+bool bit_set(const std::uint64_t* bits, std::uint16_t b) { return (bits[b / 64] >> (b % 64)) & 1; }
+}  // namespace
+
+novelty_value memory_store::novelty_of(const familiar_rec* f, const counter_spec& c, std::int64_t now,
+                                       std::int64_t familiar_ms) {
+  novelty_value v;
+  // As of now's epoch: the stored epochs that are still the current one or the one before (a clock that stepped
+  // back reads the filter as it is).
+  const std::int64_t e = f ? std::max(epoch_of(now, familiar_ms), f->epoch) : 0;
+  const std::uint64_t* cur = f && f->epoch == e ? f->bits[0] : nullptr;
+  const std::uint64_t* prev = !f ? nullptr : f->epoch == e ? f->bits[1] : f->epoch == e - 1 ? f->bits[0] : nullptr;
+  for (std::uint16_t b : c.novel)
+    if (!(cur && bit_set(cur, b)) && !(prev && bit_set(prev, b))) ++v.added;
+  if (f) {
+    v.present = true;
+    v.history_ms = std::max<std::int64_t>(0, now - f->first_ms);
+  }
+  return v;
+}
+
+void memory_store::learn(std::uint32_t n, const counter_spec& c, std::int64_t now, std::int64_t familiar_ms) {
+  node& x = nodes_[n];
+  const std::int64_t e = epoch_of(now, familiar_ms);
+  familiar_rec* f = find_familiar(x, c.unit_tag);
+  if (f == nullptr) {
+    const layout l = layout_of(x);
+    splice(x, l.signals, 0, sizeof(familiar_rec));
+    f = &familiars_of(x)[x.familiars++];
+    f->epoch = e;
+    f->first_ms = now;
+    f->tag = c.unit_tag;
+  } else if (e > f->epoch) {
+    // A new epoch: the current one becomes the one before, or both are forgotten after a whole epoch unused.
+    if (e == f->epoch + 1) std::memcpy(f->bits[1], f->bits[0], sizeof f->bits[0]);
+    else std::memset(f->bits[1], 0, sizeof f->bits[1]);
+    std::memset(f->bits[0], 0, sizeof f->bits[0]);
+    f->epoch = e;
+  }
+  for (std::uint16_t b : c.novel) f->bits[0][b / 64] |= std::uint64_t{1} << (b % 64);
+  x.expires_ms = std::max(x.expires_ms, now + 2 * familiar_ms);
 }
 
 // --- counting ------------------------------------------------------------------------------------------------
@@ -571,6 +627,8 @@ store_result memory_store::check(const store_request& req) {
   res.counts.reserve(req.counters.size());
   if (std::any_of(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }))
     res.baselines.resize(req.counters.size());
+  if (std::any_of(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return !c.novel.empty(); }))
+    res.novelty.resize(req.counters.size());
   // Reading creates nothing; identities and windows are made when charged (or, for signals, observed). A counter
   // is remembered as its node (none: unknown); node indices are stable, and nothing this call touched is evicted.
   std::vector<std::uint32_t> found(req.counters.size(), none);
@@ -580,8 +638,13 @@ store_result memory_store::check(const store_request& req) {
     const std::uint32_t n = lookup(c.identity);
     found[i] = n;
     std::uint64_t cnt = 0;
+    std::uint32_t cost = c.cost;
     if (live(n, now)) {
       node& x = nodes_[n];
+      if (!c.novel.empty()) {
+        res.novelty[i] = novelty_of(find_familiar(x, c.unit_tag), c, now, req.familiar_ms);
+        cost = res.novelty[i].added;
+      }
       if (const std::uint32_t wi = find_window(x, c.unit_tag, c.window_s); wi != none) {
         const window_rec& w = windows_of(x)[wi];
         cnt = count(w, now);
@@ -591,9 +654,12 @@ store_result memory_store::check(const store_request& req) {
                                            c.burst_factor, c.burst_floor, baseline_alpha(c.window_s, req.half_life_ms));
       }
       note_lock(c.identity, n);
+    } else if (!c.novel.empty()) {
+      res.novelty[i] = novelty_of(nullptr, c, now, req.familiar_ms);
+      cost = res.novelty[i].added;
     }
     res.counts.push_back(cnt);
-    if (c.refuse_limit > 0 && cnt + c.cost > c.refuse_limit) allowed = false;
+    if (c.refuse_limit > 0 && cnt + cost > c.refuse_limit) allowed = false;
   }
   // Signals are observations: the value is added even when a limit refuses the request.
   res.distinct.reserve(req.signals.size());
@@ -628,6 +694,12 @@ store_result memory_store::check(const store_request& req) {
   for (std::size_t i = 0; i < req.counters.size(); ++i) {
     const counter_spec& c = req.counters[i];
     const std::uint32_t n = found[i];
+    std::uint32_t cost = c.cost;
+    if (!c.novel.empty()) {
+      learn(n, c, now, req.familiar_ms);
+      cost = res.novelty[i].added;
+      if (cost == 0) continue;  // nothing new: no window to make or move (as Redis writes no bucket)
+    }
     const std::int64_t width = bucket_width_ms(c.window_s);
     const std::int64_t cur = now / width;
     std::uint32_t wi = find_window(nodes_[n], c.unit_tag, c.window_s);
@@ -638,7 +710,7 @@ store_result memory_store::check(const store_request& req) {
       baseline_rec* b = find_baseline(x, wi);
       if (b == nullptr) {
         const layout l = layout_of(x);
-        splice(x, l.signals, 0, sizeof(baseline_rec));
+        splice(x, l.familiars, 0, sizeof(baseline_rec));
         b = &baselines_of(x)[x.baselines++];
         b->window_no = wi;
         b->first_period = period;
@@ -651,7 +723,7 @@ store_result memory_store::check(const store_request& req) {
         x.expires_ms = std::max(x.expires_ms, now + keep);
       }
     }
-    charge(windows_of(x)[wi], cur, c.cost);
+    charge(windows_of(x)[wi], cur, cost);
     x.expires_ms = std::max(x.expires_ms, now + static_cast<std::int64_t>(c.window_s) * 1000 + 2 * width);
   }
   return res;

@@ -47,7 +47,7 @@ class memory_store final : public store {
   static constexpr std::size_t slots = buckets_per_window + 1;
 
   // The records below live in one heap block per identity ("blob"): the key, then its windows, baselines,
-  // signals and signal values, each section 8-byte aligned. Trivially copyable: the blob grows by memcpy.
+  // familiarity filters, signals and signal values, each section 8-byte aligned. Trivially copyable: the blob grows by memcpy.
   //
   // One counter window: a ring of 13 buckets. Slot b % 13 holds bucket b for b in [head - 12, head]; slots of
   // buckets after `head` are zeroed when a charge moves head on. Counts are 16-bit until one would pass 65535;
@@ -64,6 +64,14 @@ class memory_store final : public store {
     double average;
     std::int64_t last_period, first_period;
     std::uint32_t window_no, unused;
+  };
+  // The familiarity filter of novelty counters with unit tag `tag` (store_types.hpp): bits[0] is epoch `epoch`,
+  // bits[1] the one before.
+  struct familiar_rec {
+    std::int64_t epoch, first_ms;
+    std::uint64_t bits[2][familiar_bits / 64];
+    char tag;
+    char unused[7];
   };
   // A distinct-value signal: `values` entries in the blob's value section, sorted, each a keyed 61-bit hash
   // of the value with (bucket & 7) in the low 3 bits, the bucket being the latest quarter-window the value was
@@ -91,7 +99,7 @@ class memory_store final : public store {
     std::uint32_t epoch = 0;      // the last check/admin call that touched it (never evicted by that call)
     std::uint32_t capacity = 0;   // bytes allocated for the blob
     std::uint16_t key_len = 0;
-    std::uint8_t windows = 0, baselines = 0, signals = 0;
+    std::uint8_t windows = 0, baselines = 0, familiars = 0, signals = 0;
     std::uint8_t flags = 0;
   };
   struct list {
@@ -123,18 +131,24 @@ class memory_store final : public store {
 
   // --- the blob ---
   struct layout {
-    std::size_t windows, baselines, signals, values, end;
+    std::size_t windows, baselines, familiars, signals, values, end;
   };
   static layout layout_of(const node& n);
   // Replaces `remove` bytes at `at` by `insert` zero bytes; returns the blob (it may have moved).
   std::byte* splice(node& n, std::size_t at, std::size_t remove, std::size_t insert);
   window_rec* windows_of(node& n) const;
   baseline_rec* baselines_of(node& n) const;
+  familiar_rec* familiars_of(node& n) const;
   signal_rec* signals_of(node& n) const;
   std::uint64_t* values_of(node& n, std::uint32_t signal_no) const;
   std::uint32_t find_window(node& n, char tag, std::uint32_t window_s) const;
   std::uint32_t add_window(std::uint32_t n, char tag, std::uint32_t window_s, std::int64_t head);
   baseline_rec* find_baseline(node& n, std::uint32_t window_no) const;
+  familiar_rec* find_familiar(node& n, char tag) const;
+  // How many of `c.novel` are new to the filter as of `now` (nullptr: no filter yet), and its history.
+  static novelty_value novelty_of(const familiar_rec* f, const counter_spec& c, std::int64_t now, std::int64_t familiar_ms);
+  // Marks `c.novel` familiar in the current epoch (the filter made when missing).
+  void learn(std::uint32_t n, const counter_spec& c, std::int64_t now, std::int64_t familiar_ms);
   void release_wide(node& n);
 
   // --- counting ---

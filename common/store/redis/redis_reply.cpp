@@ -146,7 +146,10 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   const std::size_t counters = req.counters.size();
   const auto bursts = static_cast<std::size_t>(std::count_if(
       req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }));
-  const std::size_t fixed = 1 + counters + check_baseline_fields * bursts + req.signals.size();
+  const auto novel = static_cast<std::size_t>(std::count_if(
+      req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return !c.novel.empty(); }));
+  const std::size_t fixed =
+      1 + counters + check_baseline_fields * bursts + check_novelty_fields * novel + req.signals.size();
   const bool shape_ok = reply.type == REDIS_REPLY_ARRAY && reply.elements >= fixed &&
                         (reply.elements - fixed) % check_lock_fields == 0 &&
                         std::all_of(reply.element, reply.element + counters + 1, non_negative);
@@ -172,6 +175,19 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
     b.present = true;
     b.average = *v;
     b.history_ms = history->integer;
+  }
+  if (novel > 0) r.novelty.resize(counters);
+  for (std::size_t i = 0; i < counters && novel > 0; ++i) {
+    if (req.counters[i].novel.empty()) continue;
+    const redisReply* history = reply.element[at++];
+    const redisReply* added = reply.element[at++];
+    if (history == nullptr || history->type != REDIS_REPLY_INTEGER || !non_negative(added) ||
+        added->integer > static_cast<long long>(req.counters[i].novel.size()))
+      return failure("redis: unexpected novelty in the check script's reply");
+    novelty_value& v = r.novelty[i];
+    v.present = history->integer >= 0;
+    v.history_ms = std::max<long long>(0, history->integer);
+    v.added = static_cast<std::uint32_t>(added->integer);
   }
   r.distinct.reserve(req.signals.size());
   for (std::size_t i = 0; i < req.signals.size(); ++i, ++at) {

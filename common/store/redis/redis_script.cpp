@@ -17,10 +17,11 @@ static_assert(buckets_per_window == 12, "update the Lua script: it counts 12 + 1
 static_assert(signal_buckets == 4,
               "update the Lua scripts: a signal bucket is a quarter window, 5 are counted");
 // The check script indexes ARGV and builds its reply with these numbers written out (redis_script.hpp).
-static_assert(check_head_args == 4 && check_counter_args == 7 && check_signal_args == 5,
-              "update the check script: counter i's ARGV start at i * 7 - 2, the signals' at 5 + 7 * n");
-static_assert(check_baseline_fields == 2 && check_lock_fields == 2,
-              "update the check script: it appends 2 values per baseline and per lock");
+static_assert(check_head_args == 5 && check_counter_args == 8 && check_signal_args == 5,
+              "update the check script: counter i's ARGV start at i * 8 - 2, the signals' at 6 + 8 * n");
+static_assert(check_baseline_fields == 2 && check_novelty_fields == 2 && check_lock_fields == 2,
+              "update the check script: it appends 2 values per baseline, per novelty counter and per lock");
+static_assert(familiar_bits == 512, "familiarity filters are strings of 512 bits (GETBIT/SETBIT offsets)");
 
 // Kept short: Redis parses and runs it per call, and per-command overhead dominates (REDIS-NOTES).
 // One HGETALL per distinct key gives every bucket of every window of that identity, its lock, baselines and
@@ -33,11 +34,11 @@ if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local charge, n = ARGV[2] == '1', tonumber(ARGV[4])
+local charge, fam, n = ARGV[2] == '1', tonumber(ARGV[4]), tonumber(ARGV[5])
 local want, cur, width, counts, bases = {}, {}, {}, {}, nil
 for k = 1, #KEYS do want[k] = {} end
 for i = 1, n do
-  local a = i * 7 - 2
+  local a = i * 8 - 2
   local k = tonumber(ARGV[a])
   width[i] = math.floor(tonumber(ARGV[a + 2]) * 1000 / 12)
   cur[i] = math.floor(now / width[i])
@@ -79,7 +80,7 @@ for k = 1, #KEYS do
       end
     else
       if e == none then e = {} end
-      e[f] = flat[j + 1]  -- lock, baselines (b...), signal caches (x...)
+      e[f] = flat[j + 1]  -- lock, baselines (b...), signal caches (x...), familiarity (f...)
     end
   end
   old[k], extra[k] = o, e
@@ -92,12 +93,38 @@ for k = 1, #KEYS do
     locks[#locks + 1] = v
   end
 end
+-- Novelty counters (ARGV[a + 7]: the values' bits, "12,345"): their cost is how many bits are set in neither the
+-- current epoch's filter nor the one before (f<tag> = "first_ms:last epoch written" says which exist).
+local cost, novel, epoch = {}, nil, math.floor(now / fam)
+for i = 1, n do
+  local a = i * 8 - 2
+  cost[i] = tonumber(ARGV[a + 3])
+  if ARGV[a + 7] ~= '' then
+    local k, tag = tonumber(ARGV[a]), ARGV[a + 1]
+    local first, last = string.match(extra[k]['f' .. tag] or '', '^(%d+):(%d+)$')
+    last = tonumber(last)
+    local e = math.max(epoch, last or epoch)
+    local base = KEYS[k] .. ':f' .. tag .. ':'
+    local added, unset = 0, {}
+    for b in string.gmatch(ARGV[a + 7], '%d+') do
+      local known = 0
+      if last == e then known = redis.call('GETBIT', base .. e, b) end
+      if known == 0 then
+        unset[#unset + 1] = b
+        if last and last >= e - 1 then known = redis.call('GETBIT', base .. (e - 1), b) end
+        if known == 0 then added = added + 1 end
+      end
+    end
+    cost[i] = added
+    novel = novel or {}
+    novel[i] = {k = k, tag = tag, first = first, last = last, e = e, key = base .. e, unset = unset}
+  end
+end
 local charged, ttl = charge, {}
 if charged then
   for i = 1, n do
-    local a = i * 7 - 2
-    local limit = tonumber(ARGV[a + 4])
-    if limit > 0 and counts[i] + tonumber(ARGV[a + 3]) > limit then
+    local limit = tonumber(ARGV[i * 8 + 2])
+    if limit > 0 and counts[i] + cost[i] > limit then
       charged = false
       break
     end
@@ -106,7 +133,7 @@ end
 -- Signals: one HyperLogLog per quarter window, the union of the last 5 counted only when this quarter's
 -- changed or the quarter moved on (the count cached in the identity's hash as "quarter:count"). Explain
 -- (no charge) adds nothing, so its count leaves this request's value out.
-local first, ns = 5 + 7 * n, (#ARGV - 4 - 7 * n) / 5
+local first, ns = 6 + 8 * n, (#ARGV - 5 - 8 * n) / 5
 local distinct = {}
 for s = 1, ns do
   local a = first + (s - 1) * 5
@@ -143,11 +170,28 @@ for s = 1, ns do
 end
 if charged then
   for i = 1, n do
-    local a = i * 7 - 2
+    local a = i * 8 - 2
     local k = tonumber(ARGV[a])
-    redis.call('HINCRBY', KEYS[k], ARGV[a + 1] .. ARGV[a + 2] .. ':' .. string.format('%d', cur[i]), ARGV[a + 3])
-    local need = tonumber(ARGV[a + 2]) * 1000 + 2 * width[i]
-    if not ttl[k] or ttl[k] < need then ttl[k] = need end
+    local f = novel and novel[i]
+    if f then
+      -- the values become familiar in the current epoch (once per filter; its key lives through the next epoch)
+      if #f.unset > 0 and not f.done then
+        for _, b in ipairs(f.unset) do redis.call('SETBIT', f.key, b, 1) end
+        redis.call('PEXPIRE', f.key, 2 * fam)
+      end
+      if f.last ~= f.e and not f.done then
+        redis.call('HSET', KEYS[k], 'f' .. f.tag, (f.first or string.format('%d', now)) .. ':' .. string.format('%d', f.e))
+      end
+      for _, g in pairs(novel) do
+        if g.key == f.key then g.done = true end
+      end
+      if not ttl[k] or ttl[k] < 2 * fam then ttl[k] = 2 * fam end
+    end
+    if cost[i] > 0 then
+      redis.call('HINCRBY', KEYS[k], ARGV[a + 1] .. ARGV[a + 2] .. ':' .. string.format('%d', cur[i]), cost[i])
+      local need = tonumber(ARGV[a + 2]) * 1000 + 2 * width[i]
+      if not ttl[k] or ttl[k] < need then ttl[k] = need end
+    end
   end
   for k, o in pairs(old) do
     if #o > 0 then redis.call('HDEL', KEYS[k], unpack(o)) end
@@ -160,7 +204,7 @@ for i = 1, n do out[i + 1] = counts[i] end
 if bases then
   local half, written = tonumber(ARGV[3]), {}
   for _, i in ipairs(bases) do
-    local a = i * 7 - 2
+    local a = i * 8 - 2
     local k, prefix, wms = tonumber(ARGV[a]), ARGV[a + 1] .. ARGV[a + 2], tonumber(ARGV[a + 2]) * 1000
     local list, field, P = want[k][prefix], 'b' .. prefix, math.floor(cur[i] / 12)
     local avg, last, start = string.match(extra[k][field] or '', '^([^:]+):(%d+):(%d+)$')
@@ -187,6 +231,16 @@ if bases then
       redis.call('HSET', KEYS[k], field, (avg or '0') .. string.format(':%d:%d', P, start or P))
       local need = 4 * half
       if not ttl[k] or ttl[k] < need then ttl[k] = need end
+    end
+  end
+end
+-- Novelty: history_ms (-1: the filter was never charged) and the values new to it, per novelty counter.
+if novel then
+  for i = 1, n do
+    local f = novel[i]
+    if f then
+      out[#out + 1] = f.first and math.max(0, now - tonumber(f.first)) or -1
+      out[#out + 1] = cost[i]
     end
   end
 end
@@ -262,18 +316,23 @@ end
 return out
 )lua";
 
-// No time: -> the number of keys deleted: the identity's hash and its signals' HyperLogLogs. Each cache field
+// No time: -> the number of keys deleted: the identity's hash, its signals' HyperLogLogs and its familiarity filters. Each cache field
 // names the newest quarter of its signal ("bucket:count"; a new quarter is always recounted); a quarter's HLL
 // expires 6 quarters after its last change, so the 7 up to that one are all that can still exist.
 constexpr std::string_view reset_text = "-- rateguard reset\n" R"lua(
 local del = {KEYS[1]}
 local flat = redis.call('HGETALL', KEYS[1])
 for j = 1, #flat, 2 do
-  local f = flat[j]
-  local b = string.sub(f, 1, 1) == 'x' and tonumber(string.match(flat[j + 1], '^%d+'))
+  local f, kind = flat[j], string.sub(flat[j], 1, 1)
+  local b = kind == 'x' and tonumber(string.match(flat[j + 1], '^%d+'))
   if b then
     local base = KEYS[1] .. ':' .. string.sub(f, 2) .. ':'
     for i = 0, 6 do del[#del + 1] = base .. string.format('%d', b - i) end
+  end
+  -- a familiarity filter ("first_ms:last epoch"): its last epoch and the one before can still exist
+  local e = kind == 'f' and tonumber(string.match(flat[j + 1], ':(%d+)$'))
+  if e then
+    for i = 0, 1 do del[#del + 1] = KEYS[1] .. ':' .. f .. ':' .. string.format('%d', e - i) end
   end
 end
 return redis.call('DEL', unpack(del))
@@ -465,6 +524,7 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
   append_bulk(out, static_cast<std::uint64_t>(req.now_ms));
   append_bulk(out, req.charge ? std::string_view("1") : std::string_view("0"));
   append_bulk(out, static_cast<std::uint64_t>(req.half_life_ms));
+  append_bulk(out, static_cast<std::uint64_t>(std::max<std::int64_t>(1, req.familiar_ms)));
   append_bulk(out, std::uint64_t{n});
   for (std::size_t i = 0; i < n; ++i) {
     const auto& c = req.counters[i];
@@ -481,6 +541,16 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
       append_bulk(out, std::string_view("0"));
     }
     append_bulk(out, c.burst_floor);
+    if (c.novel.empty()) {
+      append_bulk(out, std::string_view());
+    } else {
+      std::string bits;
+      for (std::uint16_t b : c.novel) {
+        if (!bits.empty()) bits += ',';
+        bits += std::to_string(b);
+      }
+      append_bulk(out, bits);
+    }
   }
   for (std::size_t i = 0; i < req.signals.size(); ++i) {
     const auto& s = req.signals[i];
