@@ -183,11 +183,11 @@ awaitable<std::string> cmd_status(const control_env& env, const parsed_key& k) {
     c["window_s"] = w.second;
     c["count"] = r.count;
     if (r.baseline) {
-      // As stored: the periods before the last one charged (store.hpp); learning until baseline_warmup.
+      // As stored: the periods before the last one charged (store.hpp); learning until baseline_warm.
       json::object b;
       b["average"] = r.baseline->average;
       b["history"] = jstr(format_duration(std::chrono::milliseconds(r.baseline->history_ms)));
-      b["learning"] = r.baseline->history_ms < env.snap->settings.baseline_warmup.count();
+      b["learning"] = !baseline_warm(*r.baseline, w.second, env.snap->settings.baseline_warmup.count());
       c["baseline"] = std::move(b);
     } else {
       c["baseline"] = nullptr;

@@ -294,6 +294,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
 
   p.req.half_life_ms = snap.settings.baseline_half_life.count();
   p.req.familiar_ms = snap.settings.familiar_time.count();
+  p.req.warmup_ms = snap.settings.baseline_warmup.count();
   // The values the signals add: the client (as counted: IPv6 per network), counted once per message, and the
   // recipient's domain, per RCPT. Empty when the request has none (the signal then skips the request). Made only
   // when a signal limit asks for them: the hot path without signals formats no address.
@@ -415,6 +416,10 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
           // The baseline's cap is the lowest trip point of the burst rules on this counter.
           if (it->burst_factor == 0 || lim.factor() < it->burst_factor) it->burst_factor = lim.factor();
           if (it->burst_floor == 0 || lim.count < it->burst_floor) it->burst_floor = lim.count;
+          if (enforce && refuses(ru->act)) {
+            it->refuse_factor = std::max(it->refuse_factor, lim.factor());
+            it->refuse_floor = std::max(it->refuse_floor, lim.count);
+          }
         } else if (enforce && refuses(ru->act)) {
           // A limit of 0 refuses everything: read the counts without charging anything.
           if (lim.count == 0) p.req.charge = false;
@@ -447,7 +452,7 @@ message_tracker::evaluation message_tracker::evaluate(const policy_snapshot& sna
       const baseline_value& b = res.baselines[c.counter];
       e.count = res.counts[c.counter] + c.cost;
       e.baseline = b.average;
-      e.applies = b.present && b.history_ms >= snap.settings.baseline_warmup.count();
+      e.applies = baseline_warm(b, c.limit->seconds, snap.settings.baseline_warmup.count());
       const double trip = std::max(c.limit->factor() * b.average, static_cast<double>(c.limit->count));
       e.threshold = trip >= 1e18 ? std::numeric_limits<std::uint64_t>::max() : static_cast<std::uint64_t>(trip);
       break;

@@ -30,6 +30,12 @@ struct counter_spec {
   // at max(burst_factor x average, burst_floor): the smallest factor and floor of the burst rules on it.
   double burst_factor = 0;
   std::uint64_t burst_floor = 0;
+  // A refusing (defer/reject) burst rule on this counter: the request is not charged when the baseline is warm
+  // (history_ms >= store_request.warmup_ms) and count + cost > floor(max(refuse_factor x average, refuse_floor)), so
+  // a deferred loop does not feed the count and baseline it is judged by. 0: none. With several such rules, the
+  // largest factor and floor: never refused uncharged unless every one of them refuses.
+  double refuse_factor = 0;
+  std::uint64_t refuse_floor = 0;
   // Novelty (new_networks, new_domains): not empty makes this a counter of values new to the identity. Each entry
   // is a value's bit in the identity's familiarity filter for unit_tag (familiar_bits below; distinct, sorted);
   // the store sets `cost` itself: how many of them are new, and charging marks them all familiar.
@@ -76,6 +82,11 @@ struct baseline_value {
   std::int64_t history_ms = 0;  // (P - first) x window length: how long the baseline has been learning
   bool operator==(const baseline_value&) const = default;
 };
+// Whether burst rules judge a counter by its baseline: baseline_warmup of history, and two periods at least, for
+// the first period may have begun before the key's first message (a 1d baseline learned from a quarter of a day).
+inline bool baseline_warm(const baseline_value& b, std::uint32_t window_s, std::int64_t warmup_ms) {
+  return b.present && b.history_ms >= warmup_ms && b.history_ms >= 2000 * static_cast<std::int64_t>(window_s);
+}
 
 // A distinct-value signal: how many distinct values (client addresses, recipient domains) an identity showed in
 // the last `window_s`. Each window is cut into 4 buckets; the count is the union of the current bucket and the 4
@@ -107,6 +118,8 @@ struct store_request {
   std::int64_t half_life_ms = default_baseline_half_life.count();
   // familiar_time (for novelty counters): the length of one epoch of the familiarity filters
   std::int64_t familiar_ms = default_familiar_time.count();
+  // baseline_warmup (for counters with refuse_factor > 0)
+  std::int64_t warmup_ms = 0;
 };
 
 // A lock (circuit breaker) on one identity: while it lasts, every message of that identity is held. It lives

@@ -102,6 +102,7 @@ TEST_CASE("memory and Redis stores give identical decisions for the same request
       "sasl_username * burst:2x:3/10s client_ips:2/1m hold\n"
       "sasl_username heavy 40/1m defer\n"
       "client_address 127.0.0.0/8 30/1m hold\n"
+      "client_address 127.0.0.0/8 burst:2x:4/10s defer\n"
       "sender_domain example.com 25/30s reject\n"
       "sender_domain * rcpt_domains:3/30s defer\n"
       "sender * 3/5s warn\n",

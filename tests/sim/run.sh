@@ -23,8 +23,9 @@ LIMITS=${RG_SIM_LIMITS:-$HERE/limits.conf}
 # without that line (the sample conf/limits.conf) is written for real time: its windows are scaled to the
 # compression, 1 h = RG_SIM_HOUR_MS (default 1000) ms, a window under 1 s rounded up to 1 s with its count
 # scaled alike (looser, never tighter: scale_limits.py), and so are the durations of the rateguard.conf
-# beside it (conf/rateguard.conf: lock_time, baseline_half_life, baseline_warmup; the daemon's defaults
-# for those it does not set).
+# beside it (conf/rateguard.conf: lock_time, baseline_half_life, baseline_warmup, familiar_time; the daemon's
+# defaults for those it does not set). A real-time file gets tests/sim/announced.conf appended: the population's
+# announced newsletter, named as the sample's comment tells an admin to name a known bulk sender.
 FILE_HOUR_MS=$(sed -n 's/^# rg_sim: hour_ms=\([0-9][0-9]*\)$/\1/p' "$LIMITS" | head -1)
 HOUR_MS=${RG_SIM_HOUR_MS:-${FILE_HOUR_MS:-1000}}
 
@@ -72,7 +73,13 @@ wait_socket() {
 # The limits file with every window scaled to the compression in use; NOTES: what the scaling changed, for
 # the report's header.
 NOTES=()
-scaled=$(python3 "$HERE/scale_limits.py" limits "$LIMITS" "$TMP/limits.conf" "$HOUR_MS") || exit 2
+INPUT=$LIMITS
+if [[ -z $FILE_HOUR_MS ]]; then
+  INPUT=$TMP/input.conf
+  cat "$LIMITS" "$HERE/announced.conf" >"$INPUT"
+  NOTES+=(--note "added: tests/sim/announced.conf ($(grep -v '^#' "$HERE/announced.conf" | grep . | tr -s ' '))")
+fi
+scaled=$(python3 "$HERE/scale_limits.py" limits "$INPUT" "$TMP/limits.conf" "$HOUR_MS") || exit 2
 if [[ -z $FILE_HOUR_MS ]]; then
   NOTES+=(--note "real-time limits scaled to the compression (1 h = $HOUR_MS ms); windows under 1 s rounded up to 1 s, their counts scaled alike (looser, never tighter):")
 fi
@@ -82,7 +89,7 @@ while IFS= read -r line; do [[ -n $line ]] && NOTES+=(--note "  $line"); done <<
   if [[ -n $FILE_HOUR_MS ]]; then
     # Durations of rateguard.conf that mean simulated time (written in seconds) scale like the windows.
     scale=$((HOUR_MS / FILE_HOUR_MS))
-    awk -v k="$scale" '/^(lock_time|baseline_half_life|baseline_warmup)[ \t]*=[ \t]*[0-9]+s[ \t]*$/ {
+    awk -v k="$scale" '/^(lock_time|baseline_half_life|baseline_warmup|familiar_time)[ \t]*=[ \t]*[0-9]+s[ \t]*$/ {
         sub(/s[ \t]*$/, "", $3); print $1 " = " ($3 * k) "s"; next } { print }' "$HERE/rateguard.conf"
   else
     # A real-time limits file: the settings of the rateguard.conf beside it that shape decisions, the
@@ -95,9 +102,11 @@ while IFS= read -r line; do [[ -n $line ]] && NOTES+=(--note "  $line"); done <<
       echo "$v"
     }
     echo "limits = limits.conf"
-    for name in mode on_store_error ipv6_prefix; do echo "$name = $(setting $name)"; done
+    for name in mode on_store_error ipv6_prefix network_ipv4_prefix network_ipv6_prefix; do
+      echo "$name = $(setting $name)"
+    done
     durations=""
-    for name in lock_time baseline_half_life baseline_warmup; do
+    for name in lock_time baseline_half_life baseline_warmup familiar_time; do
       v=$(setting $name)
       [[ -n $v ]] || { echo "run.sh: no value for $name" >&2; exit 2; }
       ms=$(python3 "$HERE/scale_limits.py" duration "$v" "$HOUR_MS") || exit 2

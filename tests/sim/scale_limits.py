@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # tests/sim/scale_limits.py: writes a limits file and the simulated-time settings of rateguard.conf scaled
 # to the replay's compression (run.sh calls it; tests/sim/README.md "Compression"). Not a parser of the
-# limits file: it rewrites the LIMIT tokens (N/W, rcpt:N/W, burst:Kx:F/W, client_ips:N/W, rcpt_domains:N/W)
+# limits file: it rewrites the LIMIT tokens (N/W, rcpt:N/W, burst:Kx:F/W, client_ips:N/W, rcpt_domains:N/W,
+# new_networks:N/W, new_domains:N/W)
 # and leaves everything else as written; rateguardd --check judges the result.
 #
 #   scale_limits.py limits IN OUT HOUR_MS   the limits file; prints one note line per change on stdout
@@ -22,7 +23,8 @@ import re
 import sys
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-LIMIT = re.compile(r"^((?:msg:|rcpt:)?)((?:burst:[0-9.]+x:)?|client_ips:|rcpt_domains:)([0-9]+)/([0-9]*)([smhd]?)$")
+LIMIT = re.compile(
+    r"^((?:msg:|rcpt:)?)((?:burst:[0-9.]+x:)?|client_ips:|rcpt_domains:|new_networks:|new_domains:)([0-9]+)/([0-9]*)([smhd]?)$")
 
 
 def seconds(n, unit):

@@ -241,3 +241,66 @@ TEST_CASE("new_domains refuses per recipient - new_networks counts a message onc
   CHECK_FALSE(v.repeated);
   CHECK(step("192.0.2.1", "c@one.example").act == action::none);  // a familiar domain still passes
 }
+
+TEST_CASE("a deferring burst rule charges nothing past its trip point - a loop does not teach its own baseline",
+          "[detection]") {
+  detector d("client_address 127.0.0.1 burst:5x:10/1h defer\n");
+  const auto local = [&] { return d.ask(d.rcpt("", "127.0.0.1", "r@d.example")); };
+  // Two days of a web application's one message every four hours.
+  for (int h = 0; h < 48; ++h, d.now += hour)
+    if (h % 4 == 0) REQUIRE(local().act == action::none);
+  // A loop of 100 messages in an hour: the 11th and every later one are deferred and not counted.
+  int deferred = 0;
+  const std::int64_t start = d.now;
+  for (int i = 0; i < 100; ++i) {
+    d.now = start + i * (hour / 100);
+    const verdict v = local();
+    if (v.act == action::defer) ++deferred;
+    if (i == 10) {
+      REQUIRE(v.hit);
+      CHECK(v.hit->count == 11);
+    }
+  }
+  CHECK(deferred == 90);
+  store_request probe;
+  probe.now_ms = d.now;
+  probe.charge = false;
+  counter_spec c;
+  c.identity = counter_identity(key_kind::client_address, "127.0.0.1");
+  c.window_s = 3600;
+  c.burst_factor = 5;
+  c.burst_floor = 10;
+  probe.counters.push_back(c);
+  const auto res = d.store.check(probe);
+  REQUIRE(res.ok);
+  CHECK(res.counts[0] == 10);  // only what passed
+  // Two hours later the baseline has folded in the 10 that passed, not 100: the trip point stays at the floor, and
+  // the 11th message of the hour is deferred again.
+  d.now = start + 2 * hour;
+  for (int i = 0; i < 10; ++i) REQUIRE(local().act == action::none);
+  const verdict v = local();
+  CHECK(v.act == action::defer);
+  REQUIRE(v.hit);
+  CHECK(v.hit->threshold == 10);
+  CHECK(v.hit->baseline < 2);
+}
+
+TEST_CASE("a burst rule waits for two whole windows - a first day begun in its evening teaches no baseline",
+          "[detection]") {
+  detector d("sasl_username * burst:10x:20/1d hold\n");
+  d.snap.settings.baseline_warmup = std::chrono::hours(12);
+  // The key's first messages come in the last two hours of a day (periods begin at midnight UTC): 5 messages.
+  d.now = (d.now / (24 * hour) + 1) * 24 * hour + 22 * hour;
+  for (int i = 0; i < 5; ++i) REQUIRE(d.ask(d.rcpt("mia", "192.0.2.1", "r@d.example")).act == action::none);
+  // Its first whole day, 60 messages: over 10x that partial day, but one period is not a baseline yet.
+  d.now += 2 * hour;
+  for (int i = 0; i < 60; ++i, d.now += 60'000)
+    REQUIRE(d.ask(d.rcpt("mia", "192.0.2.1", "r@d.example")).act == action::none);
+  // The next day the rule applies: the mean of 5 and 60 capped at 10x 5, 27.5, so 275 is the trip point.
+  d.now += 24 * hour;
+  std::optional<verdict> v;
+  for (int i = 0; i < 400 && !v; ++i, d.now += 60'000)
+    if (verdict x = d.ask(d.rcpt("mia", "192.0.2.1", "r@d.example")); x.act != action::none) v = x;
+  REQUIRE(v);
+  CHECK(v->hit->threshold == 275);
+}

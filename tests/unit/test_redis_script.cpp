@@ -33,16 +33,18 @@ TEST_CASE("append_check_call matches hiredis byte for byte with shared and binar
       {test::signal_of("u:alice", 'i', 86400, "192.0.2.7", 20), test::signal_of("d:example.com", 'd', 3600, weird)},
       1'700'000'000'123, true, 3'600'000);
   req.counters[1].burst_factor = 0.1;  // not a short decimal in binary: must still be written so it reads back
+  req.counters[1].refuse_factor = 2.5;
+  req.counters[1].refuse_floor = 40;
   std::string ours;
   append_check_call(ours, "EVALSHA", "abc123", req, "rg:");
   const std::vector<std::string> argv = {"EVALSHA", "abc123", "4", "rg:{u:alice}", "rg:{" + weird + "}",
                                          "rg:{ip:127.0.0.1}", "rg:{d:example.com}",
-                                         "1700000000123", "1", "3600000", "1209600000", "5",
-                                         "1", "m", "60", "1", "30", "0", "0", "",
-                                         "1", "m", "3600", "1", "0", "0.1", "40", "",
-                                         "2", "r", "86400", "1", "2000", "0", "0", "",
-                                         "3", "m", "60", "1", "18446744073709551615", "0", "0", "",
-                                         "1", "D", "3600", "0", "20", "0", "0", "7,300,511",
+                                         "1700000000123", "1", "3600000", "1209600000", "0", "5",
+                                         "1", "m", "60", "1", "30", "0", "0", "0", "0", "",
+                                         "1", "m", "3600", "1", "0", "0.1", "40", "2.5", "40", "",
+                                         "2", "r", "86400", "1", "2000", "0", "0", "0", "0", "",
+                                         "3", "m", "60", "1", "18446744073709551615", "0", "0", "0", "0", "",
+                                         "1", "D", "3600", "0", "20", "0", "0", "0", "0", "7,300,511",
                                          "1", "i", "86400", "192.0.2.7", "20",
                                          "4", "d", "3600", weird, "0"};
   CHECK(ours == hiredis_format(argv));

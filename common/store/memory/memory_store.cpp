@@ -660,6 +660,10 @@ store_result memory_store::check(const store_request& req) {
     }
     res.counts.push_back(cnt);
     if (c.refuse_limit > 0 && cnt + cost > c.refuse_limit) allowed = false;
+    if (c.refuse_factor > 0 && !res.baselines.empty() && baseline_warm(res.baselines[i], c.window_s, req.warmup_ms)) {
+      const double trip = std::max(c.refuse_factor * res.baselines[i].average, static_cast<double>(c.refuse_floor));
+      if (trip < 1e18 && static_cast<double>(cnt + cost) > std::floor(trip)) allowed = false;
+    }
   }
   // Signals are observations: the value is added even when a limit refuses the request.
   res.distinct.reserve(req.signals.size());

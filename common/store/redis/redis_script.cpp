@@ -17,8 +17,8 @@ static_assert(buckets_per_window == 12, "update the Lua script: it counts 12 + 1
 static_assert(signal_buckets == 4,
               "update the Lua scripts: a signal bucket is a quarter window, 5 are counted");
 // The check script indexes ARGV and builds its reply with these numbers written out (redis_script.hpp).
-static_assert(check_head_args == 5 && check_counter_args == 8 && check_signal_args == 5,
-              "update the check script: counter i's ARGV start at i * 8 - 2, the signals' at 6 + 8 * n");
+static_assert(check_head_args == 6 && check_counter_args == 10 && check_signal_args == 5,
+              "update the check script: counter i's ARGV start at i * 10 - 3, the signals' at 7 + 10 * n");
 static_assert(check_baseline_fields == 2 && check_novelty_fields == 2 && check_lock_fields == 2,
               "update the check script: it appends 2 values per baseline, per novelty counter and per lock");
 static_assert(familiar_bits == 512, "familiarity filters are strings of 512 bits (GETBIT/SETBIT offsets)");
@@ -34,11 +34,11 @@ if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local charge, fam, n = ARGV[2] == '1', tonumber(ARGV[4]), tonumber(ARGV[5])
+local charge, fam, warm, n = ARGV[2] == '1', tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local want, cur, width, counts, bases = {}, {}, {}, {}, nil
 for k = 1, #KEYS do want[k] = {} end
 for i = 1, n do
-  local a = i * 8 - 2
+  local a = i * 10 - 3
   local k = tonumber(ARGV[a])
   width[i] = math.floor(tonumber(ARGV[a + 2]) * 1000 / 12)
   cur[i] = math.floor(now / width[i])
@@ -93,20 +93,20 @@ for k = 1, #KEYS do
     locks[#locks + 1] = v
   end
 end
--- Novelty counters (ARGV[a + 7]: the values' bits, "12,345"): their cost is how many bits are set in neither the
+-- Novelty counters (ARGV[a + 9]: the values' bits, "12,345"): their cost is how many bits are set in neither the
 -- current epoch's filter nor the one before (f<tag> = "first_ms:last epoch written" says which exist).
 local cost, novel, epoch = {}, nil, math.floor(now / fam)
 for i = 1, n do
-  local a = i * 8 - 2
+  local a = i * 10 - 3
   cost[i] = tonumber(ARGV[a + 3])
-  if ARGV[a + 7] ~= '' then
+  if ARGV[a + 9] ~= '' then
     local k, tag = tonumber(ARGV[a]), ARGV[a + 1]
     local first, last = string.match(extra[k]['f' .. tag] or '', '^(%d+):(%d+)$')
     last = tonumber(last)
     local e = math.max(epoch, last or epoch)
     local base = KEYS[k] .. ':f' .. tag .. ':'
     local added, unset = 0, {}
-    for b in string.gmatch(ARGV[a + 7], '%d+') do
+    for b in string.gmatch(ARGV[a + 9], '%d+') do
       local known = 0
       if last == e then known = redis.call('GETBIT', base .. e, b) end
       if known == 0 then
@@ -120,11 +120,46 @@ for i = 1, n do
     novel[i] = {k = k, tag = tag, first = first, last = last, e = e, key = base .. e, unset = unset}
   end
 end
+-- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted; each
+-- burst counter reports with its own factor.
+local bavg, bhist, bstate = {}, {}, {}
+if bases then
+  local half = tonumber(ARGV[3])
+  for _, i in ipairs(bases) do
+    local a = i * 10 - 3
+    local k, prefix, wms = tonumber(ARGV[a]), ARGV[a + 1] .. ARGV[a + 2], tonumber(ARGV[a + 2]) * 1000
+    local list, field, P = want[k][prefix], 'b' .. prefix, math.floor(cur[i] / 12)
+    local avg, last, start = string.match(extra[k][field] or '', '^([^:]+):(%d+):(%d+)$')
+    if avg then
+      last, start = tonumber(last), tonumber(start)
+      if P > last then  -- else the stored string is the answer: no number conversion on the common path
+        local alpha, v = 1 - 2 ^ (-wms / half), tonumber(avg)
+        local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * v, tonumber(ARGV[a + 6])))
+        local seen = last - start + 1
+        v = v + (x - v) * math.max(alpha, 1 / seen)
+        -- the g empty periods since: plain mean while 1/seen >= alpha (floor(1/alpha) periods), then the decay
+        local g = P - last - 1
+        local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
+        avg = string.format('%.17g', v * seen / (seen + m) * (1 - alpha) ^ (g - m))
+      end
+      bavg[i], bhist[i] = avg, math.max(0, P - start) * wms
+    end
+    bstate[i] = {k = k, list = list, field = field, P = P, last = last, start = start}
+  end
+end
+-- Charged only when no refusing limit is passed: a count limit's refuse_limit, or a refusing burst rule's
+-- max(refuse_factor x baseline, refuse_floor) once the baseline is warm (baseline_warm in store_types.hpp).
 local charged, ttl = charge, {}
 if charged then
   for i = 1, n do
-    local limit = tonumber(ARGV[i * 8 + 2])
-    if limit > 0 and counts[i] + cost[i] > limit then
+    local a = i * 10 - 3
+    local limit, after = tonumber(ARGV[a + 4]), counts[i] + cost[i]
+    if limit > 0 and after > limit then
+      charged = false
+      break
+    end
+    if ARGV[a + 7] ~= '0' and bavg[i] and bhist[i] >= warm and bhist[i] >= 2000 * tonumber(ARGV[a + 2]) and
+       after > math.floor(math.max(tonumber(ARGV[a + 7]) * tonumber(bavg[i]), tonumber(ARGV[a + 8]))) then
       charged = false
       break
     end
@@ -133,7 +168,7 @@ end
 -- Signals: one HyperLogLog per quarter window, the union of the last 5 counted only when this quarter's
 -- changed or the quarter moved on (the count cached in the identity's hash as "quarter:count"). Explain
 -- (no charge) adds nothing, so its count leaves this request's value out.
-local first, ns = 6 + 8 * n, (#ARGV - 5 - 8 * n) / 5
+local first, ns = 7 + 10 * n, (#ARGV - 6 - 10 * n) / 5
 local distinct = {}
 for s = 1, ns do
   local a = first + (s - 1) * 5
@@ -170,7 +205,7 @@ for s = 1, ns do
 end
 if charged then
   for i = 1, n do
-    local a = i * 8 - 2
+    local a = i * 10 - 3
     local k = tonumber(ARGV[a])
     local f = novel and novel[i]
     if f then
@@ -199,38 +234,18 @@ if charged then
 end
 local out = {charged and 1 or 0}
 for i = 1, n do out[i + 1] = counts[i] end
--- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted; each
--- burst counter reports with its own factor, the first one of its window writes.
+-- The baselines as of now; a charge in a later period than the last stored writes it (the first counter of the window).
 if bases then
   local half, written = tonumber(ARGV[3]), {}
   for _, i in ipairs(bases) do
-    local a = i * 8 - 2
-    local k, prefix, wms = tonumber(ARGV[a]), ARGV[a + 1] .. ARGV[a + 2], tonumber(ARGV[a + 2]) * 1000
-    local list, field, P = want[k][prefix], 'b' .. prefix, math.floor(cur[i] / 12)
-    local avg, last, start = string.match(extra[k][field] or '', '^([^:]+):(%d+):(%d+)$')
-    if avg then
-      last, start = tonumber(last), tonumber(start)
-      if P > last then  -- else the stored string is the answer: no number conversion on the common path
-        local alpha, v = 1 - 2 ^ (-wms / half), tonumber(avg)
-        local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * v, tonumber(ARGV[a + 6])))
-        local seen = last - start + 1
-        v = v + (x - v) * math.max(alpha, 1 / seen)
-        -- the g empty periods since: plain mean while 1/seen >= alpha (floor(1/alpha) periods), then the decay
-        local g = P - last - 1
-        local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
-        avg = string.format('%.17g', v * seen / (seen + m) * (1 - alpha) ^ (g - m))
-      end
-      out[#out + 1] = avg
-      out[#out + 1] = math.max(0, P - start) * wms
-    else
-      out[#out + 1] = ''
-      out[#out + 1] = 0
-    end
-    if charged and (not last or P > last) and not written[list] then
-      written[list] = true
-      redis.call('HSET', KEYS[k], field, (avg or '0') .. string.format(':%d:%d', P, start or P))
+    local b = bstate[i]
+    out[#out + 1] = bavg[i] or ''
+    out[#out + 1] = bhist[i] or 0
+    if charged and (not b.last or b.P > b.last) and not written[b.list] then
+      written[b.list] = true
+      redis.call('HSET', KEYS[b.k], b.field, (bavg[i] or '0') .. string.format(':%d:%d', b.P, b.start or b.P))
       local need = 4 * half
-      if not ttl[k] or ttl[k] < need then ttl[k] = need end
+      if not ttl[b.k] or ttl[b.k] < need then ttl[b.k] = need end
     end
   end
 end
@@ -482,6 +497,16 @@ void append_command(std::string& out, std::initializer_list<std::string_view> ar
   for (auto a : argv) append_bulk(out, a);
 }
 
+namespace {
+// A burst factor: the shortest form that reads back as the same double; "0" for none.
+void append_factor(std::string& out, double f) {
+  if (!(f > 0)) return append_bulk(out, std::string_view("0"));
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, f);
+  append_bulk(out, std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)));
+}
+}  // namespace
+
 void append_check_call(std::string& out, std::string_view verb, std::string_view script_or_sha,
                        const store_request& req, std::string_view prefix) {
   // Distinct identities, of the counters then of the signals, become KEYS (a request has a handful: a
@@ -525,6 +550,7 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
   append_bulk(out, req.charge ? std::string_view("1") : std::string_view("0"));
   append_bulk(out, static_cast<std::uint64_t>(req.half_life_ms));
   append_bulk(out, static_cast<std::uint64_t>(std::max<std::int64_t>(1, req.familiar_ms)));
+  append_bulk(out, static_cast<std::uint64_t>(std::max<std::int64_t>(0, req.warmup_ms)));
   append_bulk(out, std::uint64_t{n});
   for (std::size_t i = 0; i < n; ++i) {
     const auto& c = req.counters[i];
@@ -533,14 +559,10 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
     append_bulk(out, std::uint64_t{c.window_s});
     append_bulk(out, std::uint64_t{c.cost});
     append_bulk(out, c.refuse_limit);
-    if (c.burst_factor > 0) {
-      char factor[32];  // shortest form that reads back as the same double
-      const auto r = std::to_chars(factor, factor + sizeof factor, c.burst_factor);
-      append_bulk(out, std::string_view(factor, static_cast<std::size_t>(r.ptr - factor)));
-    } else {
-      append_bulk(out, std::string_view("0"));
-    }
+    append_factor(out, c.burst_factor);
     append_bulk(out, c.burst_floor);
+    append_factor(out, c.refuse_factor);
+    append_bulk(out, c.refuse_floor);
     if (c.novel.empty()) {
       append_bulk(out, std::string_view());
     } else {

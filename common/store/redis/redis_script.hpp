@@ -19,16 +19,17 @@ namespace rg {
 // append_check_call writes the call, parse_check_reply (redis_reply.cpp) reads the reply.
 //   KEYS  the distinct identities of the counters, then of the signals, in order of first appearance, as
 //         <prefix>{<identity>}; counters and signals name theirs by index (1-based, as Lua indexes KEYS).
-//   ARGV  check_head_args: now_ms (0: Redis TIME), charge (1/0), half_life_ms, familiar_ms, number of counters;
-//         then per counter check_counter_args: key index, unit tag, window_s, cost, refuse_limit, burst_factor
-//         (decimal, 0: none), burst_floor, novelty bits ("12,345"; '' for an ordinary counter); then per signal
-//         check_signal_args: key index, tag, window_s, value, refuse_limit.
+//   ARGV  check_head_args: now_ms (0: Redis TIME), charge (1/0), half_life_ms, familiar_ms, warmup_ms, number of
+//         counters; then per counter check_counter_args: key index, unit tag, window_s, cost, refuse_limit,
+//         burst_factor (decimal, 0: none), burst_floor, refuse_factor (decimal, 0: none), refuse_floor, novelty
+//         bits ("12,345"; '' for an ordinary counter); then per signal check_signal_args: key index, tag,
+//         window_s, value, refuse_limit.
 //   reply {charged (1/0), count per counter...; per counter with burst_factor > 0, check_baseline_fields:
 //         average ('' when no baseline yet), history_ms; per novelty counter, check_novelty_fields: history_ms
 //         (-1: never charged), values new; distinct per signal...; then per key with a lock in force,
 //         check_lock_fields: key index, lock value}.
-inline constexpr std::size_t check_head_args = 5;
-inline constexpr std::size_t check_counter_args = 8;
+inline constexpr std::size_t check_head_args = 6;
+inline constexpr std::size_t check_counter_args = 10;
 inline constexpr std::size_t check_signal_args = 5;
 inline constexpr std::size_t check_baseline_fields = 2;
 inline constexpr std::size_t check_novelty_fields = 2;
