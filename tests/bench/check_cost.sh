@@ -1,8 +1,9 @@
 #!/bin/bash
 # tests/bench/check_cost.sh — Redis CPU per call of the check script (INFO commandstats usec_per_call of
 # EVALSHA, median of R alternating runs) and the Redis commands it runs per call, for the first-RCPT shape
-# without detection, with one burst counter + one client_ips signal (the same address every time), and the
-# same with a new address every time (the worst case: PFCOUNT of 5 HyperLogLogs on every call).
+# without detection, with one burst counter + one client_ips signal (the same address every time), the same
+# with a new address every time (the worst case: PFCOUNT of 5 HyperLogLogs on every call), and the sample's
+# login detection (two burst counters, new_domains and new_networks) with a familiar domain, and with a new one.
 # Usage: check_cost.sh [R runs (5)] [N calls per run (50000)] [U users (1000)]; needs redis-server,
 # redis-cli, redis-benchmark and build/tests/bench/policy_bench. Starts a private redis-server on a unix
 # socket in a temp dir and stops only that one (by PID).
@@ -19,24 +20,37 @@ rcli() { redis-cli -s "$D/r.sock" "$@"; }
 SHA=$(rcli script load "$("$BENCH" --print-lua)")
 BIG=1000000000
 # As the daemon sends a first RCPT (tests/bench/run.sh); the KEYS and ARGV layout is the one in
-# common/store/redis/redis_script.hpp (check_head_args, check_counter_args, check_signal_args).
-HEAD="EVALSHA $SHA 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test} 0 1 604800000 7"
-TAIL="1 m 86400 1 $BIG 0 0 1 r 3600 1 0 0 0 2 m 60 1 0 0 0 2 m 3600 1 0 0 0 3 r 3600 1 $BIG 0 0"
+# common/store/redis/redis_script.hpp (check_head_args, check_counter_args, check_signal_args). A counter is
+# KEY TAG WINDOW COST REFUSE BURST_FACTOR BURST_FLOOR REFUSE_FACTOR REFUSE_FLOOR NOVELTY_BITS; "-" stands for an
+# empty argument (an ordinary counter's bits).
+HEAD="EVALSHA $SHA 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test} 0 1 604800000 1209600000 0"
+C1M="1 m 60 1 $BIG 0 0 0 0 -"
+REST="1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $BIG 0 0 0 0 -"
+# The sample's detection on the login (conf/limits.conf): burst 24x:40 on the hour, 10x:100 on the day, a
+# new_domains and a new_networks counter (the bits of a familiar domain and network, or a new domain each call).
+SAMPLE="$HEAD 9 $C1M 1 m 3600 1 $BIG 24 40 0 0 - 1 m 86400 1 $BIG 10 100 0 0 - $REST"
 declare -A SHAPE=(
-  [plain]="$HEAD 1 m 60 1 $BIG 0 0 1 m 3600 1 $BIG 0 0 $TAIL"
-  [burst_signal]="$HEAD 1 m 60 1 $BIG 0 0 1 m 3600 1 $BIG 3 50 $TAIL 1 i 86400 127.0.0.1 0"
-  [burst_signal_new_value]="$HEAD 1 m 60 1 $BIG 0 0 1 m 3600 1 $BIG 3 50 $TAIL 1 i 86400 10.0.__rand_int__ 0"
+  [plain]="$HEAD 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST"
+  [burst_signal]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 127.0.0.1 0"
+  [burst_signal_new_value]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 10.0.__rand_int__ 0"
+  [sample_detection]="$SAMPLE 1 D 3600 0 0 0 0 0 0 17 1 N 3600 0 0 0 0 0 0 300"
+  [sample_new_domain]="$SAMPLE 1 D 3600 0 0 0 0 0 0 __rand_int__ 1 N 3600 0 0 0 0 0 0 300"
 )
-ORDER=(plain burst_signal burst_signal_new_value)
+ORDER=(plain burst_signal burst_signal_new_value sample_detection sample_new_domain)
+# One shape as redis-benchmark's arguments ("-" becomes an empty argument).
+shape_args() {
+  ARGS=()
+  local w
+  for w in ${SHAPE[$1]}; do if [[ $w == - ]]; then ARGS+=(""); else ARGS+=("$w"); fi; done
+}
 declare -A RUNS COMMANDS
 for _ in $(seq "$R"); do
   for name in "${ORDER[@]}"; do
     rcli flushall >/dev/null
-    # shellcheck disable=SC2086  # the shape is a word list on purpose
-    redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$U" -P 1 -q ${SHAPE[$name]} >/dev/null  # keys exist
+    shape_args "$name"
+    redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$U" -P 1 -q "${ARGS[@]}" >/dev/null  # keys exist
     rcli config resetstat >/dev/null
-    # shellcheck disable=SC2086
-    redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$U" -P 1 -q ${SHAPE[$name]} >/dev/null
+    redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$U" -P 1 -q "${ARGS[@]}" >/dev/null
     line=$(rcli info commandstats | tr -d '\r' | awk -F'[:=,]' '
       /^cmdstat_evalsha/ {calls = $3; usec = $7}
       /^cmdstat_/ && !/evalsha|config|info/ {n[substr($1, 9)] = $3; all += $3}

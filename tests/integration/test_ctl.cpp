@@ -257,6 +257,57 @@ TEST_CASE("a held message is journaled when the next message begins or the conne
   CHECK(d.log().find(": lock: ") == std::string::npos);  // lock_time = 0: no locks
 }
 
+TEST_CASE("novelty limits through the daemon - status, explain and reset - on both stores", "[ctl][novelty]") {
+  redis_server redis;
+  for (const std::string store : {"memory", "redis"}) {
+    DYNAMIC_SECTION("store " << store) {
+      // baseline_warmup 0: the limits apply from the second message (the key's familiarity filters exist).
+      daemon_process d("sasl_username * new_domains:2/1h new_networks:5/1h hold\n",
+                       (store == "redis" ? redis.daemon_settings() : std::string()) + "baseline_warmup = 0\n");
+      policy_client c(d.socket_path());
+      const auto to = [](const std::string& instance, const std::string& domain) {
+        std::string r = rcpt_request("una", instance, "", "192.0.2.1");
+        const std::string from = "recipient=rcpt@example.net";
+        return r.replace(r.find(from), from.size(), "recipient=x@" + domain);
+      };
+      CHECK(c.ask(to("i1", "a.example")) == "DUNNO");
+      CHECK(c.ask(to("i2", "b.example")) == "DUNNO");
+      CHECK(c.ask(to("i3", "A.EXAMPLE")) == "DUNNO");  // familiar: free
+      const std::string held = c.ask(to("i4", "c.example"));
+      CHECK(held.rfind("HOLD ", 0) == 0);
+      CHECK(count_lines_with(d.log(), "reason=\"" + d.dir() + "/limits.conf:1 3 new recipient domains in 1h, limit 2\"") == 1);
+
+      const json::object st = ctl_json(d, {"status", "sasl_username:una"});
+      CHECK(count_of(st, "new_domains", "1h") == 3);
+      CHECK(count_of(st, "new_networks", "1h") == 1);
+
+      // explain: a familiar domain adds nothing, a new one would add one.
+      for (const auto& [domain, cost] : {std::pair{"b.example", 0}, {"d.example", 1}}) {
+        std::string out;
+        REQUIRE(d.ctl({"--json", "explain", "sasl_username=una", "client_address=192.0.2.9",
+                       std::string("recipient=x@") + domain}, &out) == 0);
+        const json::object ex = json::parse(out).as_object();
+        const auto& l = ex.at("keys").as_array()[0].as_object().at("rules").as_array()[0].as_object().at("limits").as_array();
+        REQUIRE(l.size() == 2);
+        CHECK(l[0].as_object().at("measure").as_string() == "new_domains");
+        CHECK(l[0].as_object().at("count").to_number<int>() == 3);
+        CHECK(l[0].as_object().at("cost").to_number<int>() == cost);
+        CHECK(l[1].as_object().at("measure").as_string() == "new_networks");
+        CHECK(l[1].as_object().at("cost").to_number<int>() == 0);  // 192.0.2.9 is in the familiar 192.0.0.0/16
+      }
+
+      // reset forgets the familiar values too: a.example is new again.
+      ctl_json(d, {"reset", "sasl_username:una"});
+      CHECK_FALSE(ctl_json(d, {"status", "sasl_username:una"}, 1).at("found").as_bool());
+      std::string out;
+      REQUIRE(d.ctl({"--json", "explain", "sasl_username=una", "recipient=x@a.example"}, &out) == 0);
+      const json::object ex = json::parse(out).as_object();
+      const auto& l = ex.at("keys").as_array()[0].as_object().at("rules").as_array()[0].as_object().at("limits").as_array();
+      CHECK(l[0].as_object().at("cost").to_number<int>() == 1);
+    }
+  }
+}
+
 TEST_CASE("detection limits through the daemon - status shows baselines and signals - on both stores", "[ctl]") {
   redis_server redis;
   for (const std::string store : {"memory", "redis"}) {
