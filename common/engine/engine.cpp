@@ -96,8 +96,10 @@ std::string generated_text(const limit_hit& h) {
 
 }  // namespace
 
-std::uint16_t familiar_bit(std::string_view value) {
-  return static_cast<std::uint16_t>(fnv1a64(value) % familiar_bits);
+std::uint16_t familiar_bit(char kind, std::string_view value) {
+  std::string v(1, kind);
+  v += value;
+  return static_cast<std::uint16_t>(fnv1a64(v) % familiar_bits);
 }
 
 std::string to_lower(std::string_view s) {
@@ -316,7 +318,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
     if (bits) return *bits;
     bits.emplace();
     const auto add_bit = [&](std::string_view v) {
-      if (!v.empty()) bits->push_back(familiar_bit(v));
+      if (!v.empty()) bits->push_back(familiar_bit(tag, v));
     };
     if (tag == 'N') {
       if (const auto ip = parse_ip(r.get(attr::client_address))) {
@@ -469,7 +471,7 @@ message_tracker::evaluation message_tracker::evaluate(const policy_snapshot& sna
       const novelty_value& nv = res.novelty[c.counter];
       e.added = nv.added;
       e.count = res.counts[c.counter] + nv.added;
-      e.applies = nv.present && nv.history_ms >= snap.settings.baseline_warmup.count();
+      e.applies = novelty_warm(nv, snap.settings.baseline_warmup.count());
       break;
     }
   }

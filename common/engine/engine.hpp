@@ -168,8 +168,9 @@ struct key_match {
 // Every key kind the rules have and the request carries a value for (rateguardctl explain; prepare).
 std::vector<key_match> match_request(const policy_snapshot& snap, const policy_request& r);
 
-// A value's bit in a familiarity filter (store_types.hpp): the same on every node, so nodes sharing Redis agree.
-std::uint16_t familiar_bit(std::string_view value);
+// A value's bit in a familiarity filter (store_types.hpp), hashed with its kind ('N' network, 'D' domain): the same on
+// every node, so nodes sharing Redis agree.
+std::uint16_t familiar_bit(char kind, std::string_view value);
 
 // The reply text for an action (defer: "450 4.7.1 ...", hold: "HOLD ...", ...).
 std::string reply_for(const limit_hit& h, const std::string& custom_text);

@@ -37,19 +37,19 @@ struct counter_spec {
   double refuse_factor = 0;
   std::uint64_t refuse_floor = 0;
   // Novelty (new_networks, new_domains): not empty makes this a counter of values new to the identity. Each entry
-  // is a value's bit in the identity's familiarity filter for unit_tag (familiar_bits below; distinct, sorted);
-  // the store sets `cost` itself: how many of them are new, and charging marks them all familiar.
+  // is a value's bit in the identity's familiarity filter (familiar_bits below; distinct, sorted); the store sets
+  // `cost` itself: how many of them are new, and charging marks them all familiar.
   std::vector<std::uint16_t> novel;
 };
 
-// Familiarity (novelty counters, unit tags 'N' client networks and 'D' recipient domains): per identity and tag a
-// filter of familiar_bits bits in two epochs of familiar_ms (store_request): the current and the one before. A value
-// is familiar when its bit is set in either: so a value used once stays familiar at least familiar_ms, at most twice
-// that. One bit per value (the engine hashes it), so a heavy key's filter also takes some new values for familiar
-// (about n / 512 of them with n values in the two epochs): novelty is undercounted, never overcounted.
-// The filter's history (now - the first charge of the filter) is reported, so rules can wait for baseline_warmup.
-// Redis: a string per epoch, <prefix>{<identity>}:f<tag>:<epoch> (GETBIT/SETBIT), and the hash field f<tag> =
-// "first_ms:last epoch written"; memory: beside the windows.
+// Familiarity (novelty counters, unit tags 'N' client networks and 'D' recipient domains): per identity one filter
+// of familiar_bits bits, for networks and domains alike (the engine hashes each with its kind), in two epochs of
+// familiar_ms (store_request): the current and the one before. A value is familiar when its bit is set in either:
+// so a value used once stays familiar at least familiar_ms, at most twice that. One bit per value, so a key's
+// filter also takes some new values for familiar (about n / 512 of them with n values in the two epochs): novelty
+// is undercounted, never overcounted. The filter's history (now - its first charge) is reported, so rules can wait
+// for baseline_warmup. Redis: a 64-byte string per epoch, <prefix>{<identity>}:f:<epoch> (GETBIT/SETBIT), and the
+// hash field f = "first_ms:last epoch written"; memory: beside the windows (144 bytes).
 inline constexpr std::uint32_t familiar_bits = 512;
 struct novelty_value {
   bool present = false;         // the filter has been charged before (then history_ms counts)
@@ -57,6 +57,8 @@ struct novelty_value {
   std::uint32_t added = 0;      // the request's values that are new (the counter's cost)
   bool operator==(const novelty_value&) const = default;
 };
+// Whether novelty rules judge a key: the filter has baseline_warmup of history (before, everything is new to it).
+inline bool novelty_warm(const novelty_value& v, std::int64_t warmup_ms) { return v.present && v.history_ms >= warmup_ms; }
 
 // The baseline of one counter: an exponentially weighted moving average of the counter's count per period,
 // a period being one window length (12 buckets: window_s * 1000 / 12 * 12 ms). Period index P = floor(bucket / 12),

@@ -304,3 +304,15 @@ TEST_CASE("a burst rule waits for two whole windows - a first day begun in its e
   REQUIRE(v);
   CHECK(v->hit->threshold == 275);
 }
+
+TEST_CASE("a novelty limit that does not apply yet refuses nothing - the key's static limits still count",
+          "[detection][novelty]") {
+  detector d("client_address 127.0.0.1 25/1h defer\nclient_address 127.0.0.1 new_domains:20/1h defer\n");
+  // A new key (24 h of warm-up to go): 25 messages to 25 new domains pass, the 26th meets the static limit.
+  for (int i = 1; i <= 25; ++i)
+    REQUIRE(d.ask(d.rcpt("", "127.0.0.1", "x@d" + std::to_string(i) + ".example")).act == action::none);
+  const verdict v = d.ask(d.rcpt("", "127.0.0.1", "x@d26.example"));
+  CHECK(v.act == action::defer);
+  REQUIRE(v.hit);
+  CHECK(v.hit->limit.how == measure::count);
+}

@@ -378,13 +378,6 @@ memory_store::baseline_rec* memory_store::find_baseline(node& n, std::uint32_t w
   return nullptr;
 }
 
-memory_store::familiar_rec* memory_store::find_familiar(node& n, char tag) const {
-  familiar_rec* f = familiars_of(n);
-  for (std::size_t i = 0; i < n.familiars; ++i)
-    if (f[i].tag == tag) return &f[i];
-  return nullptr;
-}
-
 namespace {
 std::int64_t epoch_of(std::int64_t now, std::int64_t familiar_ms) { return now / std::max<std::int64_t>(1, familiar_ms); }
 bool bit_set(const std::uint64_t* bits, std::uint16_t b) { return (bits[b / 64] >> (b % 64)) & 1; }
@@ -410,14 +403,13 @@ novelty_value memory_store::novelty_of(const familiar_rec* f, const counter_spec
 void memory_store::learn(std::uint32_t n, const counter_spec& c, std::int64_t now, std::int64_t familiar_ms) {
   node& x = nodes_[n];
   const std::int64_t e = epoch_of(now, familiar_ms);
-  familiar_rec* f = find_familiar(x, c.unit_tag);
+  familiar_rec* f = find_familiar(x);
   if (f == nullptr) {
     const layout l = layout_of(x);
     splice(x, l.signals, 0, sizeof(familiar_rec));
     f = &familiars_of(x)[x.familiars++];
     f->epoch = e;
     f->first_ms = now;
-    f->tag = c.unit_tag;
   } else if (e > f->epoch) {
     // A new epoch: the current one becomes the one before, or both are forgotten after a whole epoch unused.
     if (e == f->epoch + 1) std::memcpy(f->bits[1], f->bits[0], sizeof f->bits[0]);
@@ -642,7 +634,7 @@ store_result memory_store::check(const store_request& req) {
     if (live(n, now)) {
       node& x = nodes_[n];
       if (!c.novel.empty()) {
-        res.novelty[i] = novelty_of(find_familiar(x, c.unit_tag), c, now, req.familiar_ms);
+        res.novelty[i] = novelty_of(find_familiar(x), c, now, req.familiar_ms);
         cost = res.novelty[i].added;
       }
       if (const std::uint32_t wi = find_window(x, c.unit_tag, c.window_s); wi != none) {
@@ -659,7 +651,10 @@ store_result memory_store::check(const store_request& req) {
       cost = res.novelty[i].added;
     }
     res.counts.push_back(cnt);
-    if (c.refuse_limit > 0 && cnt + cost > c.refuse_limit) allowed = false;
+    // A novelty limit refuses only once it applies (novelty_warm): before, the engine lets the request through.
+    if (c.refuse_limit > 0 && cnt + cost > c.refuse_limit &&
+        (c.novel.empty() || novelty_warm(res.novelty[i], req.warmup_ms)))
+      allowed = false;
     if (c.refuse_factor > 0 && !res.baselines.empty() && baseline_warm(res.baselines[i], c.window_s, req.warmup_ms)) {
       const double trip = std::max(c.refuse_factor * res.baselines[i].average, static_cast<double>(c.refuse_floor));
       if (trip < 1e18 && static_cast<double>(cnt + cost) > std::floor(trip)) allowed = false;

@@ -65,13 +65,10 @@ class memory_store final : public store {
     std::int64_t last_period, first_period;
     std::uint32_t window_no, unused;
   };
-  // The familiarity filter of novelty counters with unit tag `tag` (store_types.hpp): bits[0] is epoch `epoch`,
-  // bits[1] the one before.
+  // The identity's familiarity filter (store_types.hpp; at most one): bits[0] is epoch `epoch`, bits[1] the one before.
   struct familiar_rec {
     std::int64_t epoch, first_ms;
     std::uint64_t bits[2][familiar_bits / 64];
-    char tag;
-    char unused[7];
   };
   // A distinct-value signal: `values` entries in the blob's value section, sorted, each a keyed 61-bit hash
   // of the value with (bucket & 7) in the low 3 bits, the bucket being the latest quarter-window the value was
@@ -144,7 +141,7 @@ class memory_store final : public store {
   std::uint32_t find_window(node& n, char tag, std::uint32_t window_s) const;
   std::uint32_t add_window(std::uint32_t n, char tag, std::uint32_t window_s, std::int64_t head);
   baseline_rec* find_baseline(node& n, std::uint32_t window_no) const;
-  familiar_rec* find_familiar(node& n, char tag) const;
+  familiar_rec* find_familiar(node& n) const { return n.familiars ? familiars_of(n) : nullptr; }
   // How many of `c.novel` are new to the filter as of `now` (nullptr: no filter yet), and its history.
   static novelty_value novelty_of(const familiar_rec* f, const counter_spec& c, std::int64_t now, std::int64_t familiar_ms);
   // Marks `c.novel` familiar in the current epoch (the filter made when missing).

@@ -94,17 +94,17 @@ for k = 1, #KEYS do
   end
 end
 -- Novelty counters (ARGV[a + 9]: the values' bits, "12,345"): their cost is how many bits are set in neither the
--- current epoch's filter nor the one before (f<tag> = "first_ms:last epoch written" says which exist).
+-- current epoch's filter of the key nor the one before (its field f = "first_ms:last epoch written" says which exist).
 local cost, novel, epoch = {}, nil, math.floor(now / fam)
 for i = 1, n do
   local a = i * 10 - 3
   cost[i] = tonumber(ARGV[a + 3])
   if ARGV[a + 9] ~= '' then
-    local k, tag = tonumber(ARGV[a]), ARGV[a + 1]
-    local first, last = string.match(extra[k]['f' .. tag] or '', '^(%d+):(%d+)$')
+    local k = tonumber(ARGV[a])
+    local first, last = string.match(extra[k].f or '', '^(%d+):(%d+)$')
     last = tonumber(last)
     local e = math.max(epoch, last or epoch)
-    local base = KEYS[k] .. ':f' .. tag .. ':'
+    local base = KEYS[k] .. ':f:'
     local added, unset = 0, {}
     for b in string.gmatch(ARGV[a + 9], '%d+') do
       local known = 0
@@ -117,7 +117,7 @@ for i = 1, n do
     end
     cost[i] = added
     novel = novel or {}
-    novel[i] = {k = k, tag = tag, first = first, last = last, e = e, key = base .. e, unset = unset}
+    novel[i] = {k = k, first = first, last = last, e = e, key = base .. e, unset = unset}
   end
 end
 -- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted; each
@@ -154,7 +154,9 @@ if charged then
   for i = 1, n do
     local a = i * 10 - 3
     local limit, after = tonumber(ARGV[a + 4]), counts[i] + cost[i]
-    if limit > 0 and after > limit then
+    -- a novelty limit refuses only once it applies (novelty_warm in store_types.hpp)
+    local f = novel and novel[i]
+    if limit > 0 and after > limit and (not f or (f.first and math.max(0, now - tonumber(f.first)) >= warm)) then
       charged = false
       break
     end
@@ -209,16 +211,15 @@ if charged then
     local k = tonumber(ARGV[a])
     local f = novel and novel[i]
     if f then
-      -- the values become familiar in the current epoch (once per filter; its key lives through the next epoch)
-      if #f.unset > 0 and not f.done then
+      -- the values become familiar in the current epoch (the filter's key lives through the next epoch); a bit
+      -- another counter of the request set already is set again at no harm
+      if #f.unset > 0 then
         for _, b in ipairs(f.unset) do redis.call('SETBIT', f.key, b, 1) end
         redis.call('PEXPIRE', f.key, 2 * fam)
       end
-      if f.last ~= f.e and not f.done then
-        redis.call('HSET', KEYS[k], 'f' .. f.tag, (f.first or string.format('%d', now)) .. ':' .. string.format('%d', f.e))
-      end
-      for _, g in pairs(novel) do
-        if g.key == f.key then g.done = true end
+      if f.last ~= f.e and not novel[f.key] then
+        novel[f.key] = true
+        redis.call('HSET', KEYS[k], 'f', (f.first or string.format('%d', now)) .. ':' .. string.format('%d', f.e))
       end
       if not ttl[k] or ttl[k] < 2 * fam then ttl[k] = 2 * fam end
     end
