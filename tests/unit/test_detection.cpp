@@ -58,6 +58,16 @@ struct detector {
   }
 };
 
+// A hold tripped by a limit of measure `m` at `count`, locking its key for a day with `reason`.
+void check_held(const verdict& v, measure m, std::uint64_t count, const std::string& reason) {
+  CHECK(v.act == action::hold);
+  REQUIRE(v.hit);
+  CHECK(v.hit->limit.how == m);
+  CHECK(v.hit->count == count);
+  CHECK(v.set_lock_ms == 24 * hour);
+  CHECK(lock_reason(*v.hit) == reason);
+}
+
 }  // namespace
 
 TEST_CASE("a burst rule waits for the warm-up and then trips at K times the key's own baseline", "[detection]") {
@@ -111,13 +121,8 @@ TEST_CASE("client_ips trips past N distinct addresses of one login and locks it"
   detector d("sasl_username * client_ips:3/1h hold\n");
   for (int i = 1; i <= 3; ++i)
     for (int k = 0; k < 3; ++k) CHECK(d.ask(d.rcpt("dave", "192.0.2." + std::to_string(i), "r@d.example")).act == action::none);
-  verdict v = d.ask(d.rcpt("dave", "198.51.100.7", "r@d.example"));
-  CHECK(v.act == action::hold);
-  REQUIRE(v.hit);
-  CHECK(v.hit->limit.how == measure::client_ips);
-  CHECK(v.hit->count == 4);
-  CHECK(v.set_lock_ms == 24 * hour);
-  CHECK(lock_reason(*v.hit) == "limits.conf:1 4 client addresses in 1h, limit 3");
+  check_held(d.ask(d.rcpt("dave", "198.51.100.7", "r@d.example")), measure::client_ips, 4,
+             "limits.conf:1 4 client addresses in 1h, limit 3");
   // IPv6 clients are counted per network (ipv6_prefix 64): two addresses of one /64 are one.
   detector e("sasl_username * client_ips:1/1h hold\n");
   CHECK(e.ask(e.rcpt("erin", "2001:db8:1:2::1", "r@d.example")).act == action::none);
@@ -167,13 +172,8 @@ TEST_CASE("new_domains counts recipient domains new to the key - familiar ones a
   // Three new domains pass (each counted once, repeats free); the fourth in the hour holds and locks.
   for (const char* dom : {"a.test", "b.test", "a.test", "c.test", "B.TEST"})
     CHECK(d.ask(d.rcpt("gina", "192.0.2.1", std::string("z@") + dom)).act == action::none);
-  verdict v = d.ask(d.rcpt("gina", "192.0.2.1", "z@d.test"));
-  CHECK(v.act == action::hold);
-  REQUIRE(v.hit);
-  CHECK(v.hit->limit.how == measure::new_domains);
-  CHECK(v.hit->count == 4);
-  CHECK(v.set_lock_ms == 24 * hour);
-  CHECK(lock_reason(*v.hit) == "limits.conf:1 4 new recipient domains in 1h, limit 3");
+  const verdict v = d.ask(d.rcpt("gina", "192.0.2.1", "z@d.test"));
+  check_held(v, measure::new_domains, 4, "limits.conf:1 4 new recipient domains in 1h, limit 3");
   CHECK(format_decision(v, d.rcpt("gina", "192.0.2.1", "z@d.test"), log_format::text).find("unit=new_domains") !=
         std::string::npos);
 }
