@@ -84,10 +84,12 @@ struct baseline_value {
   std::int64_t history_ms = 0;  // (P - first) x window length: how long the baseline has been learning
   bool operator==(const baseline_value&) const = default;
 };
-// Whether burst rules judge a counter by its baseline: baseline_warmup of history, and two periods at least, for
-// the first period may have begun before the key's first message (a 1d baseline learned from a quarter of a day).
+// Whether burst rules judge a counter by its baseline: baseline_warmup of history, and three periods at least: the
+// first may have begun before the key's first message (a 1d baseline learned from a quarter of a day), and what
+// the second can teach is capped at K x the first's (so a heavy login seen first late at night has a baseline
+// far under its volume until the third).
 inline bool baseline_warm(const baseline_value& b, std::uint32_t window_s, std::int64_t warmup_ms) {
-  return b.present && b.history_ms >= warmup_ms && b.history_ms >= 2000 * static_cast<std::int64_t>(window_s);
+  return b.present && b.history_ms >= warmup_ms && b.history_ms >= 3000 * static_cast<std::int64_t>(window_s);
 }
 
 // A distinct-value signal: how many distinct values (client addresses, recipient domains) an identity showed in

@@ -35,7 +35,7 @@ inline bool refuses(action a) { return a == action::defer || a == action::reject
 enum class measure : std::uint8_t {
   count,         // N/W: the messages (recipients) in any interval of W, at most N
   burst,         // burst:Kx:F/W: the count in W, at most max(K x the key's baseline per W, F), once it has
-                 // learned for baseline_warmup and two windows (before that, only the key's other limits apply)
+                 // learned for baseline_warmup and three windows (before that, only the key's other limits apply)
   client_ips,    // client_ips:N/W: distinct client addresses (IPv6 by ipv6_prefix) of the key in W, at most N
   rcpt_domains,  // rcpt_domains:N/W: distinct recipient domains of the key in W, at most N
   // Novelty: values the key had not used within familiar_time (engine_settings), each counted once, when first

@@ -312,7 +312,7 @@ TEST_CASE("detection limits through the daemon - status shows baselines and sign
   redis_server redis;
   for (const std::string store : {"memory", "redis"}) {
     DYNAMIC_SECTION("store " << store) {
-      // baseline_warmup 0: the burst limit has a baseline from the second message (average 0), learning for two windows.
+      // baseline_warmup 0: the burst limit has a baseline from the second message (average 0), learning for three windows.
       daemon_process d("sasl_username * burst:5x:10/1h client_ips:2/1h rcpt_domains:50/1h hold\n",
                        (store == "redis" ? redis.daemon_settings() : std::string()) +
                            "baseline_warmup = 0\n");
@@ -334,7 +334,7 @@ TEST_CASE("detection limits through the daemon - status shows baselines and sign
         if (o.at("unit").as_string() != "messages") continue;
         REQUIRE(o.at("baseline").is_object());
         CHECK(o.at("baseline").as_object().at("average").to_number<double>() == 0.0);
-        CHECK(o.at("baseline").as_object().at("learning").as_bool());  // it applies after two whole windows
+        CHECK(o.at("baseline").as_object().at("learning").as_bool());  // it applies after three windows
         baseline_seen = true;
       }
       CHECK(baseline_seen);

@@ -160,7 +160,7 @@ if charged then
       charged = false
       break
     end
-    if ARGV[a + 7] ~= '0' and bavg[i] and bhist[i] >= warm and bhist[i] >= 2000 * tonumber(ARGV[a + 2]) and
+    if ARGV[a + 7] ~= '0' and bavg[i] and bhist[i] >= warm and bhist[i] >= 3000 * tonumber(ARGV[a + 2]) and
        after > math.floor(math.max(tonumber(ARGV[a + 7]) * tonumber(bavg[i]), tonumber(ARGV[a + 8]))) then
       charged = false
       break
