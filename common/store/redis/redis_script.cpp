@@ -106,7 +106,8 @@ for i = 1, n do
     local e = math.max(epoch, last or epoch)
     local base = KEYS[k] .. ':f:'
     local added, unset = 0, {}
-    for b in string.gmatch(ARGV[a + 9], '%d+') do
+    for bit in string.gmatch(ARGV[a + 9], '%d+') do
+      local b = tonumber(bit)
       local known = 0
       if last == e then known = redis.call('GETBIT', base .. e, b) end
       if known == 0 then
