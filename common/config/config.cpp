@@ -133,6 +133,12 @@ std::string check_listen(const std::string& v) {
   return "bad listen address \"" + v + "\": " + why + " (use inet:HOST:PORT, inet:[::1]:PORT or unix:/path)";
 }
 
+std::string check_sentinel(const std::string& v) {
+  std::string why;
+  if (parse_sentinel(v, &why)) return {};
+  return "bad sentinel address \"" + v + "\": " + why;
+}
+
 const std::vector<option_def>& options() {
   static const std::vector<option_def> table = {
       {"listen", "endpoint, repeatable", "inet:HOST:PORT | inet:[V6]:PORT | unix:/path", restart,
@@ -258,6 +264,51 @@ const std::vector<option_def>& options() {
       number_opt<std::size_t>("redis_max_pending", &daemon_config::redis_max_pending, 1, 1000000, restart,
                               "Requests in flight to Redis; beyond, on_store_error answers at once"),
       text_opt("redis_prefix", &daemon_config::redis_prefix, restart, "Prefix of every Redis key"),
+      {"sentinels", "address list", "HOST:PORT, comma or space separated (port 26379 when none)", restart,
+       "Redis Sentinels to ask for the master (replaces redis; needs sentinel_master); asked in turn at every "
+       "reconnect",
+       [](daemon_config& c, const std::string& v) -> std::string {
+         std::vector<std::string> list;
+         std::string item;
+         for (std::size_t i = 0; i <= v.size(); ++i) {
+           if (i == v.size() || v[i] == ',' || v[i] == ' ' || v[i] == '\t') {
+             if (!item.empty()) list.push_back(std::move(item));
+             item.clear();
+           } else {
+             item += v[i];
+           }
+         }
+         for (const auto& e : list)
+           if (auto why = check_sentinel(e); !why.empty()) return why;
+         c.sentinels = std::move(list);
+         return {};
+       },
+       [](const daemon_config& c) {
+         std::string s;
+         for (auto& a : c.sentinels) s += (s.empty() ? "" : ", ") + a;
+         return s;
+       }},
+      text_opt("sentinel_master", &daemon_config::sentinel_master, restart,
+               "The master's name in the sentinels' configuration (sentinel monitor NAME ...)", "name"),
+      text_opt("sentinel_username", &daemon_config::sentinel_username, restart,
+               "ACL user for AUTH to the sentinels (empty: the default user); needs sentinel_password_file", "name"),
+      text_opt("sentinel_password_file", &daemon_config::sentinel_password_file, restart,
+               "File whose first line is the sentinels' password (their requirepass); read as root at start-up; "
+               "never logged",
+               "path"),
+      enum_opt("redis_tls", &daemon_config::redis_tls, yes_no, restart,
+               "yes: TLS to Redis and to the sentinels, the server's certificate and name always verified"),
+      text_opt("redis_tls_ca_file", &daemon_config::redis_tls_ca_file, restart,
+               "PEM file of the CA certificates that sign the Redis servers' (and sentinels') certificates", "path"),
+      text_opt("redis_tls_cert_file", &daemon_config::redis_tls_cert_file, restart,
+               "Client certificate (PEM) for servers with tls-auth-clients; needs redis_tls_key_file", "path"),
+      text_opt("redis_tls_key_file", &daemon_config::redis_tls_key_file, restart,
+               "The client certificate's private key (PEM); read as root at start-up, so it may be root-only",
+               "path"),
+      text_opt("redis_tls_server_name", &daemon_config::redis_tls_server_name, restart,
+               "The name every server's certificate must carry (empty: the host as written in redis, or as the "
+               "sentinels name the master)",
+               "name"),
       enum_opt("on_store_error", &daemon_config::on_store_error, store_error_names, reload,
                "When the store cannot answer: dunno (fail open) or defer (451 4.3.0, fail closed)"),
       number_opt<std::size_t>("memory_max_keys", &daemon_config::memory_max_keys, 1000, 100000000, restart,
@@ -355,9 +406,18 @@ config_result load_config(const std::string& path) {
   if (!c.group.empty() && c.user.empty()) r.errors.push_back({path + ": group is set but user is not"});
   if (!c.redis_username.empty() && c.redis_password_file.empty())
     r.errors.push_back({path + ": redis_username is set but redis_password_file is not"});
+  if (!c.sentinel_username.empty() && c.sentinel_password_file.empty())
+    r.errors.push_back({path + ": sentinel_username is set but sentinel_password_file is not"});
+  if (!c.sentinels.empty() && c.sentinel_master.empty())
+    r.errors.push_back({path + ": sentinels is set but sentinel_master is not"});
+  if (c.redis_tls && c.redis_tls_ca_file.empty())
+    r.errors.push_back({path + ": redis_tls = yes needs redis_tls_ca_file"});
+  if (c.redis_tls_cert_file.empty() != c.redis_tls_key_file.empty())
+    r.errors.push_back({path + ": redis_tls_cert_file and redis_tls_key_file go together"});
   // Relative file names are relative to the configuration file, like Postfix's $config_directory.
   const auto dir = std::filesystem::path(path).parent_path();
-  for (std::string* file : {&c.limits, &c.redis_password_file})
+  for (std::string* file : {&c.limits, &c.redis_password_file, &c.sentinel_password_file, &c.redis_tls_ca_file,
+                            &c.redis_tls_cert_file, &c.redis_tls_key_file})
     if (!file->empty() && std::filesystem::path(*file).is_relative())
       *file = (dir / *file).lexically_normal().string();
   if (r.errors.empty()) r.config = std::move(c);

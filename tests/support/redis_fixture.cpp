@@ -128,8 +128,17 @@ void redis_server::start() {
 }
 
 void redis_server::spawn() {
-  std::vector<std::string> args = {
-      "redis-server",
+  std::vector<std::string> args = {opts_.program};
+  if (!opts_.config_text.empty()) {
+    const std::string conf = dir_ + "/redis.conf";
+    if (!std::filesystem::exists(conf)) {  // a restarted sentinel keeps what it learned
+      std::ofstream out(conf);
+      out << opts_.config_text;
+      if (!out.flush()) throw std::runtime_error("cannot write " + conf);
+    }
+    args.push_back(conf);
+  }
+  args.insert(args.end(), {
       "--port", std::to_string(tcp_port_),
       "--bind", "127.0.0.1",
       "--unixsocket", socket_path_,
@@ -139,7 +148,7 @@ void redis_server::spawn() {
       "--dir", dir_,
       "--daemonize", "no",
       "--logfile", "",
-  };
+  });
   if (opts_.persistence) args.insert(args.end(), {"--appendfsync", "always"});
   if (!opts_.password.empty()) args.insert(args.end(), {"--requirepass", opts_.password});
   args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());
@@ -282,6 +291,14 @@ std::vector<std::string> redis_server::command_list(const std::vector<std::strin
   std::vector<std::string> out;
   for (std::size_t i = 0; i < r->elements; ++i) out.push_back(print(*r->element[i]));
   return out;
+}
+
+std::uint64_t redis_count(redis_server& r, const std::string& user) {
+  const auto flat = r.command_list({"HGETALL", "rg:{u:" + user + "}"});
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i + 1 < flat.size(); i += 2)
+    if (flat[i].starts_with("m3600:")) sum += std::stoull(flat[i + 1]);
+  return sum;
 }
 
 }  // namespace rg::test

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,9 @@ struct redis_server_options {
   bool persistence = false;  // AOF on (appendfsync always), so data survives stop()/start()
   std::string password;      // --requirepass; the fixture's own client authenticates with it
   std::vector<std::string> extra_args;  // more redis-server flags
+  // "redis-sentinel" runs a sentinel (needs tcp, and config_text with its "sentinel monitor" line).
+  std::string program = "redis-server";
+  std::string config_text;  // written to <dir>/redis.conf, given first (a sentinel rewrites its file)
 };
 
 class redis_server {
@@ -57,5 +61,9 @@ class redis_server {
   pid_t pid_ = 0;
   bool paused_ = false;
 };
+
+// The message count of sasl_username `user` in its 1h window, read from `r` (all of its m3600 buckets, with the
+// default key prefix).
+std::uint64_t redis_count(redis_server& r, const std::string& user);
 
 }  // namespace rg::test

@@ -91,6 +91,8 @@ redis_error to_redis_error(std::string_view context, const redisReader* reader, 
       code = redis_errc::noscript;
     } else if (msg.starts_with("NOAUTH") || msg.starts_with("WRONGPASS") || msg.starts_with("NOPERM")) {
       code = redis_errc::auth;
+    } else if (msg.starts_with("READONLY") || msg.starts_with("NOREPLICAS")) {
+      code = redis_errc::not_master;
     }
     return {code, fmt::format("{}: {}", context, escape_log_value(msg, 200))};
   }
