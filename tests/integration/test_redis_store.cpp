@@ -256,8 +256,7 @@ TEST_CASE("Redis unresponsive past the stall limit: connection dropped and back 
   log_capture logs;
   redis_server server;
   asio::io_context io;
-  rg::redis_options o;
-  o.address = server.socket_path();
+  rg::redis_options o = for_server(server);
   o.timeout = 100ms;  // stall limit max(1 s, 5 x timeout) = 1 s
   rg::redis_store store(io.get_executor(), o);
   store.start();
@@ -320,7 +319,7 @@ TEST_CASE("Redis stopped and restarted: fail fast and reconnect on its own withi
   CHECK(after.counts == std::vector<std::uint64_t>{0});  // no persistence: counting starts afresh
   CHECK(logs.count("warning:") == 1);
   CHECK(logs.count("connection lost: closed by server") == 1);
-  CHECK(logs.count("info: redis " + e.server.socket_path() + ": connection restored") == 1);
+  CHECK(logs.count("info: redis " + e.server.address() + ": connection restored") == 1);
 }
 
 TEST_CASE("NOSCRIPT: after SCRIPT FLUSH the next request is resent with EVAL and succeeds", "[redis]") {
@@ -414,7 +413,7 @@ TEST_CASE("TCP address with AUTH and SELECT and a wrong password reported once a
     log_capture logs;
     redis_server server(so);
     asio::io_context io;
-    rg::redis_options o;
+    rg::redis_options o = for_server(server);
     o.address = "127.0.0.1:" + std::to_string(server.tcp_port());
     o.password = "wrong-pw";
     rg::redis_store store(io.get_executor(), o);
@@ -430,8 +429,7 @@ TEST_CASE("TCP address with AUTH and SELECT and a wrong password reported once a
 TEST_CASE("fail fast when not started or overloaded or stopped: every request completes exactly once", "[redis]") {
   redis_server server;
   asio::io_context io;
-  rg::redis_options o;
-  o.address = server.socket_path();
+  rg::redis_options o = for_server(server);
   o.max_pending = 4;
   o.timeout = 200ms;
   std::vector<std::string> errors;

@@ -2,6 +2,7 @@
 // blocking hiredis client for assertions. Blocking is fine here (tests only); the store never uses this.
 // Only the pid this fixture forked is ever signalled.
 #include "redis_fixture.hpp"
+#include "daemon_fixture.hpp"
 
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -94,10 +96,49 @@ std::string read_log(const std::string& dir) {
 
 }  // namespace
 
+tls_files make_tls_files(const std::string& dir) {
+  tls_files f{dir};
+  if (std::filesystem::exists(f.other_ca())) return f;  // made last
+  std::filesystem::create_directories(dir);
+  // EC keys: quick to make. The server's certificate names localhost and 127.0.0.1 (the test's "server name").
+  const std::string script = R"(set -e
+cd "$1"
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+key ca.key; key other-ca.key; key server.key; key client.key
+openssl req -x509 -new -key ca.key -out ca.pem -days 3650 -subj "/CN=rateguard test CA"
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1
+' > server.ext
+openssl req -new -key server.key -out server.csr -subj "/CN=localhost"
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 3650 -extfile server.ext 2>/dev/null
+openssl req -new -key client.key -out client.csr -subj "/CN=rateguard test client"
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 3650 2>/dev/null
+openssl req -x509 -new -key other-ca.key -out other-ca.tmp -days 3650 -subj "/CN=another CA"
+mv other-ca.tmp other-ca.pem
+)";
+  std::string out;
+  if (run_command({"sh", "-c", script, "sh", dir}, &out) != 0) throw std::runtime_error("openssl: " + out);
+  return f;
+}
+
+const tls_files* tls_from_environment() {
+  static const std::optional<tls_files> files = []() -> std::optional<tls_files> {
+    const char* dir = std::getenv("RG_REDIS_TLS");
+    if (dir == nullptr || *dir == '\0') return std::nullopt;
+    return make_tls_files(dir);
+  }();
+  return files ? &*files : nullptr;
+}
+
+std::string redis_server::daemon_settings() const {
+  std::string s = "store = redis\nredis = " + address() + "\n";
+  if (opts_.tls) s += "redis_tls = yes\nredis_tls_ca_file = " + opts_.tls->ca() + "\n";
+  return s;
+}
+
 redis_server::redis_server(redis_server_options opts) : opts_(std::move(opts)), dir_(make_temp_dir()) {
   socket_path_ = dir_ + "/redis.sock";
   try {
-    if (opts_.tcp) tcp_port_ = free_loopback_port();
+    if (opts_.tcp || opts_.tls) tcp_port_ = free_loopback_port();
     start();
   } catch (...) {
     std::error_code ignored;
@@ -139,7 +180,7 @@ void redis_server::spawn() {
     args.push_back(conf);
   }
   args.insert(args.end(), {
-      "--port", std::to_string(tcp_port_),
+      "--port", std::to_string(opts_.tls ? 0 : tcp_port_),
       "--bind", "127.0.0.1",
       "--unixsocket", socket_path_,
       "--unixsocketperm", "700",
@@ -151,6 +192,11 @@ void redis_server::spawn() {
   });
   if (opts_.persistence) args.insert(args.end(), {"--appendfsync", "always"});
   if (!opts_.password.empty()) args.insert(args.end(), {"--requirepass", opts_.password});
+  if (opts_.tls) {
+    args.insert(args.end(), {"--tls-port", std::to_string(tcp_port_), "--tls-cert-file", opts_.tls->server_cert(),
+                             "--tls-key-file", opts_.tls->server_key(), "--tls-ca-cert-file", opts_.tls->ca(),
+                             "--tls-auth-clients", "optional"});
+  }
   args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());
   // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
   std::vector<char*> argv;

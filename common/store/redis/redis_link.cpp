@@ -8,6 +8,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <stdexcept>
@@ -80,6 +81,10 @@ asio::awaitable<std::string> redis_link::connect(const endpoint& to) {
   if (const long v = SSL_get_verify_result(tls_->native_handle()); v != X509_V_OK)
     why += std::string(" (") + X509_verify_cert_error_string(v) + ", server name " + name + ")";
   co_return why;
+}
+
+bool redis_link::closed_by_peer(const boost::system::error_code& ec) {
+  return ec == asio::error::eof || ec == ssl::error::stream_truncated;
 }
 
 void redis_link::close() {

@@ -45,6 +45,8 @@ class redis_link {
   boost::asio::awaitable<std::string> connect(const endpoint& to);
   // Cancels what is in flight and closes; idempotent. The pending operation completes with an error.
   void close();
+  // The peer closed the connection: EOF, or over TLS a close without close_notify (Redis exiting does that).
+  static bool closed_by_peer(const boost::system::error_code& ec);
 
   template <typename Buffers, typename Token>
   auto async_read_some(const Buffers& b, Token&& token) {

@@ -124,7 +124,7 @@ asio::awaitable<sentinel_resolver::answer> sentinel_resolver::ask_one(const endp
   } else if (!why.empty()) {
     out.why = why;
   } else if (wec) {
-    out.why = wec == asio::error::eof ? std::string("closed by the sentinel") : wec.message();
+    out.why = redis_link::closed_by_peer(wec) ? std::string("closed by the sentinel") : wec.message();
   } else if (last->type == REDIS_REPLY_NIL) {
     out.why = fmt::format("does not know a master named \"{}\"", escape_log_value(opts_.master, 200));
   } else if (!is_array(last.get(), 2) || last->element[0]->type != REDIS_REPLY_STRING ||

@@ -319,7 +319,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     for (;;) {
       auto [ec, n] = co_await c->link.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
       if (!c->reason.empty()) co_return c->reason;
-      if (ec) co_return ec == asio::error::eof ? std::string("closed by server") : ec.message();
+      if (ec) co_return redis_link::closed_by_peer(ec) ? std::string("closed by server") : ec.message();
       if (redisReaderFeed(c->reader.get(), buf.data(), n) != REDIS_OK) {
         co_return to_redis_error("read", c->reader.get(), nullptr).text;
       }
