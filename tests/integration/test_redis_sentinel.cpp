@@ -147,8 +147,8 @@ void check_every_answer_in_time(const load_summary& s) {
 
 }  // namespace
 
-TEST_CASE("sentinel: the master SIGKILLed under 16 connections: every request answered in time, checks move to "
-          "the new master, the limit holds",
+TEST_CASE("sentinel: the master SIGKILLed under 16 connections - every request answered in time and checks move to "
+          "the new master and the limit holds",
           "[sentinel]") {
   ha_topology ha;
   daemon_process d(limits, ha.daemon_settings());
@@ -245,7 +245,7 @@ TEST_CASE("sentinel: a hung master (DEBUG SLEEP) with min-replicas-to-write 1 lo
                     "sentinel: a hung master");
 }
 
-TEST_CASE("a Redis Cluster node is refused at start-up, with why", "[redis_ha]") {
+TEST_CASE("a Redis Cluster node is refused at start-up with why", "[redis_ha]") {
   redis_server node(on_tcp({"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}));
   const std::string dir = node.dir() + "/daemon";
   std::filesystem::create_directory(dir);

@@ -63,7 +63,7 @@ std::string ask_three(const daemon_process& d, const std::string& user) {
 
 }  // namespace
 
-TEST_CASE("TLS: the store counts over TLS; a wrong CA is refused with a clear log line", "[redis_tls]") {
+TEST_CASE("TLS: the store counts over TLS and a wrong CA is refused with a clear log line", "[redis_tls]") {
   redis_server redis(tls_server());
   const auto& tls = certificates();
   SECTION("the right CA") {

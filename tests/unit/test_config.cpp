@@ -125,7 +125,7 @@ TEST_CASE("settings that only make sense together are refused alone", "[config]"
   CHECK(r.errors[2].text == path + ": redis_username is set but redis_password_file is not");
 }
 
-TEST_CASE("sentinel and TLS settings: addresses checked with file:line, pairs refused alone", "[config]") {
+TEST_CASE("sentinel and TLS settings - addresses checked with file and line and pairs refused alone", "[config]") {
   auto path = write_conf("sentinels = 127.0.0.1:26379, [::1]:26380, localhost\nredis_tls_cert_file = c.pem\n");
   auto r = load_config(path);
   CHECK_FALSE(r.config);
