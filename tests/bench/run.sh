@@ -58,13 +58,14 @@ BIG=1000000000
 # first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
 # later RCPTs of the same message: only the rcpt windows of u and s.
 # KEYS and ARGV as common/store/redis/redis_script.hpp lays them out (per counter: burst factor and floor,
-# refusing burst factor and floor, all 0: no baseline; '' : no novelty bits).
+# refusing burst factor and floor, all 0: no baseline; '' : no novelty bits; last the charge-once token, a new
+# one per call like the daemon's).
 FIRST=(EVALSHA "$SHA" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}'
   0 1 604800000 1209600000 0 7
   1 m 60 1 $BIG 0 0 0 0 '' 1 m 3600 1 $BIG 0 0 0 0 '' 1 m 86400 1 $BIG 0 0 0 0 '' 1 r 3600 1 0 0 0 0 0 ''
-  2 m 60 1 0 0 0 0 0 '' 2 m 3600 1 0 0 0 0 0 '' 3 r 3600 1 $BIG 0 0 0 0 '')
+  2 m 60 1 0 0 0 0 0 '' 2 m 3600 1 0 0 0 0 0 '' 3 r 3600 1 $BIG 0 0 0 0 '' 'once__rand_int__')
 LATER=(EVALSHA "$SHA" 2 'rg:{u:user__rand_int__}' 'rg:{s:user__rand_int__@bench.test}' 0 1 604800000 1209600000 0 2
-  1 r 3600 1 0 0 0 0 0 '' 2 r 3600 1 $BIG 0 0 0 0 '')
+  1 r 3600 1 0 0 0 0 0 '' 2 r 3600 1 $BIG 0 0 0 0 '' 'once__rand_int__')
 
 RESULTS=$TMP/results.csv
 : >"$RESULTS"

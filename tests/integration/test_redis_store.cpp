@@ -173,6 +173,35 @@ TEST_CASE("charge=false only reads", "[redis]") {
   CHECK(e.server.command({"HGET", "rg:{u:carol}", field('m', 60, t0)}) == "1");
 }
 
+TEST_CASE("charge once - a repeat of a charged request only reads and is answered as the first", "[redis]") {
+  env e;
+  auto req = [](const std::string& token) {
+    auto r = request({counter("u:olga", 60, 2), counter("u:olga", 3600, 0, 'r')}, t0);
+    r.once = token;
+    return r;
+  };
+  for (const std::string token : {"t1", "t2"}) {
+    const auto first = e.check(req(token));
+    REQUIRE(first.ok);
+    CHECK(first.charged);
+    for (int i = 0; i < 2; ++i) {
+      const auto repeat = e.check(req(token));  // Postfix resent it: read only, reported as the first was
+      REQUIRE(repeat.ok);
+      CHECK(repeat.charged);
+      CHECK(repeat.counts == first.counts);
+    }
+  }
+  CHECK(e.server.command({"HGET", "rg:{u:olga}", field('m', 60, t0)}) == "2");  // 2 charges for 6 requests
+  const auto ttl = std::stoll(e.server.command({"PTTL", "rg:{u:olga}:once:t1"}));
+  CHECK(ttl > 0);
+  CHECK(ttl <= std::chrono::duration_cast<std::chrono::milliseconds>(rg::charge_once_ttl).count());
+  // Refused the first time (at the limit): nothing recorded, and the repeat is a new check, refused again.
+  CHECK_FALSE(e.check(req("t3")).charged);
+  CHECK_FALSE(e.check(req("t3")).charged);
+  CHECK(e.server.command({"EXISTS", "rg:{u:olga}:once:t3"}) == "0");
+  CHECK(e.server.command_list({"KEYS", "*once*"}).size() == 2);
+}
+
 TEST_CASE("keys get a TTL of window + two buckets that a shorter window never shortens", "[redis]") {
   env e;
   REQUIRE(e.check(request({counter("u:dave", 60, 0)}, t0)).charged);

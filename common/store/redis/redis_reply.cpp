@@ -161,6 +161,7 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   r.charged = reply.element[0]->integer != 0;
   r.counts.reserve(counters);
   for (std::size_t i = 1; i <= counters; ++i) r.counts.push_back(static_cast<std::uint64_t>(reply.element[i]->integer));
+  if (reply.element[0]->integer == 2) mark_repeat(r, req);
   std::size_t at = counters + 1;
   if (std::any_of(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }))
     r.baselines.resize(counters);
