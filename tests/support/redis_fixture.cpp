@@ -99,24 +99,8 @@ std::string read_log(const std::string& dir) {
 tls_files make_tls_files(const std::string& dir) {
   tls_files f{dir};
   if (std::filesystem::exists(f.other_ca())) return f;  // made last
-  std::filesystem::create_directories(dir);
-  // EC keys: quick to make. The server's certificate names localhost and 127.0.0.1 (the test's "server name").
-  const std::string script = R"(set -e
-cd "$1"
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-key ca.key; key other-ca.key; key server.key; key client.key
-openssl req -x509 -new -key ca.key -out ca.pem -days 3650 -subj "/CN=rateguard test CA"
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1
-' > server.ext
-openssl req -new -key server.key -out server.csr -subj "/CN=localhost"
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 3650 -extfile server.ext 2>/dev/null
-openssl req -new -key client.key -out client.csr -subj "/CN=rateguard test client"
-openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 3650 2>/dev/null
-openssl req -x509 -new -key other-ca.key -out other-ca.tmp -days 3650 -subj "/CN=another CA"
-mv other-ca.tmp other-ca.pem
-)";
   std::string out;
-  if (run_command({"sh", "-c", script, "sh", dir}, &out) != 0) throw std::runtime_error("openssl: " + out);
+  if (run_command({"sh", RG_MAKE_TLS_CERTS, dir}, &out) != 0) throw std::runtime_error("openssl: " + out);
   return f;
 }
 

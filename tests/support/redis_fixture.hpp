@@ -17,9 +17,8 @@
 
 namespace rg::test {
 
-// A test CA and what it signed, made with the openssl command line: ca.pem (the CA), server.pem/server.key
-// (CN localhost, SAN DNS:localhost and IP:127.0.0.1), client.pem/client.key, and other-ca.pem, a CA that
-// signed nothing here (the "wrong CA").
+// A test CA and what it signed (tests/support/make_tls_certs.sh says which files): ca.pem, server.pem/key,
+// client.pem/key, and other-ca.pem, a CA that signed nothing here (the "wrong CA").
 struct tls_files {
   std::string dir;
   std::string ca() const { return dir + "/ca.pem"; }
