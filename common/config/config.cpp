@@ -127,6 +127,35 @@ option_def text_opt(const char* name, std::string daemon_config::*m, bool applie
           [=](const daemon_config& c) { return c.*m; }};
 }
 
+// A list: items separated by commas or white space, each checked by `check` ("" when fine). `empty`: why an
+// empty list is refused ("": allowed, the default list being empty).
+option_def list_opt(const char* name, std::vector<std::string> daemon_config::*m, const char* bounds, bool applies,
+                    const char* help, std::string (*check)(const std::string&), std::string empty) {
+  return {name, "address list", bounds, applies, help,
+          [=](daemon_config& c, const std::string& v) -> std::string {
+            std::vector<std::string> list;
+            std::string item;
+            for (std::size_t i = 0; i <= v.size(); ++i) {
+              if (i == v.size() || v[i] == ',' || v[i] == ' ' || v[i] == '\t') {
+                if (item.empty()) continue;
+                if (auto why = check(item); !why.empty()) return why;
+                list.push_back(std::move(item));
+                item.clear();
+              } else {
+                item += v[i];
+              }
+            }
+            if (list.empty() && !empty.empty()) return empty;
+            c.*m = std::move(list);
+            return {};
+          },
+          [=](const daemon_config& c) {
+            std::string s;
+            for (auto& a : c.*m) s += (s.empty() ? "" : ", ") + a;
+            return s;
+          }};
+}
+
 std::string check_listen(const std::string& v) {
   std::string why;
   if (parse_endpoint(v, listen_syntax, &why)) return {};
@@ -188,29 +217,12 @@ const std::vector<option_def>& options() {
                "Group to run as (empty: the user's login group); the user's other groups are kept", "group"),
       enum_opt("allow_root", &daemon_config::allow_root, yes_no, restart,
                "yes: keep running as root when no user is set (refused otherwise)"),
-      {"allow_clients", "address list", "addresses or networks, comma or space separated", reload,
-       "Clients allowed on inet listeners (policy and milter); others are logged and closed",
-       [](daemon_config& c, const std::string& v) -> std::string {
-         std::vector<std::string> list;
-         std::string item;
-         for (std::size_t i = 0; i <= v.size(); ++i) {
-           if (i == v.size() || v[i] == ',' || v[i] == ' ' || v[i] == '\t') {
-             if (!item.empty() && !parse_cidr(item)) return "\"" + item + "\" is not an address or network";
-             if (!item.empty()) list.push_back(item);
-             item.clear();
-           } else {
-             item += v[i];
-           }
-         }
-         if (list.empty()) return "empty list: no client could connect over inet";
-         c.allow_clients = std::move(list);
-         return {};
-       },
-       [](const daemon_config& c) {
-         std::string s;
-         for (auto& a : c.allow_clients) s += (s.empty() ? "" : ", ") + a;
-         return s;
-       }},
+      list_opt("allow_clients", &daemon_config::allow_clients, "addresses or networks, comma or space separated",
+               reload, "Clients allowed on inet listeners (policy and milter); others are logged and closed",
+               [](const std::string& item) -> std::string {
+                 return parse_cidr(item) ? std::string() : "\"" + item + "\" is not an address or network";
+               },
+               "empty list: no client could connect over inet"),
       number_opt<std::size_t>("max_connections", &daemon_config::max_connections, 1, 100000, reload,
                               "Connections served at once; more are closed at accept"),
       duration_opt("idle_timeout", &daemon_config::idle_timeout, ms(1000), ms(86400000), reload,
@@ -264,30 +276,11 @@ const std::vector<option_def>& options() {
       number_opt<std::size_t>("redis_max_pending", &daemon_config::redis_max_pending, 1, 1000000, restart,
                               "Requests in flight to Redis; beyond, on_store_error answers at once"),
       text_opt("redis_prefix", &daemon_config::redis_prefix, restart, "Prefix of every Redis key"),
-      {"sentinels", "address list", "HOST:PORT, comma or space separated (port 26379 when none)", restart,
-       "Redis Sentinels to ask for the master (replaces redis; needs sentinel_master); asked in turn at every "
-       "reconnect",
-       [](daemon_config& c, const std::string& v) -> std::string {
-         std::vector<std::string> list;
-         std::string item;
-         for (std::size_t i = 0; i <= v.size(); ++i) {
-           if (i == v.size() || v[i] == ',' || v[i] == ' ' || v[i] == '\t') {
-             if (!item.empty()) list.push_back(std::move(item));
-             item.clear();
-           } else {
-             item += v[i];
-           }
-         }
-         for (const auto& e : list)
-           if (auto why = check_sentinel(e); !why.empty()) return why;
-         c.sentinels = std::move(list);
-         return {};
-       },
-       [](const daemon_config& c) {
-         std::string s;
-         for (auto& a : c.sentinels) s += (s.empty() ? "" : ", ") + a;
-         return s;
-       }},
+      list_opt("sentinels", &daemon_config::sentinels, "HOST:PORT, comma or space separated (port 26379 when none)",
+               restart,
+               "Redis Sentinels to ask for the master (replaces redis; needs sentinel_master); asked in turn at every "
+               "reconnect",
+               check_sentinel, ""),
       text_opt("sentinel_master", &daemon_config::sentinel_master, restart,
                "The master's name in the sentinels' configuration (sentinel monitor NAME ...)", "name"),
       text_opt("sentinel_username", &daemon_config::sentinel_username, restart,
