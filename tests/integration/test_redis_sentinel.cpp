@@ -224,10 +224,8 @@ TEST_CASE("sentinel: a hung master (DEBUG SLEEP) with min-replicas-to-write 1 lo
 
   std::thread sleeper([&] { ha.master.command({"DEBUG", "SLEEP", "6"}); });
   REQUIRE(wait_until([&] { return ha.named_port() == ha.replica.tcp_port(); }, 30s));
-  sleeper.join();  // the old master is awake again
-  REQUIRE(wait_until([&] { return contains(ha.master.command({"INFO", "replication"}), "master_link_status:up"); },
-                     30s, 50ms));
-  std::this_thread::sleep_for(1s);
+  sleeper.join();  // the old master is awake again, and would take writes were it still named
+  std::this_thread::sleep_for(2s);
   load.stop();
 
   const auto s = load.summary();
@@ -237,7 +235,7 @@ TEST_CASE("sentinel: a hung master (DEBUG SLEEP) with min-replicas-to-write 1 lo
   const std::uint64_t admitted = t.admitted_capped + t.admitted_other;
   const std::uint64_t counted = redis_count(ha.replica, capped) + other_count(ha.replica);
   INFO("admitted " << admitted << ", counted on the new master " << counted << ", 451: " << t.store_errors);
-  // Every admitted request's charge is on the new master (and on the old one, now its replica).
+  // Every admitted request's charge is on the new master.
   CHECK(counted >= admitted);
   CHECK(counted <= admitted + t.store_errors);
   CHECK(d.stop() == 0);
