@@ -146,7 +146,11 @@ TEST_CASE("a RCPT Postfix resends on a new connection is charged once - the same
 TEST_CASE("memory store: a repeat of a charged request only reads and is answered as the first", "[engine]") {
   memory_store store{1000, [] { return std::int64_t{1'000'000'000}; }};
   store_request req;
-  req.counters.push_back(counter_spec{"u:alice", 'm', 3600, 1, 2});
+  counter_spec c;
+  c.identity = "u:alice";
+  c.window_s = 3600;
+  c.refuse_limit = 2;
+  req.counters.push_back(c);
   req.once = "token-1";
   for (int i = 0; i < 2; ++i) {
     const auto first = store.check(req);
