@@ -178,9 +178,12 @@ M0=$(mem)
 "$BENCH" --connect "inet:127.0.0.1:$P_MEMKEY" -c 32 --users 100000 --requests 100000 --sequential --max-rcpts 1 \
   --seconds 120 --label memkey --csv | tee -a "$RESULTS"
 M1=$(mem)
+# The charge-once records (a string key per RCPT for 10 min) apart: counted, deleted, and their memory is the drop.
+ONCE=$(rcli eval "local n = 0 for _, k in ipairs(redis.call('KEYS', 'rg:*:once:*')) do redis.call('DEL', k) n = n + 1 end return n" 0)
+M2=$(mem)
 KEYS=$(rcli dbsize)
 FIELDS=$(rcli eval "local n = 0 for _, k in ipairs(redis.call('KEYS', 'rg:*')) do n = n + redis.call('HLEN', k) end return n" 0)
-echo "redismem,$M0,$M1,$KEYS,$FIELDS" | tee -a "$RESULTS"
+echo "redismem,$M0,$M2,$KEYS,$FIELDS,$ONCE,$((M1 - M2))" | tee -a "$RESULTS"
 
 echo
 python3 - "$RESULTS" "$QUICK" <<'PY'
@@ -247,8 +250,11 @@ if "rss" in extra:
     print(f"\nrateguardd VmRSS: {r0 / 1024:.1f} MB fresh, {r1 / 1024:.1f} MB with 1000 idle connections "
           f"({(r1 - r0) / 1000:.1f} kB per connection)")
 if "redismem" in extra:
-    m0, m1, keys, fields = map(int, extra["redismem"])
+    m0, m1, keys, fields, once, once_mem = map(int, extra["redismem"])
     d = m1 - m0
     print(f"Redis used_memory: +{d / 1048576:.1f} MB for {keys} keys / {fields} key x window fields: "
           f"{d / keys:.0f} B per key, {d / fields:.0f} B per key and window")
+    if once:
+        print(f"  and {once} charge-once records (one per RCPT, 10 min TTL): +{once_mem / 1048576:.1f} MB, "
+              f"{once_mem / once:.0f} B each")
 PY
