@@ -245,7 +245,13 @@ TEST_CASE("sentinel: a hung master (DEBUG SLEEP) with min-replicas-to-write 1 lo
 }
 
 TEST_CASE("a Redis Cluster node is refused at start-up with why", "[redis_ha]") {
-  redis_server node(on_tcp({"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}));
+  // On its unix socket, the cluster bus on a free loopback port (derived from a TCP port, it would be that port +
+  // 10000, which fails past 55535, or 10000 on every interface with none).
+  redis_server_options o;
+  o.extra_args = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port",
+                  std::to_string(free_loopback_port())};
+  o.tls = nullptr;
+  redis_server node(o);
   const std::string dir = node.dir() + "/daemon";
   std::filesystem::create_directory(dir);
   std::ofstream(dir + "/limits.conf") << "sasl_username * 3/1h defer\n";

@@ -69,7 +69,16 @@ std::string make_temp_dir() {
   return templ;
 }
 
-// Bind port 0 on loopback and give the port back: a small race with other processes, fine for tests.
+
+std::string read_log(const std::string& dir) {
+  std::ifstream in(dir + "/redis.log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
 int free_loopback_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
@@ -86,15 +95,6 @@ int free_loopback_port() {
   ::close(fd);
   return ntohs(sa.sin_port);
 }
-
-std::string read_log(const std::string& dir) {
-  std::ifstream in(dir + "/redis.log");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 tls_files make_tls_files(const std::string& dir) {
   tls_files f{dir};

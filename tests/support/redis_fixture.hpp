@@ -89,6 +89,9 @@ class redis_server {
   bool paused_ = false;
 };
 
+// A free TCP port on 127.0.0.1 (bound to port 0 and given back: a small race with other processes, fine for tests).
+int free_loopback_port();
+
 // The message count of sasl_username `user` in its 1h window, read from `r` (all of its m3600 buckets, with the
 // default key prefix).
 std::uint64_t redis_count(redis_server& r, const std::string& user);
