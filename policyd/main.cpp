@@ -64,11 +64,11 @@ loaded load_all(const std::string& config_path) {
   return out;
 }
 
-// The Redis password: the file's first line, trailing white space and line ending removed. Read as root
+// A Redis or sentinel password (`setting` names the file's setting): the file's first line, trailing white space and line ending removed. Read as root
 // before privileges are dropped, so the file can stay root-only. Missing, unreadable or empty is fatal:
 // an empty password would silently mean "no AUTH".
-std::string read_secret(const std::string& path, std::vector<std::string>& warnings) {
-  const std::string what = "redis_password_file " + path;
+std::string read_secret(const std::string& setting, const std::string& path, std::vector<std::string>& warnings) {
+  const std::string what = setting + " " + path;
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw std::runtime_error(what + ": " + std::strerror(errno));
   if (!S_ISREG(st.st_mode)) throw std::runtime_error(what + ": not a regular file");
@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
   // Checks that need the system, before anything is bound: the account to become and the Redis secret.
   // --check does them too, except whether the account it runs as could switch to `user`.
   std::optional<identity> become;
-  std::string redis_password;
+  std::string redis_password, sentinel_password;
   std::vector<std::string> startup_warnings;
   try {
     if (vm.count("check") && !cfg.user.empty())
@@ -152,7 +152,9 @@ int main(int argc, char** argv) {
     else
       become = identity_to_become(cfg);
     if (cfg.store == store_kind::redis && !cfg.redis_password_file.empty())
-      redis_password = read_secret(cfg.redis_password_file, startup_warnings);
+      redis_password = read_secret("redis_password_file", cfg.redis_password_file, startup_warnings);
+    if (cfg.store == store_kind::redis && !cfg.sentinel_password_file.empty())
+      sentinel_password = read_secret("sentinel_password_file", cfg.sentinel_password_file, startup_warnings);
   } catch (const std::exception& e) {
     std::cerr << "rateguardd: fatal: " << config_path << ": " << e.what() << "\n";
     return ex_config;
@@ -192,6 +194,9 @@ int main(int argc, char** argv) {
       ro.max_pending = cfg.redis_max_pending;
       ro.key_prefix = cfg.redis_prefix;
       ro.journal = {cfg.hold_journal_max, cfg.hold_journal_age};
+      ro.sentinel = {cfg.sentinels, cfg.sentinel_master, cfg.sentinel_username, std::move(sentinel_password)};
+      ro.tls = {cfg.redis_tls, cfg.redis_tls_ca_file, cfg.redis_tls_cert_file, cfg.redis_tls_key_file,
+                cfg.redis_tls_server_name};
       auto r = std::make_unique<redis_store>(io.get_executor(), ro);
       redis = r.get();
       st = std::move(r);
@@ -231,9 +236,16 @@ int main(int argc, char** argv) {
     // Give the first connection a moment before serving, so a fresh start does not answer its first
     // requests with on_store_error; bounded, because a Redis that is down must not keep mail waiting.
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (!redis->connected() && std::chrono::steady_clock::now() < until)
+    while (!redis->connected() && redis->refused().empty() && std::chrono::steady_clock::now() < until)
       io.run_one_for(std::chrono::milliseconds(10));
-    if (!redis->connected()) spdlog::warn("redis {} not reachable yet: answering with on_store_error meanwhile", cfg.redis);
+    // A Redis Cluster node: every request would fail, so the daemon does not start (the store logged why).
+    if (!redis->refused().empty()) {
+      spdlog::critical("fatal: {}: not starting", config_path);
+      return ex_config;
+    }
+    if (!redis->connected())
+      spdlog::warn("redis {} not reachable yet: answering with on_store_error meanwhile",
+                   cfg.sentinels.empty() ? cfg.redis : "master " + cfg.sentinel_master);
   }
   srv.start();
   spdlog::info("rateguardd {} started: store={} mode={} limits={} ({} rules)", version, st->name(),

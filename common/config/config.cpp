@@ -127,10 +127,45 @@ option_def text_opt(const char* name, std::string daemon_config::*m, bool applie
           [=](const daemon_config& c) { return c.*m; }};
 }
 
+// A list: items separated by commas or white space, each checked by `check` ("" when fine). `empty`: why an
+// empty list is refused ("": allowed, the default list being empty).
+option_def list_opt(const char* name, std::vector<std::string> daemon_config::*m, const char* bounds, bool applies,
+                    const char* help, std::string (*check)(const std::string&), std::string empty) {
+  return {name, "address list", bounds, applies, help,
+          [=](daemon_config& c, const std::string& v) -> std::string {
+            std::vector<std::string> list;
+            std::string item;
+            for (std::size_t i = 0; i <= v.size(); ++i) {
+              if (i == v.size() || v[i] == ',' || v[i] == ' ' || v[i] == '\t') {
+                if (item.empty()) continue;
+                if (auto why = check(item); !why.empty()) return why;
+                list.push_back(std::move(item));
+                item.clear();
+              } else {
+                item += v[i];
+              }
+            }
+            if (list.empty() && !empty.empty()) return empty;
+            c.*m = std::move(list);
+            return {};
+          },
+          [=](const daemon_config& c) {
+            std::string s;
+            for (auto& a : c.*m) s += (s.empty() ? "" : ", ") + a;
+            return s;
+          }};
+}
+
 std::string check_listen(const std::string& v) {
   std::string why;
   if (parse_endpoint(v, listen_syntax, &why)) return {};
   return "bad listen address \"" + v + "\": " + why + " (use inet:HOST:PORT, inet:[::1]:PORT or unix:/path)";
+}
+
+std::string check_sentinel(const std::string& v) {
+  std::string why;
+  if (parse_sentinel(v, &why)) return {};
+  return "bad sentinel address \"" + v + "\": " + why;
 }
 
 const std::vector<option_def>& options() {
@@ -182,29 +217,12 @@ const std::vector<option_def>& options() {
                "Group to run as (empty: the user's login group); the user's other groups are kept", "group"),
       enum_opt("allow_root", &daemon_config::allow_root, yes_no, restart,
                "yes: keep running as root when no user is set (refused otherwise)"),
-      {"allow_clients", "address list", "addresses or networks, comma or space separated", reload,
-       "Clients allowed on inet listeners (policy and milter); others are logged and closed",
-       [](daemon_config& c, const std::string& v) -> std::string {
-         std::vector<std::string> list;
-         std::string item;
-         for (std::size_t i = 0; i <= v.size(); ++i) {
-           if (i == v.size() || v[i] == ',' || v[i] == ' ' || v[i] == '\t') {
-             if (!item.empty() && !parse_cidr(item)) return "\"" + item + "\" is not an address or network";
-             if (!item.empty()) list.push_back(item);
-             item.clear();
-           } else {
-             item += v[i];
-           }
-         }
-         if (list.empty()) return "empty list: no client could connect over inet";
-         c.allow_clients = std::move(list);
-         return {};
-       },
-       [](const daemon_config& c) {
-         std::string s;
-         for (auto& a : c.allow_clients) s += (s.empty() ? "" : ", ") + a;
-         return s;
-       }},
+      list_opt("allow_clients", &daemon_config::allow_clients, "addresses or networks, comma or space separated",
+               reload, "Clients allowed on inet listeners (policy and milter); others are logged and closed",
+               [](const std::string& item) -> std::string {
+                 return parse_cidr(item) ? std::string() : "\"" + item + "\" is not an address or network";
+               },
+               "empty list: no client could connect over inet"),
       number_opt<std::size_t>("max_connections", &daemon_config::max_connections, 1, 100000, reload,
                               "Connections served at once; more are closed at accept"),
       duration_opt("idle_timeout", &daemon_config::idle_timeout, ms(1000), ms(86400000), reload,
@@ -258,6 +276,32 @@ const std::vector<option_def>& options() {
       number_opt<std::size_t>("redis_max_pending", &daemon_config::redis_max_pending, 1, 1000000, restart,
                               "Requests in flight to Redis; beyond, on_store_error answers at once"),
       text_opt("redis_prefix", &daemon_config::redis_prefix, restart, "Prefix of every Redis key"),
+      list_opt("sentinels", &daemon_config::sentinels, "HOST:PORT, comma or space separated (port 26379 when none)",
+               restart,
+               "Redis Sentinels to ask for the master (replaces redis; needs sentinel_master); asked in turn at every "
+               "reconnect",
+               check_sentinel, ""),
+      text_opt("sentinel_master", &daemon_config::sentinel_master, restart,
+               "The master's name in the sentinels' configuration (sentinel monitor NAME ...)", "name"),
+      text_opt("sentinel_username", &daemon_config::sentinel_username, restart,
+               "ACL user for AUTH to the sentinels (empty: the default user); needs sentinel_password_file", "name"),
+      text_opt("sentinel_password_file", &daemon_config::sentinel_password_file, restart,
+               "File whose first line is the sentinels' password (their requirepass); read as root at start-up; "
+               "never logged",
+               "path"),
+      enum_opt("redis_tls", &daemon_config::redis_tls, yes_no, restart,
+               "yes: TLS to Redis and to the sentinels, the server's certificate and name always verified"),
+      text_opt("redis_tls_ca_file", &daemon_config::redis_tls_ca_file, restart,
+               "PEM file of the CA certificates that sign the Redis servers' (and sentinels') certificates", "path"),
+      text_opt("redis_tls_cert_file", &daemon_config::redis_tls_cert_file, restart,
+               "Client certificate (PEM) for servers with tls-auth-clients; needs redis_tls_key_file", "path"),
+      text_opt("redis_tls_key_file", &daemon_config::redis_tls_key_file, restart,
+               "The client certificate's private key (PEM); read as root at start-up, so it may be root-only",
+               "path"),
+      text_opt("redis_tls_server_name", &daemon_config::redis_tls_server_name, restart,
+               "The name every server's certificate must carry (empty: the host as written in redis, or as the "
+               "sentinels name the master)",
+               "name"),
       enum_opt("on_store_error", &daemon_config::on_store_error, store_error_names, reload,
                "When the store cannot answer: dunno (fail open) or defer (451 4.3.0, fail closed)"),
       number_opt<std::size_t>("memory_max_keys", &daemon_config::memory_max_keys, 1000, 100000000, restart,
@@ -355,9 +399,18 @@ config_result load_config(const std::string& path) {
   if (!c.group.empty() && c.user.empty()) r.errors.push_back({path + ": group is set but user is not"});
   if (!c.redis_username.empty() && c.redis_password_file.empty())
     r.errors.push_back({path + ": redis_username is set but redis_password_file is not"});
+  if (!c.sentinel_username.empty() && c.sentinel_password_file.empty())
+    r.errors.push_back({path + ": sentinel_username is set but sentinel_password_file is not"});
+  if (!c.sentinels.empty() && c.sentinel_master.empty())
+    r.errors.push_back({path + ": sentinels is set but sentinel_master is not"});
+  if (c.redis_tls && c.redis_tls_ca_file.empty())
+    r.errors.push_back({path + ": redis_tls = yes needs redis_tls_ca_file"});
+  if (c.redis_tls_cert_file.empty() != c.redis_tls_key_file.empty())
+    r.errors.push_back({path + ": redis_tls_cert_file and redis_tls_key_file go together"});
   // Relative file names are relative to the configuration file, like Postfix's $config_directory.
   const auto dir = std::filesystem::path(path).parent_path();
-  for (std::string* file : {&c.limits, &c.redis_password_file})
+  for (std::string* file : {&c.limits, &c.redis_password_file, &c.sentinel_password_file, &c.redis_tls_ca_file,
+                            &c.redis_tls_cert_file, &c.redis_tls_key_file})
     if (!file->empty() && std::filesystem::path(*file).is_relative())
       *file = (dir / *file).lexically_normal().string();
   if (r.errors.empty()) r.config = std::move(c);

@@ -74,6 +74,17 @@ struct daemon_config {
   std::chrono::milliseconds redis_timeout{redis_defaults::timeout};
   std::size_t redis_max_pending = redis_defaults::max_pending;
   std::string redis_prefix{redis_defaults::key_prefix};
+  // Sentinel (README "High availability"): non-empty `sentinels` replaces `redis`.
+  std::vector<std::string> sentinels;
+  std::string sentinel_master;
+  std::string sentinel_username;
+  std::string sentinel_password_file;
+  // TLS to Redis (and to the sentinels).
+  bool redis_tls = false;
+  std::string redis_tls_ca_file;
+  std::string redis_tls_cert_file;
+  std::string redis_tls_key_file;
+  std::string redis_tls_server_name;
   store_error_action on_store_error = engine_settings{}.on_store_error;
   std::size_t memory_max_keys = default_memory_max_keys;
   // The hold journal's caps (both stores): entries kept at most, and their age at most.

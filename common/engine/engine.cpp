@@ -241,6 +241,20 @@ std::string realm_mismatch(const policy_snapshot& snap, std::string_view user) {
   return {};
 }
 
+std::string charge_token(const policy_request& r) {
+  const std::string& inst = r.get(attr::instance);
+  if (inst.empty()) return {};
+  // Hashed, 32 hex digits: a client may send a 10 kB instance or recipient, and the token becomes part of a Redis
+  // key name. A '\0' between the fields keeps "ab"+"c" apart from "a"+"bc".
+  std::string what = to_lower(r.get(attr::recipient));
+  for (const std::string& rcpt : r.recipients) what.append(1, '\0').append(to_lower(rcpt));
+  what.append(1, '\0').append(r.get(attr::sender)).append(1, '\0').append(r.get(attr::client_address));
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(fnv1a64(inst)),
+                static_cast<unsigned long long>(fnv1a64(what)));
+  return hex;
+}
+
 message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, const policy_request& r,
                                                    std::int64_t now_ms) {
   prepared p;
@@ -287,6 +301,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
   p.first_rcpt = !rcpt_seen_;
   rcpt_seen_ = true;
   p.req.now_ms = now_ms;
+  p.req.once = charge_token(r);
   // Room for the usual rule sets (the sample's first RCPT has 7 counters), so the vectors do not grow
   // 1-2-4-8 on every request.
   constexpr std::size_t usual_counters = 8;

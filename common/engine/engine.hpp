@@ -172,6 +172,10 @@ std::vector<key_match> match_request(const policy_snapshot& snap, const policy_r
 // every node, so nodes sharing Redis agree.
 std::uint16_t familiar_bit(char kind, std::string_view value);
 
+// The request's charge-once token (store_request::once): its instance and a hash of its recipient(s), sender
+// and client; empty without an instance. The same request resent by Postfix has the same token.
+std::string charge_token(const policy_request& r);
+
 // The reply text for an action (defer: "450 4.7.1 ...", hold: "HOLD ...", ...).
 std::string reply_for(const limit_hit& h, const std::string& custom_text);
 

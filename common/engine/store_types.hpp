@@ -124,7 +124,16 @@ struct store_request {
   std::int64_t familiar_ms = default_familiar_time.count();
   // baseline_warmup (for counters with refuse_factor > 0)
   std::int64_t warmup_ms = 0;
+  // Charge once: the request's identity within its message (the engine's charge_token: instance, recipient,
+  // sender, client). A request with the token of one charged less than charge_once_ttl ago is a repeat (Postfix
+  // resending it after smtpd_policy_service_timeout): it only reads, and is answered as the first was (see
+  // mark_repeat). Empty: no such memory (rateguardctl explain, tests).
+  std::string once;
 };
+
+// How long a store remembers a charged request's `once` token: past Postfix's smtpd_policy_service_timeout
+// (100s) and its retry, with room; about 100 bytes a token in Redis (a key with this TTL).
+inline constexpr std::chrono::milliseconds charge_once_ttl = std::chrono::minutes(10);
 
 // A lock (circuit breaker) on one identity: while it lasts, every message of that identity is held. It lives
 // with the identity's counters (Redis: a field of the identity's hash, so the check script sees it without an
@@ -152,6 +161,15 @@ struct store_result {
   bool charged = false;              // a lock does not change charging: a held message is accepted
   std::vector<lock_info> locks;      // the request's identities that are locked now, each once
 };
+
+// A repeat of a charged request (same `once` token) was read, not charged: answer it as the first was answered,
+// charged, with each counter's count as it was before that first charge (the repeat's own charge is in the
+// counts it read). Both stores call this, so they agree.
+inline void mark_repeat(store_result& r, const store_request& req) {
+  r.charged = true;
+  for (std::size_t i = 0; i < r.counts.size() && i < req.counters.size(); ++i)
+    r.counts[i] -= std::min<std::uint64_t>(r.counts[i], req.counters[i].cost);
+}
 
 // One held message in the hold journal (Redis: a stream capped by length and age; memory: a bounded ring).
 // Each string field is cut at `journal_field_max` bytes, so a hostile 16 kB sender cannot make the journal's

@@ -155,4 +155,13 @@ std::optional<endpoint> parse_endpoint(std::string_view text, const endpoint_syn
   return e;
 }
 
+std::optional<endpoint> parse_sentinel(std::string_view text, std::string* why) {
+  auto e = parse_endpoint(text, sentinel_syntax, why);
+  if (e && e->is_unix) {
+    if (why) *why = "a sentinel is reached over TCP: HOST:PORT";
+    return std::nullopt;
+  }
+  return e;
+}
+
 }  // namespace rg

@@ -63,4 +63,9 @@ struct endpoint_syntax {
 std::optional<endpoint> parse_endpoint(std::string_view text, const endpoint_syntax& syntax,
                                        std::string* why = nullptr);
 
+// A Redis Sentinel (setting sentinels): "HOST[:PORT]" or "[V6][:PORT]", Sentinel's own port when none is
+// written; a sentinel is reached over TCP only. Checked by the settings file, used by the Redis store.
+inline constexpr endpoint_syntax sentinel_syntax{.scheme_required = false, .default_port = 26379, .port_zero_ok = false};
+std::optional<endpoint> parse_sentinel(std::string_view text, std::string* why = nullptr);
+
 }  // namespace rg

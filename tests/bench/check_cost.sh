@@ -22,7 +22,7 @@ BIG=1000000000
 # As the daemon sends a first RCPT (tests/bench/run.sh); the KEYS and ARGV layout is the one in
 # common/store/redis/redis_script.hpp (check_head_args, check_counter_args, check_signal_args). A counter is
 # KEY TAG WINDOW COST REFUSE BURST_FACTOR BURST_FLOOR REFUSE_FACTOR REFUSE_FLOOR NOVELTY_BITS; "-" stands for an
-# empty argument (an ordinary counter's bits).
+# empty argument (an ordinary counter's bits); last the charge-once token, a new one per call like the daemon's.
 HEAD="EVALSHA $SHA 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test} 0 1 604800000 1209600000 0"
 C1M="1 m 60 1 $BIG 0 0 0 0 -"
 REST="1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $BIG 0 0 0 0 -"
@@ -30,11 +30,11 @@ REST="1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 360
 # new_domains and a new_networks counter (the bits of a familiar domain and network, or a new domain each call).
 SAMPLE="$HEAD 9 $C1M 1 m 3600 1 $BIG 24 40 0 0 - 1 m 86400 1 $BIG 10 100 0 0 - $REST"
 declare -A SHAPE=(
-  [plain]="$HEAD 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST"
-  [burst_signal]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 127.0.0.1 0"
-  [burst_signal_new_value]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 10.0.__rand_int__ 0"
-  [sample_detection]="$SAMPLE 1 D 3600 0 0 0 0 0 0 17 1 N 3600 0 0 0 0 0 0 300"
-  [sample_new_domain]="$SAMPLE 1 D 3600 0 0 0 0 0 0 __rand_int__ 1 N 3600 0 0 0 0 0 0 300"
+  [plain]="$HEAD 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST once__rand_int__"
+  [burst_signal]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 127.0.0.1 0 once__rand_int__"
+  [burst_signal_new_value]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 10.0.__rand_int__ 0 once__rand_int__"
+  [sample_detection]="$SAMPLE 1 D 3600 0 0 0 0 0 0 17 1 N 3600 0 0 0 0 0 0 300 once__rand_int__"
+  [sample_new_domain]="$SAMPLE 1 D 3600 0 0 0 0 0 0 __rand_int__ 1 N 3600 0 0 0 0 0 0 300 once__rand_int__"
 )
 ORDER=(plain burst_signal burst_signal_new_value sample_detection sample_new_domain)
 # One shape as redis-benchmark's arguments ("-" becomes an empty argument).

@@ -2,7 +2,8 @@
 # tests/bench/run.sh — the rateguard benchmark (issue 6): Release build, then on loopback a private
 # redis-server, rateguardd (memory and redis store), the trivial responder and redis-benchmark running the
 # daemon's own Lua script; prints one table plus idle-connection RSS and Redis memory per key. Then the milter
-# front (milter_bench against rateguardd's `milter =` listener and trivial_responder --milter).
+# front (milter_bench against rateguardd's `milter =` listener and trivial_responder --milter). TLS to Redis:
+# a second redis-server on plain TCP and TLS ports, a daemon on each, at C=32 in every pass (same run).
 # Usage: tests/bench/run.sh   (QUICK=1: C=8,32 and U=1000 only, once; SECS=N seconds per run, default 2;
 #        REPEAT=N passes over the whole matrix, default 3, the table shows each config's median-req/s pass)
 set -euo pipefail
@@ -19,6 +20,7 @@ PORT_BASE=${PORT_BASE:-$((21000 + RANDOM % 10000))}
 P_TRIVIAL=$PORT_BASE P_MEM=$((PORT_BASE + 1)) P_REDIS=$((PORT_BASE + 2)) P_MEM_TIGHT=$((PORT_BASE + 3))
 P_REDIS_TIGHT=$((PORT_BASE + 4)) P_IDLE=$((PORT_BASE + 5)) P_MEMKEY=$((PORT_BASE + 6))
 P_TRIVIAL_MILTER=$((PORT_BASE + 7)) P_MILTER_POLICY=$((PORT_BASE + 8)) P_MILTER=$((PORT_BASE + 9))
+P_REDIS_TCP=$((PORT_BASE + 10)) P_REDIS_TLS=$((PORT_BASE + 11)) P_RTCP=$((PORT_BASE + 12)) P_RTLS=$((PORT_BASE + 13))
 
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
@@ -51,6 +53,23 @@ start_daemon mem "$P_MEM" memory 1000000
 start_daemon redis "$P_REDIS" redis 1000000
 start_daemon mem_tight "$P_MEM_TIGHT" memory 1
 start_daemon redis_tight "$P_REDIS_TIGHT" redis 1
+# TLS vs plain TCP to the same redis-server (test certificates, tests/support/make_tls_certs.sh).
+sh "$ROOT/tests/support/make_tls_certs.sh" "$TMP/tls"
+redis-server --port "$P_RTCP" --bind 127.0.0.1 --tls-port "$P_RTLS" --tls-cert-file "$TMP/tls/server.pem" \
+  --tls-key-file "$TMP/tls/server.key" --tls-ca-cert-file "$TMP/tls/ca.pem" --tls-auth-clients no \
+  --unixsocket "$TMP/redis-tls.sock" --save "" --appendonly no --daemonize no --logfile "$TMP/redis-tls.log" &
+PIDS+=($!)
+for _ in $(seq 1 100); do redis-cli -s "$TMP/redis-tls.sock" ping >/dev/null 2>&1 && break; sleep 0.05; done
+for kind in tcp tls; do
+  mkdir -p "$TMP/redis_$kind"
+  write_limits "$TMP/redis_$kind/limits.conf" 1000000
+done
+run_daemon "$TMP/redis_tcp" "$P_REDIS_TCP" "store = redis
+redis = 127.0.0.1:$P_RTCP"
+run_daemon "$TMP/redis_tls" "$P_REDIS_TLS" "store = redis
+redis = 127.0.0.1:$P_RTLS
+redis_tls = yes
+redis_tls_ca_file = $TMP/tls/ca.pem"
 
 SHA=$(rcli script load "$("$BENCH" --print-lua)")
 BIG=1000000000
@@ -58,13 +77,14 @@ BIG=1000000000
 # first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
 # later RCPTs of the same message: only the rcpt windows of u and s.
 # KEYS and ARGV as common/store/redis/redis_script.hpp lays them out (per counter: burst factor and floor,
-# refusing burst factor and floor, all 0: no baseline; '' : no novelty bits).
+# refusing burst factor and floor, all 0: no baseline; '' : no novelty bits; last the charge-once token, a new
+# one per call like the daemon's).
 FIRST=(EVALSHA "$SHA" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}'
   0 1 604800000 1209600000 0 7
   1 m 60 1 $BIG 0 0 0 0 '' 1 m 3600 1 $BIG 0 0 0 0 '' 1 m 86400 1 $BIG 0 0 0 0 '' 1 r 3600 1 0 0 0 0 0 ''
-  2 m 60 1 0 0 0 0 0 '' 2 m 3600 1 0 0 0 0 0 '' 3 r 3600 1 $BIG 0 0 0 0 '')
+  2 m 60 1 0 0 0 0 0 '' 2 m 3600 1 0 0 0 0 0 '' 3 r 3600 1 $BIG 0 0 0 0 '' 'once__rand_int__')
 LATER=(EVALSHA "$SHA" 2 'rg:{u:user__rand_int__}' 'rg:{s:user__rand_int__@bench.test}' 0 1 604800000 1209600000 0 2
-  1 r 3600 1 0 0 0 0 0 '' 2 r 3600 1 $BIG 0 0 0 0 '')
+  1 r 3600 1 0 0 0 0 0 '' 2 r 3600 1 $BIG 0 0 0 0 '' 'once__rand_int__')
 
 RESULTS=$TMP/results.csv
 : >"$RESULTS"
@@ -103,6 +123,10 @@ for c in "${CONCS[@]}"; do
     echo "redis-benchmark,$c,$u,$f_rps,$f_p50,$f_p99,$l_rps,$l_p50,$l_p99" | tee -a "$RESULTS"
   done
 done
+run_bench redis-tcp "$P_REDIS_TCP" 32 1000
+redis-cli -s "$TMP/redis-tls.sock" flushall >/dev/null
+run_bench redis-tls "$P_REDIS_TLS" 32 1000
+redis-cli -s "$TMP/redis-tls.sock" flushall >/dev/null
 done
 echo "== tight limits (sample limits.conf): deferrals and holds exercised"
 run_bench memory-tight "$P_MEM_TIGHT" 32 1000
@@ -154,9 +178,12 @@ M0=$(mem)
 "$BENCH" --connect "inet:127.0.0.1:$P_MEMKEY" -c 32 --users 100000 --requests 100000 --sequential --max-rcpts 1 \
   --seconds 120 --label memkey --csv | tee -a "$RESULTS"
 M1=$(mem)
+# The charge-once records (a string key per RCPT for 10 min) apart: counted, deleted, and their memory is the drop.
+ONCE=$(rcli eval "local n = 0 for _, k in ipairs(redis.call('KEYS', 'rg:*:once:*')) do redis.call('DEL', k) n = n + 1 end return n" 0)
+M2=$(mem)
 KEYS=$(rcli dbsize)
 FIELDS=$(rcli eval "local n = 0 for _, k in ipairs(redis.call('KEYS', 'rg:*')) do n = n + redis.call('HLEN', k) end return n" 0)
-echo "redismem,$M0,$M1,$KEYS,$FIELDS" | tee -a "$RESULTS"
+echo "redismem,$M0,$M2,$KEYS,$FIELDS,$ONCE,$((M1 - M2))" | tee -a "$RESULTS"
 
 echo
 python3 - "$RESULTS" "$QUICK" <<'PY'
@@ -186,7 +213,7 @@ def line(name, rps, p50, p99, err, c, ref, acts=""):
     t = f"{rps / trivial[c]:.2f}" if trivial.get(c) else "-"
     r = f"{rps / ref:.2f}" if ref else "-"
     print(f"{name:<40}{rps:>9.0f}{p50:>8}{p99:>8}{err:>7}{t:>10}{r:>10}  {acts}")
-order = {"trivial": 0, "memory": 1, "redis": 2, "memory-tight": 4, "redis-tight": 5}
+order = {"trivial": 0, "memory": 1, "redis": 2, "redis-tcp": 2.1, "redis-tls": 2.2, "memory-tight": 4, "redis-tight": 5}
 for key in sorted(load, key=lambda k: (order.get(k[0], 9) >= 4, int(k[1]), int(k[2]), order.get(k[0], 9))):
     l, c, u = key
     if l == "memkey" or "milter" in l:
@@ -201,6 +228,10 @@ for key in sorted(load, key=lambda k: (order.get(k[0], 9) >= 4, int(k[1]), int(k
         w, f, lt, fp50, fp99 = rb[(c, u)]
         print(f"{'  redis-benchmark EVALSHA C=' + c + ' U=' + u:<40}{w:>9.0f}{fp50:>8}{fp99:>8}{'':>7}{'':>10}{'1.00':>10}"
               f"  (first RCPT {f:.0f}/s, later RCPT {lt:.0f}/s, weighted 1:1; p50/p99 of first RCPT)")
+tcp, tls = load.get(("redis-tcp", "32", "1000")), load.get(("redis-tls", "32", "1000"))
+if tcp and tls:
+    print(f"  TLS to Redis vs plain TCP at C=32 U=1000: {tls[0]:.0f} vs {tcp[0]:.0f} req/s ({tls[0] / tcp[0]:.2f}), "
+          f"p99 {tls[2]} vs {tcp[2]} us (median pass of each)")
 milter = {k: v for k, v in load.items() if "milter" in k[0]}
 if milter:
     # Whole messages (negotiate .. QUIT for cleanup's shape; MAIL .. EOM + ABORT for smtpd's 100 per connection),
@@ -219,8 +250,11 @@ if "rss" in extra:
     print(f"\nrateguardd VmRSS: {r0 / 1024:.1f} MB fresh, {r1 / 1024:.1f} MB with 1000 idle connections "
           f"({(r1 - r0) / 1000:.1f} kB per connection)")
 if "redismem" in extra:
-    m0, m1, keys, fields = map(int, extra["redismem"])
+    m0, m1, keys, fields, once, once_mem = map(int, extra["redismem"])
     d = m1 - m0
     print(f"Redis used_memory: +{d / 1048576:.1f} MB for {keys} keys / {fields} key x window fields: "
           f"{d / keys:.0f} B per key, {d / fields:.0f} B per key and window")
+    if once:
+        print(f"  and {once} charge-once records (one per RCPT, 10 min TTL): +{once_mem / 1048576:.1f} MB, "
+              f"{once_mem / once:.0f} B each")
 PY

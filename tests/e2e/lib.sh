@@ -148,8 +148,10 @@ EOF
 
 # The policy check, per call: a short timeout and one try keep the "rateguardd down" case fast
 # (Postfix's default is 2 tries, 1 s apart); default_action=DUNNO is the documented fail-open choice.
+# RG_POLICY_VIA (a port), RG_POLICY_TIMEOUT, RG_POLICY_TRIES: the resend scenario's proxy, timeout and tries.
 policy_check() {
-  echo "check_policy_service { inet:127.0.0.1:$POLICY_PORT, timeout=5s, try_limit=1, default_action=DUNNO }"
+  echo "check_policy_service { inet:127.0.0.1:${RG_POLICY_VIA:-$POLICY_PORT}, timeout=${RG_POLICY_TIMEOUT:-5s}," \
+    "try_limit=${RG_POLICY_TRIES:-1}, default_action=DUNNO }"
 }
 
 # main.cf's restrictions: the policy check comes before any permit_*; the end-of-data check lets rateguardd log
@@ -371,6 +373,7 @@ teardown() {
   stop_postfix
   stop_rateguard
   stop_redis
+  if [ -n "${PROXY_PID:-}" ]; then stop_pid "$PROXY_PID"; PROXY_PID=""; fi
   if [ -n "$SINK_PID" ]; then kill -TERM "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null; fi
   if [ -n "$T" ] && [ -d "$T" ]; then
     if [ -n "${RG_E2E_KEEP:-}" ]; then log "kept $T"; else rm -rf "$T"; fi

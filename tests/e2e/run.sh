@@ -384,6 +384,31 @@ scenario_milter_down() {
   wait_queue_empty
 }
 
+# 13. Postfix resends a policy request whose reply is late (smtpd_policy_service_timeout): a proxy holds back
+# rateguardd's first reply 4 s against a 2 s timeout, Postfix gives up on that connection and asks again on a
+# new one (try_limit 2). rateguardd answered both, and charged the message once: its count is 1, not 2.
+scenario_resend() {
+  RG_POLICY_VIA=$(free_port) || fail "no free port"
+  RG_POLICY_TIMEOUT=2s RG_POLICY_TRIES=2 setup_all 'sasl_username * 5/1h defer'
+  python3 "$(dirname "$0")/delay_proxy.py" "$RG_POLICY_VIA" "$POLICY_PORT" 4 "$T/proxy.log" 2>>"$T/proxy.err" &
+  PROXY_PID=$!
+  wait_until 10 port_open "$RG_POLICY_VIA" || fail "the delay proxy did not listen: $(cat "$T/proxy.err")"
+  send_auth "$T/m1"
+  expect_accepted "$T/m1" "message 1" >/dev/null
+  wait_sink_count 1
+  local rcpts
+  rcpts=$(grep -c "^request RCPT " "$T/proxy.log")
+  [ "$rcpts" -eq 2 ] || fail "rateguardd should have been asked twice at RCPT (the resend), proxy log: $(cat "$T/proxy.log")"
+  grep -q "problem talking to server 127.0.0.1:$RG_POLICY_VIA: Connection timed out" "$T/maillog" ||
+    fail "Postfix did not time out: $(tail -5 "$T/maillog")"
+  [ "$(status_count "$USER_KEY" messages 1h)" = 1 ] || fail "one message, charged once: $(ctl status "$USER_KEY")"
+  wait_queue_empty
+}
+
+scenario_resend_redis() {
+  RG_WITH_REDIS=1 scenario_resend
+}
+
 # Without root or the packages this cannot run at all: report "skipped" (ctest SKIP_RETURN_CODE 77,
 # shown as Skipped, not Passed) rather than fail a developer's plain `ctest`.
 missing=""
@@ -407,7 +432,7 @@ esac
 
 case "${1:-}" in
   auth_defer | hold | client_address | sender | recipients | daemon_down | reload | realm | redis_down | lock | lock_redis | \
-    local_hold | local_forged | shared_sender | milter_down) "scenario_$1" ;;
-  *) echo "usage: $0 auth_defer|hold|client_address|sender|recipients|daemon_down|reload|realm|redis_down|lock|lock_redis|local_hold|local_forged|shared_sender|milter_down" >&2; exit 2 ;;
+    local_hold | local_forged | shared_sender | milter_down | resend | resend_redis) "scenario_$1" ;;
+  *) echo "usage: $0 auth_defer|hold|client_address|sender|recipients|daemon_down|reload|realm|redis_down|lock|lock_redis|local_hold|local_forged|shared_sender|milter_down|resend|resend_redis" >&2; exit 2 ;;
 esac
 log "ok: $1"

@@ -82,15 +82,6 @@ int probe_passes(const daemon_process& d, const std::string& tag) {
   return 10;
 }
 
-// The message count of one identity in its 1h window, read from Redis (all of its m3600 buckets).
-std::uint64_t redis_count(redis_server& r, const std::string& user) {
-  const auto flat = r.command_list({"HGETALL", "rg:{u:" + user + "}"});
-  std::uint64_t sum = 0;
-  for (std::size_t i = 0; i + 1 < flat.size(); i += 2)
-    if (flat[i].starts_with("m3600:")) sum += std::stoull(flat[i + 1]);
-  return sum;
-}
-
 double ms_between(load_clock::time_point a, load_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }

@@ -410,8 +410,7 @@ TEST_CASE("operator commands have deadlines and leave the check FIFO in step", "
 TEST_CASE("operator commands fail fast when not connected and complete exactly once after stop", "[redis][admin]") {
   redis_server server;
   asio::io_context io;
-  rg::redis_options o;
-  o.address = server.socket_path();
+  rg::redis_options o = for_server(server);
   std::vector<std::string> errors;
   rg::redis_store store(io.get_executor(), o);
   store.async_admin(sr::op(rg::admin_op::status, "u:x", t0), [&](rg::admin_result r) { errors.push_back(r.error); });

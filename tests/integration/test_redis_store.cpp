@@ -173,6 +173,35 @@ TEST_CASE("charge=false only reads", "[redis]") {
   CHECK(e.server.command({"HGET", "rg:{u:carol}", field('m', 60, t0)}) == "1");
 }
 
+TEST_CASE("charge once - a repeat of a charged request only reads and is answered as the first", "[redis]") {
+  env e;
+  auto req = [](const std::string& token) {
+    auto r = request({counter("u:olga", 60, 2), counter("u:olga", 3600, 0, 'r')}, t0);
+    r.once = token;
+    return r;
+  };
+  for (const std::string token : {"t1", "t2"}) {
+    const auto first = e.check(req(token));
+    REQUIRE(first.ok);
+    CHECK(first.charged);
+    for (int i = 0; i < 2; ++i) {
+      const auto repeat = e.check(req(token));  // Postfix resent it: read only, reported as the first was
+      REQUIRE(repeat.ok);
+      CHECK(repeat.charged);
+      CHECK(repeat.counts == first.counts);
+    }
+  }
+  CHECK(e.server.command({"HGET", "rg:{u:olga}", field('m', 60, t0)}) == "2");  // 2 charges for 6 requests
+  const auto ttl = std::stoll(e.server.command({"PTTL", "rg:{u:olga}:once:t1"}));
+  CHECK(ttl > 0);
+  CHECK(ttl <= std::chrono::duration_cast<std::chrono::milliseconds>(rg::charge_once_ttl).count());
+  // Refused the first time (at the limit): nothing recorded, and the repeat is a new check, refused again.
+  CHECK_FALSE(e.check(req("t3")).charged);
+  CHECK_FALSE(e.check(req("t3")).charged);
+  CHECK(e.server.command({"EXISTS", "rg:{u:olga}:once:t3"}) == "0");
+  CHECK(e.server.command_list({"KEYS", "*once*"}).size() == 2);
+}
+
 TEST_CASE("keys get a TTL of window + two buckets that a shorter window never shortens", "[redis]") {
   env e;
   REQUIRE(e.check(request({counter("u:dave", 60, 0)}, t0)).charged);
@@ -256,8 +285,7 @@ TEST_CASE("Redis unresponsive past the stall limit: connection dropped and back 
   log_capture logs;
   redis_server server;
   asio::io_context io;
-  rg::redis_options o;
-  o.address = server.socket_path();
+  rg::redis_options o = for_server(server);
   o.timeout = 100ms;  // stall limit max(1 s, 5 x timeout) = 1 s
   rg::redis_store store(io.get_executor(), o);
   store.start();
@@ -320,7 +348,7 @@ TEST_CASE("Redis stopped and restarted: fail fast and reconnect on its own withi
   CHECK(after.counts == std::vector<std::uint64_t>{0});  // no persistence: counting starts afresh
   CHECK(logs.count("warning:") == 1);
   CHECK(logs.count("connection lost: closed by server") == 1);
-  CHECK(logs.count("info: redis " + e.server.socket_path() + ": connection restored") == 1);
+  CHECK(logs.count("info: redis " + e.server.address() + ": connection restored") == 1);
 }
 
 TEST_CASE("NOSCRIPT: after SCRIPT FLUSH the next request is resent with EVAL and succeeds", "[redis]") {
@@ -414,7 +442,7 @@ TEST_CASE("TCP address with AUTH and SELECT and a wrong password reported once a
     log_capture logs;
     redis_server server(so);
     asio::io_context io;
-    rg::redis_options o;
+    rg::redis_options o = for_server(server);
     o.address = "127.0.0.1:" + std::to_string(server.tcp_port());
     o.password = "wrong-pw";
     rg::redis_store store(io.get_executor(), o);
@@ -430,8 +458,7 @@ TEST_CASE("TCP address with AUTH and SELECT and a wrong password reported once a
 TEST_CASE("fail fast when not started or overloaded or stopped: every request completes exactly once", "[redis]") {
   redis_server server;
   asio::io_context io;
-  rg::redis_options o;
-  o.address = server.socket_path();
+  rg::redis_options o = for_server(server);
   o.max_pending = 4;
   o.timeout = 200ms;
   std::vector<std::string> errors;

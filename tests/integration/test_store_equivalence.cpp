@@ -12,6 +12,7 @@
 #include "memory_store.hpp"
 #include "redis_fixture.hpp"
 #include "redis_store.hpp"
+#include "redis_store_env.hpp"
 #include "policy_requests.hpp"
 #include "store_requests.hpp"
 
@@ -22,8 +23,7 @@ namespace {
 // A Redis store on a private server, driven synchronously (bounded waits).
 struct redis_env {
   explicit redis_env(journal_caps caps) {
-    redis_options ro;
-    ro.address = server.socket_path();
+    redis_options ro = test::for_server(server);
     ro.timeout = std::chrono::seconds(2);
     ro.journal = caps;
     store.emplace(io.get_executor(), ro);

@@ -84,7 +84,7 @@ class load_driver {
 };
 
 // One row of the docs/reliability.md table, printed as a line starting with "RELIABILITY:" so the table can
-// be regenerated with: ctest --test-dir build -R '^(fault|hostile):' -V | grep RELIABILITY:
+// be regenerated with: ctest --test-dir build -R '^(fault|hostile|sentinel):' -V | grep RELIABILITY:
 void print_reliability(const std::string& what, const load_summary& s, int crashes, const std::string& notes,
                        const std::string& test);
 

@@ -2,6 +2,7 @@
 // blocking hiredis client for assertions. Blocking is fine here (tests only); the store never uses this.
 // Only the pid this fixture forked is ever signalled.
 #include "redis_fixture.hpp"
+#include "daemon_fixture.hpp"
 
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -67,7 +69,16 @@ std::string make_temp_dir() {
   return templ;
 }
 
-// Bind port 0 on loopback and give the port back: a small race with other processes, fine for tests.
+
+std::string read_log(const std::string& dir) {
+  std::ifstream in(dir + "/redis.log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
 int free_loopback_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
@@ -85,19 +96,33 @@ int free_loopback_port() {
   return ntohs(sa.sin_port);
 }
 
-std::string read_log(const std::string& dir) {
-  std::ifstream in(dir + "/redis.log");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+tls_files make_tls_files(const std::string& dir) {
+  tls_files f{dir};
+  if (std::filesystem::exists(f.other_ca())) return f;  // made last
+  std::string out;
+  if (run_command({"sh", RG_MAKE_TLS_CERTS, dir}, &out) != 0) throw std::runtime_error("openssl: " + out);
+  return f;
 }
 
-}  // namespace
+const tls_files* tls_from_environment() {
+  static const std::optional<tls_files> files = []() -> std::optional<tls_files> {
+    const char* dir = std::getenv("RG_REDIS_TLS");
+    if (dir == nullptr || *dir == '\0') return std::nullopt;
+    return make_tls_files(dir);
+  }();
+  return files ? &*files : nullptr;
+}
+
+std::string redis_server::daemon_settings() const {
+  std::string s = "store = redis\nredis = " + address() + "\n";
+  if (opts_.tls) s += "redis_tls = yes\nredis_tls_ca_file = " + opts_.tls->ca() + "\n";
+  return s;
+}
 
 redis_server::redis_server(redis_server_options opts) : opts_(std::move(opts)), dir_(make_temp_dir()) {
   socket_path_ = dir_ + "/redis.sock";
   try {
-    if (opts_.tcp) tcp_port_ = free_loopback_port();
+    if (opts_.tcp || opts_.tls) tcp_port_ = free_loopback_port();
     start();
   } catch (...) {
     std::error_code ignored;
@@ -128,9 +153,18 @@ void redis_server::start() {
 }
 
 void redis_server::spawn() {
-  std::vector<std::string> args = {
-      "redis-server",
-      "--port", std::to_string(tcp_port_),
+  std::vector<std::string> args = {opts_.program};
+  if (!opts_.config_text.empty()) {
+    const std::string conf = dir_ + "/redis.conf";
+    if (!std::filesystem::exists(conf)) {  // a restarted sentinel keeps what it learned
+      std::ofstream out(conf);
+      out << opts_.config_text;
+      if (!out.flush()) throw std::runtime_error("cannot write " + conf);
+    }
+    args.push_back(conf);
+  }
+  args.insert(args.end(), {
+      "--port", std::to_string(opts_.tls ? 0 : tcp_port_),
       "--bind", "127.0.0.1",
       "--unixsocket", socket_path_,
       "--unixsocketperm", "700",
@@ -139,9 +173,14 @@ void redis_server::spawn() {
       "--dir", dir_,
       "--daemonize", "no",
       "--logfile", "",
-  };
+  });
   if (opts_.persistence) args.insert(args.end(), {"--appendfsync", "always"});
   if (!opts_.password.empty()) args.insert(args.end(), {"--requirepass", opts_.password});
+  if (opts_.tls) {
+    args.insert(args.end(), {"--tls-port", std::to_string(tcp_port_), "--tls-cert-file", opts_.tls->server_cert(),
+                             "--tls-key-file", opts_.tls->server_key(), "--tls-ca-cert-file", opts_.tls->ca(),
+                             "--tls-auth-clients", "optional"});
+  }
   args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());
   // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
   std::vector<char*> argv;
@@ -282,6 +321,14 @@ std::vector<std::string> redis_server::command_list(const std::vector<std::strin
   std::vector<std::string> out;
   for (std::size_t i = 0; i < r->elements; ++i) out.push_back(print(*r->element[i]));
   return out;
+}
+
+std::uint64_t redis_count(redis_server& r, const std::string& user) {
+  const auto flat = r.command_list({"HGETALL", "rg:{u:" + user + "}"});
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i + 1 < flat.size(); i += 2)
+    if (flat[i].starts_with("m3600:")) sum += std::stoull(flat[i + 1]);
+  return sum;
 }
 
 }  // namespace rg::test

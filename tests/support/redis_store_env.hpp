@@ -48,6 +48,16 @@ inline rg::redis_options relaxed() {
   return o;
 }
 
+// `o` pointed at `server` as the fixture serves it: its unix socket, or TCP over TLS (RG_REDIS_TLS).
+inline rg::redis_options for_server(const redis_server& server, rg::redis_options o = {}) {
+  o.address = server.address();
+  if (server.tls()) {
+    o.tls.enabled = true;
+    o.tls.ca_file = server.tls()->ca();
+  }
+  return o;
+}
+
 struct env {
   explicit env(rg::redis_options o = relaxed(), redis_server_options so = {}, bool tcp_address = false)
       : server(std::move(so)), store(io.get_executor(), fix(std::move(o), tcp_address)) {
@@ -55,7 +65,8 @@ struct env {
     REQUIRE(run_until(io, [&] { return store.connected(); }, 2s));
   }
   rg::redis_options fix(rg::redis_options o, bool tcp_address) {
-    o.address = tcp_address ? "127.0.0.1:" + std::to_string(server.tcp_port()) : server.socket_path();
+    o = for_server(server, std::move(o));
+    if (tcp_address) o.address = "127.0.0.1:" + std::to_string(server.tcp_port());
     return o;
   }
 

@@ -125,6 +125,25 @@ TEST_CASE("settings that only make sense together are refused alone", "[config]"
   CHECK(r.errors[2].text == path + ": redis_username is set but redis_password_file is not");
 }
 
+TEST_CASE("sentinel and TLS settings - addresses checked with file and line and pairs refused alone", "[config]") {
+  auto path = write_conf("sentinels = 127.0.0.1:26379, [::1]:26380, localhost\nredis_tls_cert_file = c.pem\n");
+  auto r = load_config(path);
+  CHECK_FALSE(r.config);
+  REQUIRE(r.errors.size() == 2);
+  CHECK(r.errors[0].text == path + ": sentinels is set but sentinel_master is not");
+  CHECK(r.errors[1].text == path + ": redis_tls_cert_file and redis_tls_key_file go together");
+  path = write_conf("sentinels = 127.0.0.1:26379 /run/s.sock\nredis_tls = yes\n");
+  r = load_config(path);
+  REQUIRE(r.errors.size() == 2);
+  CHECK(r.errors[0].text.starts_with(path + ":1: sentinels: bad sentinel address \"/run/s.sock\""));
+  CHECK(r.errors[1].text == path + ": redis_tls = yes needs redis_tls_ca_file");
+  path = write_conf("sentinels = 127.0.0.1, [::1]:26380\nsentinel_master = m\nredis_tls_ca_file = ca.pem\n");
+  r = load_config(path);
+  REQUIRE(r.config);
+  CHECK(r.config->sentinels == std::vector<std::string>{"127.0.0.1", "[::1]:26380"});
+  CHECK(r.config->redis_tls_ca_file == (std::filesystem::path(path).parent_path() / "ca.pem").string());
+}
+
 TEST_CASE("hold journal caps: defaults and bounds", "[config]") {
   const daemon_config d;
   CHECK(d.hold_journal_max == 10000);

@@ -109,8 +109,65 @@ TEST_CASE("a message is counted once across its RCPTs - recipients are counted p
   }
   harness k(snapshot("sasl_username * rcpt:5/1h defer\n"));
   int ok = 0;
-  for (int r = 0; r < 7; ++r) ok += k.ask(rcpt("bob", "one-message")).reply == "DUNNO";
+  for (int r = 0; r < 7; ++r) {
+    auto req = rcpt("bob", "one-message");
+    req.set(attr::recipient) = "rcpt" + std::to_string(r) + "@example.net";
+    ok += k.ask(req).reply == "DUNNO";
+  }
   CHECK(ok == 5);
+}
+
+TEST_CASE("a RCPT Postfix resends on a new connection is charged once - the same charge token", "[engine]") {
+  harness h(snapshot("sasl_username * 2/1h defer\nsasl_username * rcpt:10/1h defer\n"));
+  const auto first = rcpt("alice", "m1");
+  REQUIRE(h.ask(first).reply == "DUNNO");
+  for (int resend = 0; resend < 2; ++resend) {
+    h.tracker = message_tracker{};  // Postfix closed the timed-out connection and sends it again on a new one
+    const auto v = h.ask(first);
+    CHECK(v.reply == "DUNNO");  // answered as the first was
+  }
+  CHECK(h.message().reply == "DUNNO");  // the second message: the resends did not count
+  CHECK(h.message().act == action::defer);
+
+  auto other = first;
+  other.set(attr::recipient) = "Other@example.net";
+  auto same_other = first;
+  same_other.set(attr::recipient) = "other@EXAMPLE.net";
+  auto no_instance = first;
+  no_instance.set(attr::instance) = "";
+  CHECK(charge_token(first) == charge_token(rcpt("alice", "m1")));
+  CHECK(charge_token(first).size() == 32);
+  CHECK(charge_token(other) != charge_token(first));
+  CHECK(charge_token(other) == charge_token(same_other));
+  CHECK(charge_token(rcpt("alice", "m2")) != charge_token(first));
+  CHECK(charge_token(no_instance).empty());
+}
+
+TEST_CASE("memory store: a repeat of a charged request only reads and is answered as the first", "[engine]") {
+  memory_store store{1000, [] { return std::int64_t{1'000'000'000}; }};
+  store_request req;
+  counter_spec c;
+  c.identity = "u:alice";
+  c.window_s = 3600;
+  c.refuse_limit = 2;
+  req.counters.push_back(c);
+  req.once = "token-1";
+  for (int i = 0; i < 2; ++i) {
+    const auto first = store.check(req);
+    REQUIRE(first.ok);
+    CHECK(first.charged);
+    CHECK(first.counts == std::vector<std::uint64_t>{static_cast<std::uint64_t>(i)});
+    const auto repeat = store.check(req);  // same token: read, not charged, reported as the first
+    CHECK(repeat.charged);
+    CHECK(repeat.counts == first.counts);
+    req.once = "token-2";
+  }
+  const auto refused = store.check(req);  // token-2 again: a repeat still; a new token is refused at the limit
+  CHECK(refused.charged);
+  req.once = "token-3";
+  CHECK_FALSE(store.check(req).charged);
+  req.once = "token-3";
+  CHECK_FALSE(store.check(req).charged);  // not charged the first time: the repeat is a new check, refused again
 }
 
 TEST_CASE("a hold covers the whole message and is logged again once the queue ID is known", "[engine]") {

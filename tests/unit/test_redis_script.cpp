@@ -35,6 +35,7 @@ TEST_CASE("append_check_call matches hiredis byte for byte with shared and binar
   req.counters[1].burst_factor = 0.1;  // not a short decimal in binary: must still be written so it reads back
   req.counters[1].refuse_factor = 2.5;
   req.counters[1].refuse_floor = 40;
+  req.once = "tok";
   std::string ours;
   append_check_call(ours, "EVALSHA", "abc123", req, "rg:");
   const std::vector<std::string> argv = {"EVALSHA", "abc123", "4", "rg:{u:alice}", "rg:{" + weird + "}",
@@ -46,7 +47,7 @@ TEST_CASE("append_check_call matches hiredis byte for byte with shared and binar
                                          "3", "m", "60", "1", "18446744073709551615", "0", "0", "0", "0", "",
                                          "1", "D", "3600", "0", "20", "0", "0", "0", "0", "7,300,511",
                                          "1", "i", "86400", "192.0.2.7", "20",
-                                         "4", "d", "3600", weird, "0"};
+                                         "4", "d", "3600", weird, "0", "tok"};
   CHECK(ours == hiredis_format(argv));
 
   std::string cmd;

@@ -32,7 +32,8 @@ class memory_store final : public store {
                         boost::asio::any_io_executor ex = {});
 
   std::string name() const override { return "memory"; }
-  // The synchronous cores (the async entry points call them, then post the completion).
+  // The synchronous cores (the async entry points call them, then post the completion). check() reads a repeat of
+  // a charged request (store_request::once) without charging it.
   store_result check(const store_request& req);
   admin_result admin(const admin_request& req);
   std::size_t size() const { return used_; }              // identities held (an expired one until swept)
@@ -181,6 +182,14 @@ class memory_store final : public store {
   std::uint32_t epoch_ = 0;
   std::size_t sweep_cursor_ = 0;
   std::uint64_t evictions_ = 0;
+  // Charge once: the tokens of requests charged in the last charge_once_ttl, with their expiry, oldest first;
+  // at most once_cap (a flood of distinct tokens forgets the oldest first, never grows memory past about 6 MB).
+  static constexpr std::size_t once_cap = 50000;
+  std::unordered_map<std::string, std::int64_t> once_;
+  std::deque<std::pair<std::int64_t, std::string>> once_order_;
+  bool charged_before(const std::string& token, std::int64_t now);
+  void remember_charge(const std::string& token, std::int64_t now);
+  store_result check_counts(const store_request& req, std::int64_t now);
   std::deque<hold_record> journal_;  // oldest first; ids increase like a Redis stream's
   std::int64_t journal_last_ms_ = 0;
   std::uint64_t journal_last_seq_ = 0;

@@ -91,6 +91,8 @@ redis_error to_redis_error(std::string_view context, const redisReader* reader, 
       code = redis_errc::noscript;
     } else if (msg.starts_with("NOAUTH") || msg.starts_with("WRONGPASS") || msg.starts_with("NOPERM")) {
       code = redis_errc::auth;
+    } else if (msg.starts_with("READONLY") || msg.starts_with("NOREPLICAS")) {
+      code = redis_errc::not_master;
     }
     return {code, fmt::format("{}: {}", context, escape_log_value(msg, 200))};
   }
@@ -159,6 +161,7 @@ store_result parse_check_reply(const redisReply& reply, const store_request& req
   r.charged = reply.element[0]->integer != 0;
   r.counts.reserve(counters);
   for (std::size_t i = 1; i <= counters; ++i) r.counts.push_back(static_cast<std::uint64_t>(reply.element[i]->integer));
+  if (reply.element[0]->integer == 2) mark_repeat(r, req);
   std::size_t at = counters + 1;
   if (std::any_of(req.counters.begin(), req.counters.end(), [](const counter_spec& c) { return c.burst_factor > 0; }))
     r.baselines.resize(counters);

@@ -31,6 +31,7 @@ enum class redis_errc {
   protocol,          // the byte stream is not RESP: the connection is unusable
   noscript,          // EVALSHA before the script is loaded: the script did not run
   auth,              // AUTH/ACL refused
+  not_master,        // READONLY (a replica) or NOREPLICAS (a master cut off from its replicas): nothing written
   server,            // any other error reply
   unexpected_reply,  // well-formed reply of the wrong shape
 };

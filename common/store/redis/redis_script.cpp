@@ -6,6 +6,7 @@
 
 #include <array>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 
 namespace rg {
@@ -406,7 +407,36 @@ return added
 
 }  // namespace
 
-std::string_view check_script() { return check_text; }
+// Charge once (store_request::once), kept around the check script and apart from it: ARGV's last element is the
+// token ('' for none), taken off before the check reads ARGV. A charged request records <its first key>:once:
+// <token> (same hash tag) for charge_once_ttl; a request whose token is recorded runs with charge 0, so it only
+// reads, and its reply's first element is 2, "a repeat of a charged request" (parse_check_reply: mark_repeat).
+static_assert(charge_once_ttl == std::chrono::minutes(10), "update the charge-once guard: PX 600000");
+constexpr std::string_view once_head = R"lua(-- charge once: a repeat of a charged request only reads
+local once, repeated = table.remove(ARGV), false
+if once ~= '' and ARGV[2] == '1' and #KEYS > 0 then
+  once = KEYS[1] .. ':once:' .. once
+  repeated = redis.call('EXISTS', once) == 1
+  if repeated then ARGV[2] = '0' end
+else
+  once = nil
+end
+local out = (function()
+)lua";
+constexpr std::string_view once_tail = R"lua(
+end)()
+if repeated then
+  out[1] = 2
+elseif once and out[1] == 1 then
+  redis.call('SET', once, '1', 'PX', 600000)
+end
+return out
+)lua";
+
+std::string_view check_script() {
+  static const std::string text = std::string(once_head) + std::string(check_text) + std::string(once_tail);
+  return text;
+}
 std::string_view read_script() { return read_text; }
 std::string_view lock_script() { return lock_text; }
 std::string_view release_script() { return release_text; }
@@ -532,7 +562,7 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
     key_of[i] = j < i ? key_of[j] : ++keys;  // 1-based, as Lua indexes KEYS
   }
   append_array_header(out, 3 + keys + check_head_args + check_counter_args * n +
-                               check_signal_args * req.signals.size());
+                               check_signal_args * req.signals.size() + 1);
   append_bulk(out, verb);
   append_bulk(out, script_or_sha);
   append_bulk(out, std::uint64_t{keys});
@@ -584,6 +614,7 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
     append_bulk(out, s.value);
     append_bulk(out, s.refuse_limit);
   }
+  append_bulk(out, req.once);
 }
 
 }  // namespace rg

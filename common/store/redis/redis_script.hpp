@@ -23,8 +23,8 @@ namespace rg {
 //         counters; then per counter check_counter_args: key index, unit tag, window_s, cost, refuse_limit,
 //         burst_factor (decimal, 0: none), burst_floor, refuse_factor (decimal, 0: none), refuse_floor, novelty
 //         bits ("12,345"; '' for an ordinary counter); then per signal check_signal_args: key index, tag,
-//         window_s, value, refuse_limit.
-//   reply {charged (1/0), count per counter...; per counter with burst_factor > 0, check_baseline_fields:
+//         window_s, value, refuse_limit; last, the charge-once token (store_request::once, '' for none).
+//   reply {charged (1/0; 2: a repeat of a charged request, read and not charged), count per counter...; per counter with burst_factor > 0, check_baseline_fields:
 //         average ('' when no baseline yet), history_ms; per novelty counter, check_novelty_fields: history_ms
 //         (-1: never charged), values new; distinct per signal...; then per key with a lock in force,
 //         check_lock_fields: key index, lock value}.

@@ -1,4 +1,5 @@
-// redis_store: connection life cycle (connect, handshake, serve, back off), the pipelined request FIFO with
+// redis_store: connection life cycle (ask the sentinels, connect, handshake, serve, back off), the pipelined
+// request FIFO with
 // per-request deadlines, and the wire side of the operator commands (several pipelined commands each, one
 // deadline; which commands and how their replies read is redis_admin's). The Lua scripts and their arguments
 // are in redis_script, their replies are read by redis_reply. Everything runs on one executor; nothing here
@@ -20,10 +21,8 @@
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
-#include <boost/asio/generic/stream_protocol.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -44,7 +43,6 @@ namespace {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
-using socket_type = asio::generic::stream_protocol::socket;
 using handler_type = asio::any_completion_handler<void(store_result)>;
 using admin_handler = asio::any_completion_handler<void(admin_result)>;
 
@@ -57,6 +55,12 @@ endpoint parse_address(const std::string& address) {
   auto e = parse_endpoint(address, redis_syntax, &why);
   if (!e) throw std::invalid_argument(fmt::format("redis address \"{}\": {}", escape_log_value(address, 200), why));
   return std::move(*e);
+}
+
+// A sentinel that does not answer within this is skipped for the next (the guidelines' "short timeout"); at
+// least the request deadline, so a sentinel is given as long as a check.
+std::chrono::milliseconds sentinel_step(std::chrono::milliseconds timeout) {
+  return std::clamp<std::chrono::milliseconds>(timeout, 250ms, 1000ms);
 }
 
 // Back-off between connection attempts: quick first retries for a restart, capped so the store is back
@@ -78,7 +82,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   impl(asio::any_io_executor ex, redis_options opts)
       : ex_(std::move(ex)),
         opts_(std::move(opts)),
-        target_(parse_address(opts_.address)),
+        tls_(make_tls_context(opts_.tls)),
+        target_(opts_.sentinel.sentinels.empty() ? parse_address(opts_.address) : endpoint{}),
         stall_limit_(std::max<clock_type::duration>(1s, 5 * opts_.timeout)),
         long_timeout_(std::max<clock_type::duration>(5s, 10 * opts_.timeout)),
         deadline_timer_(ex_),
@@ -89,12 +94,15 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     if (opts_.journal.max_entries == 0) throw std::invalid_argument("hold journal max entries must be positive");
     admin_keys_.prefix = opts_.key_prefix;
     admin_keys_.journal = opts_.journal;
+    if (!opts_.sentinel.sentinels.empty())
+      sentinel_.emplace(ex_, opts_.sentinel, tls_, opts_.tls.server_name, sentinel_step(opts_.timeout));
+    where_ = sentinel_ ? fmt::format("master \"{}\"", escape_log_value(opts_.sentinel.master, 200)) : opts_.address;
   }
 
   void start() {
     if (started_ || state_ == state::stopped) return;
     started_ = true;
-    asio::co_spawn(ex_, run(shared_from_this()), [address = opts_.address](std::exception_ptr e) {
+    asio::co_spawn(ex_, run(shared_from_this()), [address = where_](std::exception_ptr e) {
       if (!e) return;
       try {
         std::rethrow_exception(e);
@@ -115,11 +123,10 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   }
 
   bool connected() const { return state_ == state::connected; }
+  const std::string& refused() const { return refused_; }
 
   void check(store_request req, handler_type done) {
-    if (state_ != state::connected) {
-      return complete_later(std::move(done), state_ == state::stopped ? "redis store stopped" : "redis not connected");
-    }
+    if (state_ != state::connected) return complete_later(std::move(done), not_connected());
     if (conn_->wire.size() >= opts_.max_pending) return complete_later(std::move(done), "redis overloaded");
     for (const auto& c : req.counters) {
       // A zero window would divide by zero in the script; the rules loader should never produce one.
@@ -138,9 +145,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   }
 
   void admin(admin_request req, admin_handler done) {
-    if (state_ != state::connected) {
-      return complete_later(std::move(done), state_ == state::stopped ? "redis store stopped" : "redis not connected");
-    }
+    if (state_ != state::connected) return complete_later(std::move(done), not_connected());
     if (conn_->wire.size() >= opts_.max_pending) return complete_later(std::move(done), "redis overloaded");
     if (req.op == admin_op::lock && req.ttl_ms <= 0) return complete_later(std::move(done), "lock: ttl must be positive");
     if ((req.op == admin_op::top || req.op == admin_op::journal_read) && req.limit == 0) {
@@ -161,7 +166,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
  private:
   enum class state { idle, connecting, connected, stopped };
-  enum class slot_kind { auth, select, script_load, check, admin };
+  enum class slot_kind { auth, select, cluster_info, role, script_load, check, admin };
 
   // What one reply answers. Checks and operator commands each find their own state by `id` (and a late
   // reply, after a deadline removed that state, finds none and is dropped): checks in calls_, parsed by
@@ -175,11 +180,11 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   // One connection attempt and everything tied to its socket: a late completion of an old connection's
   // write finds its own buffer and socket, never the next connection's.
   struct connection {
-    explicit connection(const asio::any_io_executor& ex) : socket(ex), resolver(ex), reader(new_reader()) {
+    connection(const asio::any_io_executor& ex, std::shared_ptr<asio::ssl::context> tls, std::string tls_name)
+        : link(ex, std::move(tls), std::move(tls_name)), reader(new_reader()) {
       if (!reader) throw std::bad_alloc();
     }
-    socket_type socket;
-    asio::ip::tcp::resolver resolver;
+    redis_link link;
     reader_ptr reader;
     std::string out;      // encoded, not yet handed to the socket
     std::string writing;  // handed to the socket by the write in flight
@@ -211,11 +216,25 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   asio::awaitable<void> run(std::shared_ptr<impl>) {
     auto backoff = std::chrono::milliseconds(backoff_first);
     while (state_ != state::stopped) {
-      auto c = std::make_shared<connection>(ex_);
+      auto c = std::make_shared<connection>(ex_, tls_, opts_.tls.server_name);
       conn_ = c;
       state_ = state::connecting;
-      arm_connect_timer(c);
-      std::string why = co_await connect(c);
+      std::string why;
+      if (sentinel_) {
+        // Asked before every connection: after a failover the next master is whichever they name now.
+        auto a = co_await sentinel_->ask();
+        if (a.master) {
+          target_ = std::move(*a.master);
+        } else {
+          why = "no sentinel names the master: " + a.why;
+        }
+      }
+      if (state_ == state::stopped) break;
+      if (why.empty()) {
+        arm_connect_timer(c);
+        why = co_await c->link.connect(target_);
+        if (!c->reason.empty()) why = c->reason;
+      }
       if (why.empty()) {
         send_handshake(c);
         why = co_await serve(c);
@@ -223,17 +242,17 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       close(*c, why);
       connect_timer_.cancel();
       conn_.reset();
-      if (state_ == state::stopped) break;
+      if (state_ == state::stopped || !refused_.empty()) break;
       state_ = state::idle;
       fail_all("redis connection lost");
       // One warning per outage, not one per attempt: the info line in became_up() closes it.
       if (c->up) {
-        spdlog::warn("redis {}: connection lost: {}", opts_.address, c->reason);
+        spdlog::warn("redis {}: connection lost: {}", where(), c->reason);
         down_since_ = clock_type::now();
         outage_reported_ = true;
         backoff = backoff_first;
       } else if (!outage_reported_) {
-        spdlog::warn("redis {}: cannot connect: {}", opts_.address, c->reason);
+        spdlog::warn("redis {}: cannot connect: {}", where(), c->reason);
         down_since_ = clock_type::now();
         outage_reported_ = true;
       }
@@ -241,38 +260,6 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       co_await retry_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, backoff_cap);
     }
-  }
-
-  // Returns "" when connected, else why not.
-  asio::awaitable<std::string> connect(std::shared_ptr<connection> c) {
-    using asio::as_tuple;
-    using asio::use_awaitable;
-    boost::system::error_code ec;
-    if (target_.is_unix) {
-      const asio::local::stream_protocol::endpoint ep(target_.path);
-      std::tie(ec) = co_await c->socket.async_connect(socket_type::endpoint_type(ep), as_tuple(use_awaitable));
-    } else {
-      const std::string port = std::to_string(target_.port);
-      auto [rec, results] = co_await c->resolver.async_resolve(target_.host, port, as_tuple(use_awaitable));
-      if (!c->reason.empty()) co_return c->reason;
-      if (rec) co_return fmt::format("resolve {}: {}", target_.host, rec.message());
-      ec = asio::error::host_not_found;
-      for (const auto& entry : results) {
-        boost::system::error_code ignored;
-        c->socket.close(ignored);  // the next address may be of another family
-        std::tie(ec) = co_await c->socket.async_connect(socket_type::endpoint_type(entry.endpoint()),
-                                                        as_tuple(use_awaitable));
-        if (!ec || !c->reason.empty()) break;
-      }
-      if (!ec) {
-        // Small pipelined writes must not wait for the previous one's ACK.
-        boost::system::error_code ignored;
-        c->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-      }
-    }
-    if (!c->reason.empty()) co_return c->reason;
-    if (ec) co_return ec.message();
-    co_return std::string();
   }
 
   void arm_connect_timer(const std::shared_ptr<connection>& c) {
@@ -298,6 +285,14 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       append_command(c->out, {"SELECT", std::to_string(opts_.db)});
       c->wire.push_back({slot_kind::select, 0, now});
     }
+    // A Cluster node is refused (redis_store.hpp); INFO's section is there on every server, clustered or not.
+    append_command(c->out, {"INFO", "cluster"});
+    c->wire.push_back({slot_kind::cluster_info, 0, now});
+    if (sentinel_) {
+      // The sentinels' answer may be stale (a failover in progress): only a master gets checks.
+      append_command(c->out, {"ROLE"});
+      c->wire.push_back({slot_kind::role, 0, now});
+    }
     for (std::size_t i = 0; i < script_count; ++i) {
       append_command(c->out, {"SCRIPT", "LOAD", script_text(i)});
       c->wire.push_back({slot_kind::script_load, i, now});
@@ -311,10 +306,10 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     connect_timer_.cancel();
     if (outage_reported_) {
       const auto down = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - down_since_);
-      spdlog::info("redis {}: connection restored after {} ms", opts_.address, down.count());
+      spdlog::info("redis {}: connection restored after {} ms", where(), down.count());
       outage_reported_ = false;
     } else {
-      spdlog::info("redis {}: connected", opts_.address);
+      spdlog::info("redis {}: connected", where());
     }
   }
 
@@ -322,9 +317,9 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   asio::awaitable<std::string> serve(std::shared_ptr<connection> c) {
     std::array<char, 16 * 1024> buf;
     for (;;) {
-      auto [ec, n] = co_await c->socket.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+      auto [ec, n] = co_await c->link.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
       if (!c->reason.empty()) co_return c->reason;
-      if (ec) co_return ec == asio::error::eof ? std::string("closed by server") : ec.message();
+      if (ec) co_return redis_link::closed_by_peer(ec) ? std::string("closed by server") : ec.message();
       if (redisReaderFeed(c->reader.get(), buf.data(), n) != REDIS_OK) {
         co_return to_redis_error("read", c->reader.get(), nullptr).text;
       }
@@ -344,9 +339,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   // Closing makes the pending read complete, and serve() returns; `reason` is what the warning says.
   void close(connection& c, std::string_view reason) {
     if (c.reason.empty()) c.reason = reason.empty() ? "closed" : std::string(reason);
-    c.resolver.cancel();
-    boost::system::error_code ignored;
-    c.socket.close(ignored);
+    c.link.close();
     if (&c == conn_.get() && state_ != state::stopped) {
       state_ = state::idle;
       fail_all("redis connection lost");
@@ -366,7 +359,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     c->write_busy = true;
     // Everything queued while the previous write was in flight goes out in this one write.
     std::swap(c->writing, c->out);
-    asio::async_write(c->socket, asio::buffer(c->writing),
+    c->link.async_write(asio::buffer(c->writing),
                       [self = shared_from_this(), c](boost::system::error_code ec, std::size_t) {
                         c->write_busy = false;
                         c->writing.clear();
@@ -386,6 +379,25 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
           close(*c, to_redis_error(slot.kind == slot_kind::auth ? "AUTH" : "SELECT", nullptr, reply.get()).text);
         }
         return;
+      case slot_kind::cluster_info:
+        if (reply->type == REDIS_REPLY_STRING && as_view(*reply).find("cluster_enabled:1") != std::string_view::npos) {
+          refused_ = fmt::format(
+              "redis {}: is a Redis Cluster node (cluster_enabled:1), which rateguard does not support: one check "
+              "is one atomic script over all the request's identities, and a Cluster runs a script only when all "
+              "its keys are in one hash slot; point redis at a standalone server or use sentinels",
+              where());
+          spdlog::critical("{}", refused_);
+          close(*c, refused_);
+        }
+        return;  // an error (a server without INFO cluster) is no cluster
+      case slot_kind::role: {
+        const bool named = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                           reply->element[0]->type == REDIS_REPLY_STRING;
+        const std::string role = named ? escape_log_value(as_view(*reply->element[0]), 40) : "unexpected reply";
+        if (role == "master") return;
+        return close(*c, fmt::format("{}:{} is not the master (ROLE: {}); asking the sentinels again", target_.host,
+                                     target_.port, role));
+      }
       case slot_kind::script_load:
         if (reply->type != REDIS_REPLY_STRING) return close(*c, to_redis_error("SCRIPT LOAD", nullptr, reply.get()).text);
         shas_[slot.id].assign(reply->str, reply->len);
@@ -411,9 +423,14 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       }
       return start_write(c);
     }
+    const bool not_master = reply->type == REDIS_REPLY_ERROR &&
+                            to_redis_error("EVALSHA", nullptr, reply.get()).code == redis_errc::not_master;
     auto done = std::move(it->second.done);
     auto result = parse_check_reply(*reply, it->second.req);
     calls_.erase(it);  // before invoking: the handler may issue the next request
+    // A demoted master (READONLY) or one cut off from its replicas (NOREPLICAS): with sentinels, reconnect to
+    // whichever they name now; this call failed and charged nothing (the script stops at its first write).
+    if (not_master && sentinel_) close(*c, result.error);
     // Called directly, not through complete_now's asio::dispatch: this runs inside serve() on our executor,
     // the only one (see the top of the file), where dispatch would run the handler inline anyway, but only
     // after wrapping it twice in type-erased executor functions (allocations and moves of the result).
@@ -518,6 +535,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       timeouts_.pop_front();
       const auto it = calls_.find(id);
       if (it == calls_.end()) continue;
+      verify_master();
       auto done = std::move(it->second.done);
       calls_.erase(it);  // its wire slot stays: the reply still comes, in order, and is dropped
       complete_now(std::move(done), failure("redis timeout"));
@@ -536,6 +554,34 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       close(*conn_, fmt::format("no reply for {} ms", ms));
     }
     arm_deadline_timer();
+  }
+
+  // --- where and why ---------------------------------------------------------------------------------------
+
+  // The log's name for the server: the address, or with sentinels the master's name and where it is now.
+  std::string where() const {
+    if (!sentinel_ || target_.host.empty()) return where_;
+    return fmt::format("{} at {}:{}", where_, target_.host, target_.port);
+  }
+
+  std::string not_connected() const {
+    if (state_ == state::stopped) return "redis store stopped";
+    return refused_.empty() ? "redis not connected" : refused_;
+  }
+
+  // With sentinels, a check that timed out may mean the master is gone or hung: ask them (once at a time)
+  // and drop the connection if they name another server, rather than wait for the connection's stall limit.
+  void verify_master() {
+    if (!sentinel_ || verifying_ || !conn_ || !conn_->up) return;
+    verifying_ = true;
+    asio::co_spawn(ex_, ask_sentinels_again(shared_from_this(), conn_), asio::detached);
+  }
+  asio::awaitable<void> ask_sentinels_again(std::shared_ptr<impl>, std::shared_ptr<connection> c) {
+    const endpoint was = target_;
+    auto a = co_await sentinel_->ask();
+    verifying_ = false;
+    if (a.master && (a.master->host != was.host || a.master->port != was.port) && c == conn_ && c->reason.empty())
+      close(*c, fmt::format("the sentinels name {}:{} as the master now", a.master->host, a.master->port));
   }
 
   // --- completion ------------------------------------------------------------------------------------------
@@ -570,8 +616,13 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
   asio::any_io_executor ex_;
   redis_options opts_;
+  std::shared_ptr<asio::ssl::context> tls_;  // null: plain text
+  std::optional<sentinel_resolver> sentinel_;
+  std::string where_;    // the log's name for the server (where())
+  std::string refused_;  // refused() (a Cluster node): no more reconnects
+  bool verifying_ = false;
   admin_keys admin_keys_;  // from opts_: where the operator commands find the data
-  endpoint target_;
+  endpoint target_;  // with sentinels: the master they named last
   clock_type::duration stall_limit_;  // the oldest request unanswered this long: drop the connection
   // Deadline of top and journal_read, which take several round trips (SCAN steps, pages): max(5 s, 10 x
   // timeout). The other operator commands have the check's `timeout`.
@@ -605,6 +656,7 @@ redis_store::~redis_store() { impl_->stop(); }
 void redis_store::start() { impl_->start(); }
 void redis_store::stop() { impl_->stop(); }
 bool redis_store::connected() const { return impl_->connected(); }
+const std::string& redis_store::refused() const { return impl_->refused(); }
 std::string_view redis_store::lua_script() { return check_script(); }
 
 void redis_store::start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) {

@@ -1,7 +1,9 @@
 // redis_store: the counter store shared by every node, one Lua call (EVALSHA) per request on one pipelined
 // connection, and on the same connection the operator commands (locks, status, top, hold journal). Asio owns
 // the socket, deadlines and reconnects; hiredis is only the RESP encoder/decoder.
-// Not a general Redis client: no Sentinel, no Cluster routing, no TLS (hiredis 0.14 has none), no RESP3.
+// With Sentinel it asks the sentinels for the master at every (re)connect and confirms it with ROLE; over TLS
+// when told (redis_link). Not a general Redis client: no Cluster (a cluster node is refused at the handshake:
+// one atomic script over several identities needs them in one hash slot), no RESP3.
 //
 // Keys: <prefix>{<identity>} is a hash per identity: its counter buckets ("m60:<bucket>" = count), its lock
 // ("lock" = "until_ms:since_ms:reason"), its baselines ("bm3600" = "average:last period:first period") and
@@ -11,6 +13,8 @@
 // trimmed exactly to redis_options.journal on every add.
 #pragma once
 
+#include "redis_link.hpp"
+#include "redis_sentinel.hpp"
 #include "store.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -36,6 +40,10 @@ struct redis_options {
                                                           // ("redis overloaded")
   std::string key_prefix{redis_defaults::key_prefix};
   journal_caps journal;  // the hold journal stream <key_prefix>holds
+  // Sentinel: when sentinel.sentinels is not empty, `address` is ignored and the master is whichever server
+  // the sentinels name (asked again at every reconnect, after a timeout, READONLY or NOREPLICAS).
+  sentinel_options sentinel;
+  redis_tls_options tls;  // TLS to the servers and to the sentinels alike
 };
 
 class redis_store final : public store {
@@ -52,6 +60,9 @@ class redis_store final : public store {
   // The store cannot be started again. Call it (or destroy the store) before its executor's io_context dies.
   void stop();
   bool connected() const;
+  // Non-empty when the server can never serve this store (a Redis Cluster node): the store has stopped
+  // reconnecting and fails every request with this text. The daemon refuses to start on it.
+  const std::string& refused() const;
 
   std::string name() const override { return "redis"; }
 
