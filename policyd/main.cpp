@@ -23,6 +23,7 @@
 #include "control.hpp"
 #include "ctl_format.hpp"
 #include "daemon_stats.hpp"
+#include "hold_queue.hpp"
 #include "log_exception.hpp"
 #include "logging.hpp"
 #include "memory_store.hpp"
@@ -270,6 +271,7 @@ int main(int argc, char** argv) {
   server srv(io, cfg, service, registry);
   registry.add_gauge_fn("rateguard_store_up", "1 when the store answers (Redis connected; the memory store always)",
                         [redis_ptr = &redis] { return !*redis_ptr || (*redis_ptr)->connected() ? 1.0 : 0.0; });
+  std::optional<hold_queue_sampler> hold_queue;  // started once privileges are dropped: it reads as the daemon's user
   daemon_stats stats(service, srv);
   srv.set_stats([&stats] { return stats.figures(false); });
   bool stopping = false;
@@ -308,6 +310,7 @@ int main(int argc, char** argv) {
       io.run_one_for(std::chrono::milliseconds(10));
     if (!redis->connected()) spdlog::warn("redis {} not reachable yet: answering with on_store_error meanwhile", cfg.redis);
   }
+  if (!cfg.hold_queue_dir.empty()) hold_queue.emplace(io, cfg.hold_queue_dir, registry);
   srv.start();
   metrics_front.start();
   boost::asio::co_spawn(io, stats_loop(io, cfg, service, stats), [](std::exception_ptr e) { log_exception(e, "stats"); });

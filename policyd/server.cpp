@@ -124,6 +124,7 @@ server::server(asio::io_context& io, const daemon_config& cfg, policy_service& s
     for (std::string_view st : request_states) requests_.back().push_back(&requests.with({f, st}));
     requests_.back().push_back(&requests.with({f, "other"}));
     open_.push_back(&open.with({f}));
+    for (std::string_view reason : {"allow_clients", "max_connections"}) refused_.with({f, reason});
   }
   milter_settings_.user_name = [](std::uint32_t uid) { return login_name(static_cast<uid_t>(uid)); };
   apply(cfg);

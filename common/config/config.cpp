@@ -287,6 +287,9 @@ const std::vector<option_def>& options() {
          return {};
        },
        [](const daemon_config& c) { return c.metrics; }},
+      path_opt("hold_queue_dir", &daemon_config::hold_queue_dir, true, restart,
+               "Postfix's hold queue (/var/spool/postfix/hold), counted once a minute for the hold queue "
+               "metrics if the daemon's user can read it (empty: not counted)"),
       duration_opt("stats_interval", &daemon_config::stats_interval, ms(0), ms(86400000), reload,
                    "Log a summary line (requests, decisions per action, peak connections, store p99, top keys) "
                    "this often (0: never)"),

@@ -82,6 +82,8 @@ struct daemon_config {
 
   // Prometheus /metrics and /healthz over HTTP: "inet:HOST:PORT" (listen's syntax, inet only); empty: off.
   std::string metrics;
+  // Postfix's hold queue directory, sampled once a minute for the hold queue gauges; empty: not sampled.
+  std::string hold_queue_dir;
   // The anvil-style summary line in the log every this often; 0: none.
   std::chrono::milliseconds stats_interval{std::chrono::hours(1)};
   // A mail to this address for each new lock (through sendmail_path), or this program run with the facts in

@@ -34,7 +34,11 @@ struct policy_service::counters {
                                        "Answers given under on_store_error, by answer (dunno, defer)", {{"answer"}})),
         locks_set(r.add_counter("rateguard_locks_set_total", "Locks set by this daemon when a hold rule tripped")),
         holds_journaled(
-            r.add_counter("rateguard_holds_journaled_total", "Held messages written to the hold journal")) {}
+            r.add_counter("rateguard_holds_journaled_total", "Held messages written to the hold journal")) {
+    // Every series of a fixed label set exists from the start at 0, so increase() sees the first error too.
+    for (const char* kind : {"timeout", "error"}) store_errors.with({kind});
+    for (const char* answer : {"dunno", "defer"}) store_error_answers.with({answer});
+  }
 
   // A limits file of thousands of rules must not become thousands of series; the rest count as "other".
   static constexpr std::size_t max_rule_labels = 200;

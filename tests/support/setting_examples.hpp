@@ -52,6 +52,7 @@ inline std::map<std::string, setting_example> setting_examples(const std::string
       {"hold_journal_max", {"77", ""}},
       {"hold_journal_age", {"2d", ""}},
       {"metrics", {"inet:127.0.0.1:1", ""}},
+      {"hold_queue_dir", {"/tmp/rg-example-hold", ""}},
       {"stats_interval", {"7m", ""}},
       {"notify", {"postmaster@example.com", ""}},
       {"notify_command", {"/bin/true", ""}},
