@@ -19,6 +19,7 @@ PORT_BASE=${PORT_BASE:-$((21000 + RANDOM % 10000))}
 P_TRIVIAL=$PORT_BASE P_MEM=$((PORT_BASE + 1)) P_REDIS=$((PORT_BASE + 2)) P_MEM_TIGHT=$((PORT_BASE + 3))
 P_REDIS_TIGHT=$((PORT_BASE + 4)) P_IDLE=$((PORT_BASE + 5)) P_MEMKEY=$((PORT_BASE + 6))
 P_TRIVIAL_MILTER=$((PORT_BASE + 7)) P_MILTER_POLICY=$((PORT_BASE + 8)) P_MILTER=$((PORT_BASE + 9))
+P_MEM_METRICS=$((PORT_BASE + 10)) P_METRICS_HTTP=$((PORT_BASE + 11))
 
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
@@ -33,12 +34,13 @@ ulimit -n 4096 2>/dev/null || true  # 1000 idle connections on both ends
 
 rcli() { redis-cli -s "$RSOCK" "$@"; }
 
-start_daemon() {  # NAME PORT STORE SCALE
+start_daemon() {  # NAME PORT STORE SCALE [SETTINGS]
   local d=$TMP/$1
   mkdir -p "$d"
   write_limits "$d/limits.conf" "$4"
   run_daemon "$d" "$2" "store = $3
-redis = $RSOCK"
+redis = $RSOCK
+${5:-}"
   eval "PID_$1=$PID"
 }
 
@@ -51,6 +53,22 @@ start_daemon mem "$P_MEM" memory 1000000
 start_daemon redis "$P_REDIS" redis 1000000
 start_daemon mem_tight "$P_MEM_TIGHT" memory 1
 start_daemon redis_tight "$P_REDIS_TIGHT" redis 1
+# Metrics on vs off (issue 14): the same memory-store daemon with its metrics listener, scraped every second
+# (Prometheus's usual interval is 15 s to 1 m: this is the harsh case) by a loop of plain HTTP GETs for as long
+# as the benchmark runs. "memory" rows are the same daemon without the listener. The counters themselves are
+# counted in both (they are not optional), so this measures the listener and the scrapes, not the counting.
+start_daemon memmetrics "$P_MEM_METRICS" memory 1000000 "metrics = inet:127.0.0.1:$P_METRICS_HTTP"
+wait_port "$P_METRICS_HTTP"
+scrape_loop() {
+  local i
+  for i in $(seq 1 3600); do
+    { exec 3<>"/dev/tcp/127.0.0.1/$P_METRICS_HTTP" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3 >/dev/null; } 2>/dev/null
+    exec 3<&- 2>/dev/null
+    sleep 1
+  done
+}
+scrape_loop &
+PIDS+=($!)
 
 SHA=$(rcli script load "$("$BENCH" --print-lua)")
 BIG=1000000000
@@ -91,6 +109,7 @@ for c in "${CONCS[@]}"; do
   run_bench trivial "$P_TRIVIAL" "$c" 1000
   for u in "${USERS[@]}"; do
     run_bench memory "$P_MEM" "$c" "$u"
+    run_bench memory-metrics "$P_MEM_METRICS" "$c" "$u"
     rcli flushall >/dev/null
     run_bench redis "$P_REDIS" "$c" "$u"
     rcli flushall >/dev/null
@@ -186,7 +205,7 @@ def line(name, rps, p50, p99, err, c, ref, acts=""):
     t = f"{rps / trivial[c]:.2f}" if trivial.get(c) else "-"
     r = f"{rps / ref:.2f}" if ref else "-"
     print(f"{name:<40}{rps:>9.0f}{p50:>8}{p99:>8}{err:>7}{t:>10}{r:>10}  {acts}")
-order = {"trivial": 0, "memory": 1, "redis": 2, "memory-tight": 4, "redis-tight": 5}
+order = {"trivial": 0, "memory": 1, "memory-metrics": 1.5, "redis": 2, "memory-tight": 4, "redis-tight": 5}
 for key in sorted(load, key=lambda k: (order.get(k[0], 9) >= 4, int(k[1]), int(k[2]), order.get(k[0], 9))):
     l, c, u = key
     if l == "memkey" or "milter" in l:
@@ -201,6 +220,16 @@ for key in sorted(load, key=lambda k: (order.get(k[0], 9) >= 4, int(k[1]), int(k
         w, f, lt, fp50, fp99 = rb[(c, u)]
         print(f"{'  redis-benchmark EVALSHA C=' + c + ' U=' + u:<40}{w:>9.0f}{fp50:>8}{fp99:>8}{'':>7}{'':>10}{'1.00':>10}"
               f"  (first RCPT {f:.0f}/s, later RCPT {lt:.0f}/s, weighted 1:1; p50/p99 of first RCPT)")
+# Metrics on vs off: per (C, U), the median pass of each, and every pass's pair (the two ran back to back).
+pairs = sorted((k[1], k[2]) for k in load if k[0] == "memory-metrics")
+if pairs:
+    print(f"\n{'metrics on vs off (memory store)':<40}{'off':>9}{'on':>9}{'on/off':>8}  per pass (on/off)")
+    for c, u in sorted(pairs, key=lambda p: (int(p[0]), int(p[1]))):
+        off, on = load.get(("memory", c, u)), load[("memory-metrics", c, u)]
+        if not off:
+            continue
+        per_pass = " ".join(f"{b[0] / a[0]:.3f}" for a, b in zip(load_runs[("memory", c, u)], load_runs[("memory-metrics", c, u)]))
+        print(f"{'C=' + c + ' U=' + u:<40}{off[0]:>9.0f}{on[0]:>9.0f}{on[0] / off[0]:>8.3f}  {per_pass}")
 milter = {k: v for k, v in load.items() if "milter" in k[0]}
 if milter:
     # Whole messages (negotiate .. QUIT for cleanup's shape; MAIL .. EOM + ABORT for smtpd's 100 per connection),
