@@ -250,3 +250,54 @@ TEST_CASE("metrics: a real prometheus scraping during a load finds the load's ex
     CHECK(names.count(n) == 1);
   }
 }
+
+TEST_CASE("notify_command: one run per new lock with the facts in its environment, failures logged, rate-limited",
+          "[metrics][notify]") {
+  char tmpl[] = "/tmp/rg-notify-XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  const std::string dir = tmpl;
+  // Writes its environment and input per key; fails (exit 3, with a message) for bob.
+  std::ofstream(dir + "/notify.sh") << "#!/bin/sh\n"
+                                       "env | grep '^RG_' | sort > \"" << dir << "/env.$RG_KEY\"\n"
+                                       "cat > \"" << dir << "/mail.$RG_KEY\"\n"
+                                       "case $RG_KEY in *bob) echo 'no route to pager'; exit 3 ;; esac\n";
+  chmod((dir + "/notify.sh").c_str(), 0755);
+  {
+    daemon_process d("sasl_username * 1/1h hold\n", "metrics = inet:127.0.0.1:0\nnotify_command = " + dir +
+                                                        "/notify.sh\nnotify_delay = 3s\nnotify_rate_limit = 2\n");
+    policy_client c(d.socket_path());
+    for (const char* user : {"alice", "bob", "carol"}) {
+      CHECK(c.ask(rcpt_request(user, std::string(user) + "1", "1A2B3C")) == "DUNNO");
+      CHECK(c.ask(rcpt_request(user, std::string(user) + "2", "4D5E6F")).starts_with("HOLD"));
+      CHECK(c.ask(rcpt_request(user, std::string(user) + "3", "7A8B9C")).starts_with("HOLD"));  // locked: no new lock
+    }
+    CHECK(d.wait_for_log("notify: " + dir + "/notify.sh about the lock of sasl_username:alice: sent"));
+    CHECK(d.wait_for_log("notify: " + dir + "/notify.sh about the lock of sasl_username:bob failed: " + dir +
+                         "/notify.sh exited with status 3: no route to pager"));
+    CHECK(d.wait_for_log("notify: 2 notifications in the last hour (notify_rate_limit): none sent for the lock of "
+                         "sasl_username:carol"));
+    std::string body;
+    for (int i = 0; i < 100 && body.find("result=\"failed\"} 1") == std::string::npos; ++i) {
+      body = http_get(metrics_port(d), "/metrics").body;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK(body.find("rateguard_notifications_total{result=\"sent\"} 1\n") != std::string::npos);
+    CHECK(body.find("rateguard_notifications_total{result=\"failed\"} 1\n") != std::string::npos);
+    CHECK(body.find("rateguard_notifications_total{result=\"rate_limited\"} 1\n") != std::string::npos);
+    CHECK(body.find("rateguard_locks_set_total 3\n") != std::string::npos);
+    CHECK(d.log_count("notify: ") == 3);
+  }
+  const std::string env = read_file(dir + "/env.sasl_username:alice");
+  CHECK(env.find("RG_KEY=sasl_username:alice\n") != std::string::npos);
+  // Both held messages: each was journaled when the next request on the connection began a new message,
+  // milliseconds after the lock, long before notify_delay (3 s) ran out.
+  CHECK(env.find("RG_QUEUE_IDS=4D5E6F 7A8B9C\n") != std::string::npos);
+  CHECK(env.find("RG_RELEASE_COMMAND=rateguardctl release 'sasl_username:alice'\n") != std::string::npos);
+  CHECK(env.find("RG_RULE=") != std::string::npos);
+  CHECK(env.find("RG_UNTIL=") != std::string::npos);
+  const std::string mail = read_file(dir + "/mail.sasl_username:alice");
+  CHECK(mail.find("  postsuper -H 4D5E6F\n") != std::string::npos);
+  CHECK(mail.find("  postsuper -d 4D5E6F\n") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir + "/env.sasl_username:carol"));
+  std::filesystem::remove_all(dir);
+}
