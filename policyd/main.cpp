@@ -128,8 +128,10 @@ boost::asio::awaitable<void> stats_loop(boost::asio::io_context& io, const daemo
     timer.expires_after(interval.count() > 0 ? interval : std::chrono::milliseconds(std::chrono::minutes(1)));
     co_await timer.async_wait(boost::asio::use_awaitable);
     if (interval.count() == 0 || cfg.stats_interval != interval) continue;
+    // Named, not temporaries in the co_await expression (g++ 12, see server.cpp's serve_control).
     control_env env{service.counter_store(), service.snapshot(), cfg.lock_time, [&stats] { return stats.figures(true); }};
-    const std::string answer = co_await run_control(std::move(env), "command=stats\n\n");
+    std::string request = "command=stats\n\n";
+    const std::string answer = co_await run_control(std::move(env), std::move(request));
     boost::system::error_code ec;
     const auto o = boost::json::parse(answer, ec);
     if (!ec && o.is_object()) spdlog::info("{}", stats_line(o.as_object()));

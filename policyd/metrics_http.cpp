@@ -11,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include "config.hpp"
 #include "log_exception.hpp"
 #include "net_addr.hpp"
 
@@ -40,7 +41,7 @@ metrics_http::metrics_http(asio::io_context& io, metrics_http_handlers handlers)
 void metrics_http::bind(const std::string& spec) {
   try {
     std::string why;
-    const auto e = parse_endpoint(spec, endpoint_syntax{.scheme_required = true, .default_port = 0, .port_zero_ok = true}, &why);
+    const auto e = parse_endpoint(spec, listen_syntax, &why);  // load_config has checked it
     if (!e || e->is_unix) throw std::runtime_error(why.empty() ? "not inet:HOST:PORT" : why);
     boost::system::error_code ec;
     const auto addr = asio::ip::make_address(e->host == "localhost" ? "127.0.0.1" : e->host, ec);

@@ -490,7 +490,10 @@ awaitable<void> server::serve_control(asio::local::stream_protocol::socket sock)
     else {
       // Named, not temporaries in the co_await expression: g++ 12 destroys such a temporary twice (seen
       // here as the snapshot's shared_ptr released once too often).
-      control_env env{service_.counter_store(), service_.snapshot(), cfg_.lock_time, stats_};
+      control_env env{service_.counter_store(), service_.snapshot(), cfg_.lock_time, stats_,
+                      [this](const std::string& identity, std::int64_t until_ms) {
+                        service_.lock_changed(identity, until_ms);
+                      }};
       in.resize(n);
       reply = co_await run_control(std::move(env), std::move(in));
     }

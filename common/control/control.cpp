@@ -229,8 +229,13 @@ awaitable<std::string> cmd_change(const control_env& env, const fields& f, admin
   json::object o = ok_reply(name);
   o["key"] = jstr(k.name);
   o["changed"] = res.changed;
+  std::int64_t until_ms = 0;
   for (const identity_state& s : res.identities)
-    if (s.identity == k.identity && s.lock) o["lock"] = lock_json(*s.lock);
+    if (s.identity == k.identity && s.lock) {
+      o["lock"] = lock_json(*s.lock);
+      until_ms = s.lock->until_ms;
+    }
+  if (res.changed && env.lock_changed) env.lock_changed(k.identity, op == admin_op::lock ? until_ms : 0);
   co_return json::serialize(o);
 }
 

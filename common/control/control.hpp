@@ -43,6 +43,8 @@ struct control_env {
   std::shared_ptr<const policy_snapshot> snap;  // the rules at the time the command arrived
   std::chrono::milliseconds lock_time;          // default --ttl of `lock` (1d when locks are off)
   std::function<stats_figures()> stats = {};    // `stats`; empty: the command is refused
+  // Told of each lock the commands change: set by hand (until_ms > 0) or removed by release or reset (0).
+  std::function<void(const std::string& identity, std::int64_t until_ms)> lock_changed = {};
 };
 
 // How many keys `stats` lists (sasl_username, messages in the last hour, highest first).

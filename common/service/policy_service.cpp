@@ -101,6 +101,22 @@ policy_service::policy_service(asio::any_io_executor ex, store& st, std::shared_
     settings_.metrics = own_metrics_.get();
   }
   counters_ = std::make_unique<counters>(*settings_.metrics);
+  settings_.metrics->add_gauge_fn(
+      "rateguard_locks_in_force",
+      "Locks in force that this daemon set, by a hold rule or rateguardctl, and that no rateguardctl release or "
+      "reset through it removed",
+      [this] {
+        const std::int64_t now = now_ms();
+        std::erase_if(census_, [now](const auto& e) { return e.second <= now; });
+        return static_cast<double>(census_.size());
+      });
+}
+
+void policy_service::lock_changed(const std::string& identity, std::int64_t until_ms) {
+  if (until_ms <= 0)
+    census_.erase(identity);
+  else if (census_.size() < max_census || census_.count(identity))
+    census_[identity] = until_ms;
 }
 
 policy_service::~policy_service() = default;
@@ -190,6 +206,7 @@ void policy_service::locked(decide_op&& op, const admin_result& res) {
       const std::string reason = lock_reason(*v.hit);
       spdlog::info("{}", format_lock(key, v.hit->rule_where, until_ms, reason, *op.req, settings_.format));
       counters_->locks_set.inc();
+      lock_changed(counter_identity(v.hit->kind, v.hit->key), until_ms);
       if (settings_.on_lock)
         settings_.on_lock(lock_event{key, v.hit->rule_where, reason, until_ms, std::string(op.req->get(attr::client_address)),
                                      std::string(op.req->get(attr::sender)), std::string(op.req->get(attr::queue_id))});

@@ -94,6 +94,8 @@ class policy_service {
 
   std::uint64_t requests() const { return requests_; }
   std::uint64_t rcpt_requests() const { return rcpt_requests_; }
+  // A lock changed outside the service (rateguardctl lock, release, reset): until_ms > 0 set, 0 removed.
+  void lock_changed(const std::string& identity, std::int64_t until_ms);
   // Totals since the start, for the stats line and rateguardctl stats.
   service_counts counts() const;
   // The upper bounds (seconds) of the store latency histogram's buckets.
@@ -142,6 +144,10 @@ class policy_service {
   std::function<void()> on_journal_idle_;
   // Our own warnings, each at most once a second, so a broken store cannot flood the log.
   rate_limited_warning store_warning_, lock_warning_, journal_warning_;
+  // The locks this daemon set or changed, by identity, with their end (the rateguard_locks_in_force gauge);
+  // at most max_census entries (a lock flood beyond it is counted by locks_set only).
+  static constexpr std::size_t max_census = 100000;
+  std::map<std::string, std::int64_t> census_;
   std::uint64_t requests_ = 0, rcpt_requests_ = 0;
   bool warned_no_rcpt_ = false;
   bool warned_realm_ = false;  // once per process: the mismatch does not fix itself

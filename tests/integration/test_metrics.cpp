@@ -285,7 +285,15 @@ TEST_CASE("notify_command: one run per new lock with the facts in its environmen
     CHECK(body.find("rateguard_notifications_total{result=\"failed\"} 1\n") != std::string::npos);
     CHECK(body.find("rateguard_notifications_total{result=\"rate_limited\"} 1\n") != std::string::npos);
     CHECK(body.find("rateguard_locks_set_total 3\n") != std::string::npos);
+    CHECK(body.find("rateguard_locks_in_force 3\n") != std::string::npos);
     CHECK(d.log_count("notify: ") == 3);
+    // Locks in force follow rateguardctl: a release removes one, a lock by hand adds one (and notifies nobody).
+    CHECK(d.ctl({"release", "sasl_username:alice"}) == 0);
+    CHECK(d.ctl({"lock", "sasl_username:dave"}) == 0);
+    CHECK(d.ctl({"reset", "sasl_username:bob"}) == 0);
+    body = http_get(metrics_port(d), "/metrics").body;
+    CHECK(body.find("rateguard_locks_in_force 2\n") != std::string::npos);
+    CHECK(body.find("rateguard_locks_set_total 3\n") != std::string::npos);
   }
   const std::string env = read_file(dir + "/env.sasl_username:alice");
   CHECK(env.find("RG_KEY=sasl_username:alice\n") != std::string::npos);
