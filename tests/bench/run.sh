@@ -92,6 +92,18 @@ run_bench() {  # LABEL PORT C U [extra...]
   "$BENCH" --connect "inet:127.0.0.1:$port" -c "$c" --users "$u" --seconds "$SECS" --label "$label" --csv "$@" \
     | tee -a "$RESULTS" || true
 }
+# The daemon's CPU time (user + system, clock ticks) from /proc/PID/stat.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run_bench, and a row "cpu,LABEL,C,U,ticks,requests" with the daemon's CPU time over the run: CPU per request is
+# what metrics cost, and it varies far less than req/s when other work shares the cores.
+run_bench_cpu() {  # LABEL PORT PID C U
+  local label=$1 port=$2 pid=$3 c=$4 u=$5 t0 t1 row
+  t0=$(cpu_ticks "$pid")
+  row=$(run_bench "$label" "$port" "$c" "$u" | tail -1)
+  t1=$(cpu_ticks "$pid")
+  echo "$row"
+  echo "cpu,$label,$c,$u,$((t1 - t0)),$(echo "$row" | cut -d, -f4)" | tee -a "$RESULTS"
+}
 # redis-benchmark at the same concurrency; prints req/s and p50/p99 (µs) of one shape.
 run_rb() {  # C U N SHAPE...
   local c=$1 u=$2 n=$3
@@ -108,8 +120,14 @@ echo "-- pass $pass"
 for c in "${CONCS[@]}"; do
   run_bench trivial "$P_TRIVIAL" "$c" 1000
   for u in "${USERS[@]}"; do
-    run_bench memory "$P_MEM" "$c" "$u"
-    run_bench memory-metrics "$P_MEM_METRICS" "$c" "$u"
+    # Metrics off then on in odd passes, on then off in even ones: neither always runs first.
+    if ((pass % 2)); then
+      run_bench_cpu memory "$P_MEM" "$PID_mem" "$c" "$u"
+      run_bench_cpu memory-metrics "$P_MEM_METRICS" "$PID_memmetrics" "$c" "$u"
+    else
+      run_bench_cpu memory-metrics "$P_MEM_METRICS" "$PID_memmetrics" "$c" "$u"
+      run_bench_cpu memory "$P_MEM" "$PID_mem" "$c" "$u"
+    fi
     rcli flushall >/dev/null
     run_bench redis "$P_REDIS" "$c" "$u"
     rcli flushall >/dev/null
@@ -185,7 +203,7 @@ def median(runs):  # the pass with the median req/s (first element), whole row k
     runs = sorted(runs, key=lambda t: t[0])
     return runs[(len(runs) - 1) // 2]
 load_runs, rb_runs = {}, {}
-extra = {}
+extra, cpu = {}, {}
 for r in rows:
     if r[0] == "redis-benchmark":
         c, u = r[1], r[2]
@@ -194,6 +212,10 @@ for r in rows:
         rb_runs.setdefault((c, u), []).append((w, f, l, int(r[4]), int(r[5])))
     elif r[0] in ("rss", "redismem"):
         extra[r[0]] = r[1:]
+    elif r[0] == "cpu":
+        t = cpu.setdefault((r[1], r[2], r[3]), [0, 0])
+        t[0] += int(r[4])
+        t[1] += int(r[5] or 0)
     else:
         load_runs.setdefault((r[0], r[1], r[2]), []).append((float(r[6]), int(r[7]), int(r[9]), int(r[4]), r[11]))
 load = {k: median(v) for k, v in load_runs.items()}  # (label, C, U) -> (rps, p50, p99, errors, actions)
@@ -230,6 +252,14 @@ if pairs:
             continue
         per_pass = " ".join(f"{b[0] / a[0]:.3f}" for a, b in zip(load_runs[("memory", c, u)], load_runs[("memory-metrics", c, u)]))
         print(f"{'C=' + c + ' U=' + u:<40}{off[0]:>9.0f}{on[0]:>9.0f}{on[0] / off[0]:>8.3f}  {per_pass}")
+    # The daemon's CPU per request over all passes (clock ticks of 10 ms; the scrapes' own cost included).
+    print(f"{'daemon CPU per request (all passes)':<40}{'off us':>9}{'on us':>9}{'on/off':>8}")
+    for c, u in sorted(pairs, key=lambda p: (int(p[0]), int(p[1]))):
+        a, b = cpu.get(("memory", c, u)), cpu.get(("memory-metrics", c, u))
+        if not a or not b or not a[1] or not b[1] or not a[0]:
+            continue
+        off_us, on_us = a[0] * 10000 / a[1], b[0] * 10000 / b[1]
+        print(f"{'C=' + c + ' U=' + u:<40}{off_us:>9.2f}{on_us:>9.2f}{on_us / off_us:>8.3f}")
 milter = {k: v for k, v in load.items() if "milter" in k[0]}
 if milter:
     # Whole messages (negotiate .. QUIT for cleanup's shape; MAIL .. EOM + ABORT for smtpd's 100 per connection),
