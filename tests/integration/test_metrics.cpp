@@ -153,7 +153,7 @@ TEST_CASE("metrics: the hold queue gauges count the files of hold_queue_dir and 
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("metrics: a client outside allow_clients is refused; /healthz says 503 when the store is down", "[metrics]") {
+TEST_CASE("metrics: a client outside allow_clients is refused, and /healthz says 503 when the store is down", "[metrics]") {
   {
     daemon_process d("sasl_username * 2/1h defer\n", "metrics = inet:127.0.0.1:0\nallow_clients = 192.0.2.0/24\n");
     CHECK(http_get(metrics_port(d), "/metrics", std::chrono::seconds(5)).status == 0);
