@@ -25,6 +25,40 @@ const json::value& get(const json::object& o, const char* k) {
 }
 
 namespace {
+// A latency as the stats line writes it: "0.5ms", "12ms", "2.5s", "-" when there was no round trip.
+std::string latency_text(const json::value& v) {
+  if (!v.is_number()) return "-";
+  const double s = v.to_number<double>();
+  if (s <= 0) return "-";
+  if (s > 1e9) return ">2.5s";  // beyond the histogram's last bucket
+  char buf[32];
+  if (s < 1)
+    std::snprintf(buf, sizeof buf, "%gms", s * 1000);
+  else
+    std::snprintf(buf, sizeof buf, "%gs", s);
+  return buf;
+}
+
+}  // namespace
+
+std::string stats_line(const json::object& o) {
+  std::string s = "statistics: since " + str(get(o, "since")) + " requests=" + str(get(o, "requests"));
+  if (get(o, "decisions").is_object())
+    for (const auto& [action, n] : get(o, "decisions").as_object()) s += " " + std::string(action) + "=" + str(n);
+  s += " peak_connections=" + str(get(o, "peak_connections")) + " store_p99=" + latency_text(get(o, "store_p99_s")) +
+       " locks_set=" + str(get(o, "locks_set")) + " holds=" + str(get(o, "holds_journaled"));
+  if (get(o, "top").is_array()) {
+    std::string top;
+    for (const auto& r : get(o, "top").as_array())
+      top += (top.empty() ? "" : ",") + str(get(r.as_object(), "key")) + ":" + str(get(r.as_object(), "count"));
+    s += " top_1h=" + (top.empty() ? std::string("-") : top);
+  } else {
+    s += " top_1h=? (" + str(get(o, "top_error")) + ")";
+  }
+  return s;
+}
+
+namespace {
 
 std::string pad(const std::string& s, std::size_t w) {
   return s.size() >= w ? s : s + std::string(w - s.size(), ' ');
@@ -105,6 +139,22 @@ int print_top(const json::object& o, std::ostream& out) {
   print_table(out, rows, {true, false, false});
   if (get(o, "truncated").is_bool() && get(o, "truncated").as_bool())
     out << "# (the store has more keys of this kind than top scans: only the first ones were counted)\n";
+  return 0;
+}
+
+int print_stats(const json::object& o, std::ostream& out) {
+  out << "since        " << str(get(o, "since")) << " (uptime " << str(get(o, "uptime_s")) << " s)\n";
+  out << "requests     " << str(get(o, "requests")) << "\n";
+  std::string decisions;
+  for (const auto& [action, n] : get(o, "decisions").as_object())
+    decisions += (decisions.empty() ? "" : " ") + std::string(action) + "=" + str(n);
+  out << "decisions    " << (decisions.empty() ? "-" : decisions) << "\n";
+  out << "connections  " << str(get(o, "connections")) << " open, peak " << str(get(o, "peak_connections")) << "\n";
+  out << "store p99    " << latency_text(get(o, "store_p99_s")) << "\n";
+  out << "locks set    " << str(get(o, "locks_set")) << "\n";
+  out << "holds        " << str(get(o, "holds_journaled")) << " journaled\n";
+  if (get(o, "top").is_array()) return print_top(o, out);
+  out << "# top keys: the store did not answer: " << str(get(o, "top_error")) << "\n";
   return 0;
 }
 
@@ -205,6 +255,7 @@ int print_answer(std::string_view command, const json::object& o, std::ostream& 
   if (command == "lock" || command == "release" || command == "reset") return print_change(o, command, out);
   if (command == "top") return print_top(o, out);
   if (command == "holds") return print_holds(o, out);
+  if (command == "stats") return print_stats(o, out);
   return print_explain(o, out);
 }
 

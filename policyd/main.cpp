@@ -2,8 +2,13 @@
 // signals, run. Runs in the foreground (systemd style, Type=notify: READY=1 once it serves). Order: config ->
 // log -> bind -> drop -> Redis -> serve. Exit codes: 0 ok, 78 (EX_CONFIG) bad configuration, 71 (EX_OSERR)
 // cannot bind or start.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <cstring>
@@ -15,8 +20,16 @@
 #include <unistd.h>
 
 #include "config.hpp"
+#include "control.hpp"
+#include "ctl_format.hpp"
+#include "daemon_stats.hpp"
+#include "hold_queue.hpp"
+#include "log_exception.hpp"
 #include "logging.hpp"
 #include "memory_store.hpp"
+#include "metrics.hpp"
+#include "metrics_http.hpp"
+#include "notifier.hpp"
 #include "policy_service.hpp"
 #include "privileges.hpp"
 #include "redis_store.hpp"
@@ -81,6 +94,48 @@ std::string read_secret(const std::string& setting, const std::string& path, std
   if (st.st_mode & S_IROTH)
     warnings.push_back(what + " is readable by every user: chmod 600 (it is read before privileges are dropped)");
   return line;
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// The daemon's own series: build, configuration generation and reloads.
+struct daemon_metrics {
+  explicit daemon_metrics(metrics::registry& r)
+      : generation(r.add_gauge("rateguard_config_generation",
+                               "Configuration generation: 1 at start, one more per reload applied")),
+        loaded(r.add_gauge("rateguard_config_load_timestamp_seconds",
+                           "When the configuration in force was loaded (Unix time)")),
+        reloads(r.counters("rateguard_reloads_total", "Reloads (SIGHUP) by result (ok, refused)", {{"result"}})) {
+    r.gauges("rateguard_build_info", "The running rateguardd (always 1)", {{"version"}}).with({version}).set(1);
+    generation.set(1);
+    loaded.set(now_seconds());
+    reloads.with({"ok"});
+    reloads.with({"refused"});
+  }
+  metrics::gauge& generation;
+  metrics::gauge& loaded;
+  metrics::family<metrics::counter>& reloads;
+};
+
+// Every stats_interval (read anew each time: a reload applies it), the stats line; 0: checked again later.
+boost::asio::awaitable<void> stats_loop(boost::asio::io_context& io, const daemon_config& cfg, policy_service& service,
+                                        daemon_stats& stats) {
+  boost::asio::steady_timer timer(io);
+  for (;;) {
+    const auto interval = cfg.stats_interval;
+    timer.expires_after(interval.count() > 0 ? interval : std::chrono::milliseconds(std::chrono::minutes(1)));
+    co_await timer.async_wait(boost::asio::use_awaitable);
+    if (interval.count() == 0 || cfg.stats_interval != interval) continue;
+    // Named, not temporaries in the co_await expression (g++ 12, see server.cpp's serve_control).
+    control_env env{service.counter_store(), service.snapshot(), cfg.lock_time, [&stats] { return stats.figures(true); }};
+    std::string request = "command=stats\n\n";
+    const std::string answer = co_await run_control(std::move(env), std::move(request));
+    boost::system::error_code ec;
+    const auto o = boost::json::parse(answer, ec);
+    if (!ec && o.is_object()) spdlog::info("{}", stats_line(o.as_object()));
+  }
 }
 
 }  // namespace
@@ -176,6 +231,8 @@ int main(int argc, char** argv) {
   for (auto& w : first.warnings) spdlog::warn("{}", w);
   for (auto& w : startup_warnings) spdlog::warn("{}", w);
 
+  // A notify child that exits before reading its input must not kill the daemon on the write.
+  std::signal(SIGPIPE, SIG_IGN);
   boost::asio::io_context io(1);
   boost::asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
   // SIGUSR1: reopen log_target's file (logrotate's postrotate, after it renamed the file); nothing else.
@@ -209,12 +266,32 @@ int main(int argc, char** argv) {
     return ex_config;
   }
 
+  metrics::registry registry;
+  daemon_metrics dm(registry);
+  notifier notify(io, *st, registry);
+  notify.apply(cfg);
   service_settings ss;
   ss.format = cfg.log_format == "json" ? log_format::json : log_format::text;
+  ss.metrics = &registry;
+  ss.on_lock = [&notify](const lock_event& e) { notify.on_lock(e); };
   policy_service service(io.get_executor(), *st, first.snapshot, std::move(ss));
-  server srv(io, cfg, service);
+  server srv(io, cfg, service, registry);
+  registry.add_gauge_fn("rateguard_store_up", "1 when the store answers (Redis connected; the memory store always)",
+                        [redis_ptr = &redis] { return !*redis_ptr || (*redis_ptr)->connected() ? 1.0 : 0.0; });
+  std::optional<hold_queue_sampler> hold_queue;  // started once privileges are dropped: it reads as the daemon's user
+  daemon_stats stats(service, srv);
+  srv.set_stats([&stats] { return stats.figures(false); });
+  bool stopping = false;
+  metrics_http metrics_front(io, {[&registry] { return registry.render(); },
+                                  [&]() -> std::string {
+                                    if (stopping) return "shutting down";
+                                    if (redis && !redis->connected()) return "store unreachable: redis " + cfg.redis;
+                                    return {};
+                                  },
+                                  [&srv](const boost::asio::ip::address& a) { return srv.allows(a); }});
   try {
     srv.bind();
+    if (!cfg.metrics.empty()) metrics_front.bind(cfg.metrics);
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return ex_oserr;
@@ -247,7 +324,10 @@ int main(int argc, char** argv) {
       spdlog::warn("redis {} not reachable yet: answering with on_store_error meanwhile",
                    cfg.sentinels.empty() ? cfg.redis : "master " + cfg.sentinel_master);
   }
+  if (!cfg.hold_queue_dir.empty()) hold_queue.emplace(io, cfg.hold_queue_dir, registry);
   srv.start();
+  metrics_front.start();
+  boost::asio::co_spawn(io, stats_loop(io, cfg, service, stats), [](std::exception_ptr e) { log_exception(e, "stats"); });
   spdlog::info("rateguardd {} started: store={} mode={} limits={} ({} rules)", version, st->name(),
                cfg.mode == run_mode::enforce ? "enforce" : "dry-run", cfg.limits,
                first.snapshot->rules.rules().size());
@@ -269,7 +349,6 @@ int main(int argc, char** argv) {
   };
   reopen_signal.async_wait(on_reopen);
 
-  bool stopping = false;
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
@@ -277,6 +356,7 @@ int main(int argc, char** argv) {
       reopen_log();
       auto next = load_all(config_path);
       if (!next.errors.empty()) {
+        dm.reloads.with({"refused"}).inc();
         for (auto& e : next.errors) spdlog::error("reload refused: {}", e);
         spdlog::warn("reload refused: keeping the previous configuration and limits");
       } else {
@@ -286,7 +366,11 @@ int main(int argc, char** argv) {
         const auto applied = changed_settings(cfg, *next.config, true);
         cfg = apply_reloadable(cfg, *next.config);
         srv.apply(cfg);
+        notify.apply(cfg);
         service.set_snapshot(next.snapshot);
+        dm.reloads.with({"ok"}).inc();
+        dm.generation.add(1);
+        dm.loaded.set(now_seconds());
         service.set_log_format(cfg.log_format == "json" ? log_format::json : log_format::text);
         const auto names = [](const std::vector<std::string>& v) {
           std::string s;
@@ -306,6 +390,7 @@ int main(int argc, char** argv) {
       stopping = true;
       sd_notify(0, "STOPPING=1");
       spdlog::info("signal {}: finishing requests in flight, then exiting", sig == SIGTERM ? "TERM" : "INT");
+      metrics_front.close();
       srv.shutdown([&](std::size_t cut) {
         if (cut) spdlog::warn("shutdown_timeout reached: closed {} connections with requests in flight", cut);
         if (redis) redis->stop();

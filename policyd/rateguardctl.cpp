@@ -50,6 +50,9 @@ Commands:
                                    ISO time 2026-11-23T12:00:00Z (UTC)
   lock KEY [--ttl T] [--reason TEXT]
                                    hold every later message of KEY (default ttl: lock_time, else 1d)
+  stats                            requests, decisions per action, peak connections and store p99 since
+                                   the last stats line (stats_interval), and the busiest logins of the
+                                   last hour
   release KEY                      remove KEY's lock (held mail stays held: postsuper -H releases it)
   reset KEY                        delete KEY's counters, baselines, signals and lock
   explain [NAME=VALUE ...]         which rules a policy request matches, the counts and the decision it
@@ -191,7 +194,7 @@ int main(int argc, char** argv) {
   // Which options each command takes; anything else is a usage error, not silently ignored.
   static const std::map<std::string, std::vector<std::string>> allowed = {
       {"status", {}}, {"top", {"--by", "--window", "--unit", "-n"}}, {"holds", {"--since", "--key", "-n"}},
-      {"lock", {"--ttl", "--reason"}}, {"release", {}}, {"reset", {}}, {"explain", {}}};
+      {"lock", {"--ttl", "--reason"}}, {"release", {}}, {"reset", {}}, {"stats", {}}, {"explain", {}}};
   auto cmd_it = allowed.find(command);
   if (cmd_it == allowed.end()) return usage("unknown command " + command);
   for (auto& [o, v] : opts)

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <utility>
 #include <filesystem>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -101,10 +103,29 @@ void raise_open_file_limit(std::size_t max_connections) {
                  max_connections, want, rl.rlim_cur);
 }
 
+// Postfix's protocol_state values (SMTPD_POLICY_README); anything else is counted as "other", so a client
+// cannot grow the label set.
+constexpr std::array<std::string_view, 9> request_states{"CONNECT", "EHLO", "HELO", "MAIL", "RCPT",
+                                                        "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"};
+constexpr std::array<std::string_view, 2> front_names{"policy", "milter"};
+
 }  // namespace
 
-server::server(asio::io_context& io, const daemon_config& cfg, policy_service& service)
-    : io_(io), service_(service) {
+server::server(asio::io_context& io, const daemon_config& cfg, policy_service& service, metrics::registry& reg)
+    : io_(io), service_(service),
+      refused_(reg.counters("rateguard_connections_refused_total",
+                            "Connections closed at accept, by front and reason (allow_clients, max_connections)",
+                            {{"front"}, {"reason"}})) {
+  auto& requests = reg.counters("rateguard_requests_total", "Policy requests by front and protocol_state",
+                                {{"front"}, {"protocol_state"}});
+  auto& open = reg.gauges("rateguard_connections_open", "Policy and milter connections open now", {{"front"}});
+  for (std::string_view f : front_names) {
+    requests_.emplace_back();
+    for (std::string_view st : request_states) requests_.back().push_back(&requests.with({f, st}));
+    requests_.back().push_back(&requests.with({f, "other"}));
+    open_.push_back(&open.with({f}));
+    for (std::string_view reason : {"allow_clients", "max_connections"}) refused_.with({f, reason});
+  }
   milter_settings_.user_name = [](std::uint32_t uid) { return login_name(static_cast<uid_t>(uid)); };
   apply(cfg);
   service_.on_journal_idle([this] { check_drained(); });
@@ -118,6 +139,19 @@ void server::apply(const daemon_config& c) {
   for (const auto& a : cfg_.allow_clients)
     if (auto n = parse_cidr(a)) allow_clients_.push_back(*n);  // validated by load_config
   milter_settings_.local_daemon_name = cfg_.milter_local_daemon_name;
+}
+
+bool server::allows(const asio::ip::address& a) const {
+  const auto ip = parse_ip(a.to_string());
+  return ip && std::any_of(allow_clients_.begin(), allow_clients_.end(), [&](const cidr& c) { return c.contains(*ip); });
+}
+
+void server::count_request(front f, const policy_request& r) {
+  const std::string& state = r.get(attr::protocol_state);
+  auto& by_state = requests_[static_cast<std::size_t>(f)];
+  std::size_t i = 0;
+  while (i < request_states.size() && request_states[i] != state) ++i;
+  by_state[i]->inc();  // i == request_states.size(): "other"
 }
 
 void server::bind() {
@@ -191,6 +225,7 @@ awaitable<void> server::accept_loop(Acceptor& acc, std::string name, front f) {
       continue;
     }
     if (conns_.size() >= cfg_.max_connections) {
+      refused_.with({front_names[static_cast<std::size_t>(f)], "max_connections"}).inc();
       cap_warning_.warn("{}: max_connections ({}) reached: closing new connections", name, cfg_.max_connections);
       boost::system::error_code ignored;
       sock.close(ignored);
@@ -202,10 +237,8 @@ awaitable<void> server::accept_loop(Acceptor& acc, std::string name, front f) {
       auto rep = sock.remote_endpoint(e2);
       // A peer that reset before we asked has no address: refused, and said so.
       peer = e2 ? "unknown peer (" + e2.message() + ")" : rep.address().to_string() + ":" + std::to_string(rep.port());
-      auto ip = e2 ? std::nullopt : parse_ip(rep.address().to_string());
-      const bool allowed = ip && std::any_of(allow_clients_.begin(), allow_clients_.end(),
-                                             [&](const cidr& c) { return c.contains(*ip); });
-      if (!allowed) {
+      if (e2 || !allows(rep.address())) {
+        refused_.with({front_names[static_cast<std::size_t>(f)], "allow_clients"}).inc();
         refused_warning_.warn("{}: connection from {} refused: not in allow_clients", name, peer);
         boost::system::error_code ignored;
         sock.close(ignored);
@@ -226,6 +259,9 @@ awaitable<void> server::serve(Socket sock, std::string peer, front f) {
   if (nb_ec) co_return;
   conns_.push_front(connection{});
   auto conn = conns_.begin();
+  peak_connections_ = std::max(peak_connections_, conns_.size());
+  metrics::gauge& open = *open_[static_cast<std::size_t>(f)];
+  open.add(1);
   conn->close = [&sock] {
     boost::system::error_code ignored;
     sock.close(ignored);
@@ -254,6 +290,7 @@ awaitable<void> server::serve(Socket sock, std::string peer, front f) {
   boost::system::error_code ignored;
   sock.close(ignored);
   service_.end_connection(tracker);  // the message in progress is finished and journaled
+  open.add(-1);
   conns_.erase(conn);
   check_drained();
 }
@@ -300,6 +337,7 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
       }
       fresh = true;
       // The service logs, locks and journals; the request stays in the parser until it completes.
+      count_request(front::policy, parser.request());
       const verdict v = co_await service_.decide(tracker, parser.request());
       append_reply(out, v.reply);
       parser.next();
@@ -373,6 +411,7 @@ awaitable<void> server::serve_milter(Socket& sock, const std::string& peer, conn
         co_return;
       }
       if (next == milter_session::step::decide) {
+        count_request(front::milter, session.request());
         const verdict v = co_await service_.decide(tracker, session.request());
         session.decided(v, out);
       }
@@ -451,7 +490,10 @@ awaitable<void> server::serve_control(asio::local::stream_protocol::socket sock)
     else {
       // Named, not temporaries in the co_await expression: g++ 12 destroys such a temporary twice (seen
       // here as the snapshot's shared_ptr released once too often).
-      control_env env{service_.counter_store(), service_.snapshot(), cfg_.lock_time};
+      control_env env{service_.counter_store(), service_.snapshot(), cfg_.lock_time, stats_,
+                      [this](const std::string& identity, std::int64_t until_ms) {
+                        service_.lock_changed(identity, until_ms);
+                      }};
       in.resize(n);
       reply = co_await run_control(std::move(env), std::move(in));
     }

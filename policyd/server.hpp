@@ -18,7 +18,9 @@
 #include <vector>
 
 #include "config.hpp"
+#include "control.hpp"
 #include "engine.hpp"
+#include "metrics.hpp"
 #include "milter_session.hpp"
 #include "net_addr.hpp"
 #include "policy_service.hpp"
@@ -29,7 +31,8 @@ namespace rg {
 class server {
  public:
   // `service` decides every request (and holds the rules snapshot); it must outlive the server.
-  server(boost::asio::io_context& io, const daemon_config& cfg, policy_service& service);
+  // Its metrics (requests, connections) go to `reg`, which must outlive the server.
+  server(boost::asio::io_context& io, const daemon_config& cfg, policy_service& service, metrics::registry& reg);
 
   // Binds every listen and milter endpoint and the control socket (before privileges are dropped). Throws
   // std::runtime_error naming the endpoint on failure.
@@ -42,6 +45,13 @@ class server {
   void shutdown(std::function<void(std::size_t cut)> done);
 
   std::size_t connections() const { return conns_.size(); }
+  // The most connections open at once since the last restart_peak() (the stats line's peak).
+  std::size_t peak_connections() const { return peak_connections_; }
+  void restart_peak() { peak_connections_ = conns_.size(); }
+  // What `rateguardctl stats` reports (daemon_stats); unset: the command is refused.
+  void set_stats(std::function<stats_figures()> f) { stats_ = std::move(f); }
+  // Whether an inet client may connect (allow_clients); the metrics front asks too.
+  bool allows(const boost::asio::ip::address& a) const;
 
   // A reload's settings: `c` must differ from the running ones only in settings a reload applies (config.hpp's
   // apply_reloadable). Deadlines, the connection cap, allow_clients, lock_time and milter_local_daemon_name
@@ -72,6 +82,7 @@ class server {
   boost::asio::awaitable<void> control_loop();
   boost::asio::awaitable<void> serve_control(boost::asio::local::stream_protocol::socket sock);
   void check_drained();
+  void count_request(front f, const policy_request& r);
 
   boost::asio::io_context& io_;
   daemon_config cfg_;
@@ -94,6 +105,12 @@ class server {
   std::optional<boost::asio::local::stream_protocol::acceptor> control_;
   std::size_t control_conns_ = 0;
   std::list<connection> conns_;
+  std::size_t peak_connections_ = 0;
+  std::function<stats_figures()> stats_;
+  // requests_[front][state]: the series of rateguard_requests_total, in the order of request_states.
+  std::vector<std::vector<metrics::counter*>> requests_;
+  std::vector<metrics::gauge*> open_;  // per front
+  metrics::family<metrics::counter>& refused_;
   bool draining_ = false;
   std::function<void(std::size_t)> on_drained_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;

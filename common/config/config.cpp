@@ -5,6 +5,7 @@
 
 #include "net_addr.hpp"
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <charconv>
@@ -156,6 +157,18 @@ option_def list_opt(const char* name, std::vector<std::string> daemon_config::*m
           }};
 }
 
+// A path setting that must be absolute (or empty where `empty_ok`).
+option_def path_opt(const char* name, std::string daemon_config::*m, bool empty_ok, bool applies, const char* help) {
+  return {name, "path", empty_ok ? "absolute, or empty" : "absolute", applies, help,
+          [=](daemon_config& c, const std::string& v) -> std::string {
+            if (v.empty() ? !empty_ok : v.front() != '/')
+              return "\"" + v + "\" must be an absolute path" + (empty_ok ? " or empty" : "");
+            c.*m = v;
+            return {};
+          },
+          [=](const daemon_config& c) { return c.*m; }};
+}
+
 std::string check_listen(const std::string& v) {
   std::string why;
   if (parse_endpoint(v, listen_syntax, &why)) return {};
@@ -252,13 +265,8 @@ const std::vector<option_def>& options() {
                            "block, so a mobile carrier's address pool is one network)"),
       number_opt<unsigned>("network_ipv6_prefix", &daemon_config::network_ipv6_prefix, 16, 128, reload,
                            "new_networks: an IPv6 client's network is its first N bits (32: a provider's allocation)"),
-      {"control_socket", "path", "absolute, or empty", restart, "Unix socket for rateguardctl, mode 0600 (empty: none)",
-       [](daemon_config& c, const std::string& v) -> std::string {
-         if (!v.empty() && v.front() != '/') return "\"" + v + "\" must be an absolute path or empty";
-         c.control_socket = v;
-         return {};
-       },
-       [](const daemon_config& c) { return c.control_socket; }},
+      path_opt("control_socket", &daemon_config::control_socket, true, restart,
+               "Unix socket for rateguardctl, mode 0600 (empty: none)"),
       enum_opt("store", &daemon_config::store, store_names, restart,
                "memory: this process only; redis: shared by every node on the same Redis"),
       text_opt("redis", &daemon_config::redis, restart, "Redis server: HOST:PORT, [IPv6]:PORT or /path/to/redis.sock",
@@ -311,6 +319,46 @@ const std::vector<option_def>& options() {
                               "Held messages the hold journal keeps at most (older ones are dropped first)"),
       duration_opt("hold_journal_age", &daemon_config::hold_journal_age, ms(60000), ms(365LL * 86400000), restart,
                    "Held messages older than this are dropped from the hold journal"),
+      {"metrics", "endpoint", "inet:HOST:PORT | inet:[V6]:PORT, or empty", restart,
+       "Prometheus /metrics and /healthz over HTTP, for allow_clients only (empty: off)",
+       [](daemon_config& c, const std::string& v) -> std::string {
+         if (v.empty()) { c.metrics.clear(); return {}; }
+         std::string why;
+         const auto e = parse_endpoint(v, listen_syntax, &why);
+         if (!e) return "bad metrics address \"" + v + "\": " + why + " (use inet:HOST:PORT)";
+         if (e->is_unix) return "\"" + v + "\": Prometheus scrapes over TCP: use inet:HOST:PORT";
+         c.metrics = v;
+         return {};
+       },
+       [](const daemon_config& c) { return c.metrics; }},
+      path_opt("hold_queue_dir", &daemon_config::hold_queue_dir, true, restart,
+               "Postfix's hold queue (/var/spool/postfix/hold), counted once a minute for the hold queue "
+               "metrics if the daemon's user can read it (empty: not counted)"),
+      duration_opt("stats_interval", &daemon_config::stats_interval, ms(0), ms(86400000), reload,
+                   "Log a summary line (requests, decisions per action, peak connections, store p99, top keys) "
+                   "this often (0: never)"),
+      {"notify", "address", "user@domain, or empty", reload,
+       "Mail this address once per new lock, through sendmail_path (empty: no mail)",
+       [](daemon_config& c, const std::string& v) -> std::string {
+         // Given to sendmail as an argument: no option, no white space, no control character.
+         const bool bad = !v.empty() && (v.front() == '-' || std::any_of(v.begin(), v.end(), [](unsigned char ch) {
+                                           return ch <= ' ' || ch == 0x7f || ch == ',' || ch == '<' || ch == '>';
+                                         }));
+         if (bad) return "\"" + v + "\" is not one mail address (user@domain)";
+         c.notify = v;
+         return {};
+       },
+       [](const daemon_config& c) { return c.notify; }},
+      path_opt("notify_command", &daemon_config::notify_command, true, reload,
+               "Instead of notify: run this program once per new lock, with the facts in RG_* environment "
+               "variables (empty: none)"),
+      path_opt("sendmail_path", &daemon_config::sendmail_path, false, reload,
+               "Postfix's sendmail, which notify mails go through"),
+      number_opt<std::size_t>("notify_rate_limit", &daemon_config::notify_rate_limit, 1, 10000, reload,
+                              "Notifications per hour at most; locks beyond it are logged only"),
+      duration_opt("notify_delay", &daemon_config::notify_delay, ms(0), ms(3600000), reload,
+                   "Wait this long after a lock before notifying, so the notification names the messages held "
+                   "meanwhile"),
       {"log_target", "choice", "stderr | syslog | file:/path", restart,
        "Where the log goes (stderr: journald under systemd)",
        [](daemon_config& c, const std::string& v) -> std::string {
@@ -397,6 +445,8 @@ config_result load_config(const std::string& path) {
   }
   if (c.listen.empty()) r.errors.push_back({path + ": no listen endpoint"});
   if (!c.group.empty() && c.user.empty()) r.errors.push_back({path + ": group is set but user is not"});
+  if (!c.notify.empty() && !c.notify_command.empty())
+    r.errors.push_back({path + ": notify and notify_command are both set: set one of them"});
   if (!c.redis_username.empty() && c.redis_password_file.empty())
     r.errors.push_back({path + ": redis_username is set but redis_password_file is not"});
   if (!c.sentinel_username.empty() && c.sentinel_password_file.empty())

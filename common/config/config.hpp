@@ -91,6 +91,21 @@ struct daemon_config {
   std::size_t hold_journal_max = journal_caps{}.max_entries;
   std::chrono::milliseconds hold_journal_age{journal_caps{}.max_age};
 
+  // Prometheus /metrics and /healthz over HTTP: "inet:HOST:PORT" (listen's syntax, inet only); empty: off.
+  std::string metrics;
+  // Postfix's hold queue directory, sampled once a minute for the hold queue gauges; empty: not sampled.
+  std::string hold_queue_dir;
+  // The anvil-style summary line in the log every this often; 0: none.
+  std::chrono::milliseconds stats_interval{std::chrono::hours(1)};
+  // A mail to this address for each new lock (through sendmail_path), or this program run with the facts in
+  // its environment; neither: no notification.
+  std::string notify;
+  std::string notify_command;
+  std::string sendmail_path = "/usr/sbin/sendmail";
+  std::size_t notify_rate_limit = 10;  // notifications per hour at most; more locks are logged only
+  // How long after a lock the notification waits, so it can name the messages held meanwhile.
+  std::chrono::milliseconds notify_delay{std::chrono::minutes(1)};
+
   std::string log_target = "stderr";  // stderr | syslog | file:/path
   std::string log_format = "text";    // text | json
   std::string log_level = "info";     // debug | info | warning

@@ -1,11 +1,12 @@
 // Operator commands: parsing the name=value request, running status / top / holds / lock / release / reset /
-// explain against the store (async_admin; explain: a read-only async_check) and the rules snapshot, and the
+// stats / explain against the store (async_admin; explain: a read-only async_check) and the rules snapshot, and the
 // JSON reply. Nothing here charges a counter.
 #include "control.hpp"
 
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 #include <charconv>
+#include <cmath>
 #include <map>
 #include <optional>
 #include <utility>
@@ -228,8 +229,69 @@ awaitable<std::string> cmd_change(const control_env& env, const fields& f, admin
   json::object o = ok_reply(name);
   o["key"] = jstr(k.name);
   o["changed"] = res.changed;
+  std::int64_t until_ms = 0;
   for (const identity_state& s : res.identities)
-    if (s.identity == k.identity && s.lock) o["lock"] = lock_json(*s.lock);
+    if (s.identity == k.identity && s.lock) {
+      o["lock"] = lock_json(*s.lock);
+      until_ms = s.lock->until_ms;
+    }
+  if (res.changed && env.lock_changed) env.lock_changed(k.identity, op == admin_op::lock ? until_ms : 0);
+  co_return json::serialize(o);
+}
+
+// The `n` identities of `kind` with the highest count of `what` in `window_s`, into o["top"] (and
+// o["truncated"]); returns the store's error, or "".
+awaitable<std::string> top_into(const control_env& env, key_kind kind, unit what, std::uint32_t window_s, std::size_t n,
+                                json::object& o) {
+  admin_request q;
+  q.op = admin_op::top;
+  q.prefix = counter_identity(kind, "");  // "u:"
+  q.unit_tag = unit_tag_of(what);
+  q.window_s = window_s;
+  q.limit = n;
+  admin_result res = co_await env.st.async_admin(std::move(q), use_awaitable);
+  if (!res.ok) co_return res.error;
+  o["by"] = jstr(to_string(kind));
+  o["unit"] = jstr(to_string(what));
+  o["window"] = jstr(format_duration(std::chrono::seconds(window_s)));
+  json::array rows;
+  for (const identity_state& s : res.identities) {
+    std::uint64_t count = 0;
+    for (const window_count& w : s.windows)
+      if (w.unit_tag == q.unit_tag && w.window_s == window_s) count = w.count;
+    json::object r;
+    r["key"] = jstr(key_of_identity(s.identity));
+    r["count"] = count;
+    r["locked"] = s.lock.has_value();
+    rows.push_back(std::move(r));
+  }
+  o["top"] = std::move(rows);
+  // The store looked at only its first top_scan_max identities of that kind: say so, never hide it.
+  o["truncated"] = res.truncated;
+  co_return std::string();
+}
+
+// The daemon's figures, and the busiest logins of the last hour; a store that does not answer leaves the
+// figures (when the store is down they matter most) with "top_error".
+awaitable<std::string> cmd_stats(const control_env& env) {
+  if (!env.stats) co_return failure("usage", "stats: not available here");
+  const stats_figures s = env.stats();
+  json::object o = ok_reply("stats");
+  o["since"] = jstr(iso_time(s.since_ms));
+  o["uptime_s"] = s.uptime_s;
+  o["requests"] = s.requests;
+  json::object d;
+  for (const auto& [action_name, n] : s.decisions) d[action_name] = n;
+  o["decisions"] = std::move(d);
+  o["connections"] = s.connections;
+  o["peak_connections"] = s.peak_connections;
+  // JSON has no infinity: beyond the histogram's last bucket is written as 1e10 (rateguardctl: ">2.5s").
+  o["store_p99_s"] = std::isinf(s.store_p99_s) ? 1e10 : s.store_p99_s;
+  o["locks_set"] = s.locks_set;
+  o["holds_journaled"] = s.holds_journaled;
+  if (auto error = co_await top_into(env, key_kind::sasl_username, unit::messages, 3600, stats_top_keys, o);
+      !error.empty())
+    o["top_error"] = jstr(error);
   co_return json::serialize(o);
 }
 
@@ -260,32 +322,8 @@ awaitable<std::string> cmd_top(const control_env& env, const fields& f) {
       co_return failure("usage", "-n must be 1 to " + std::to_string(control_max_rows));
     n = *parsed;
   }
-  admin_request q;
-  q.op = admin_op::top;
-  q.prefix = counter_identity(kind, "");  // "u:"
-  q.unit_tag = unit_tag_of(what);
-  q.window_s = window_s;
-  q.limit = n;
-  admin_result res = co_await env.st.async_admin(std::move(q), use_awaitable);
-  if (!res.ok) co_return failure("store", res.error);
   json::object o = ok_reply("top");
-  o["by"] = jstr(to_string(kind));
-  o["unit"] = jstr(to_string(what));
-  o["window"] = jstr(format_duration(std::chrono::seconds(window_s)));
-  json::array rows;
-  for (const identity_state& s : res.identities) {
-    std::uint64_t count = 0;
-    for (const window_count& w : s.windows)
-      if (w.unit_tag == q.unit_tag && w.window_s == window_s) count = w.count;
-    json::object r;
-    r["key"] = jstr(key_of_identity(s.identity));
-    r["count"] = count;
-    r["locked"] = s.lock.has_value();
-    rows.push_back(std::move(r));
-  }
-  o["top"] = std::move(rows);
-  // The store looked at only its first top_scan_max identities of that kind: say so, never hide it.
-  o["truncated"] = res.truncated;
+  if (auto error = co_await top_into(env, kind, what, window_s, n, o); !error.empty()) co_return failure("store", error);
   co_return json::serialize(o);
 }
 
@@ -437,6 +475,7 @@ awaitable<std::string> run_control(control_env env, std::string request) {
   if (*cmd == "explain") co_return co_await cmd_explain(env, f);
   if (*cmd == "top") co_return co_await cmd_top(env, f);
   if (*cmd == "holds") co_return co_await cmd_holds(env, f);
+  if (*cmd == "stats") co_return co_await cmd_stats(env);
 
   static constexpr std::pair<std::string_view, admin_op> keyed[] = {
       {"status", admin_op::status}, {"lock", admin_op::lock}, {"release", admin_op::release}, {"reset", admin_op::reset}};

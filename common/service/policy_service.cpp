@@ -17,6 +17,46 @@ namespace rg {
 
 namespace asio = boost::asio;
 
+// The series the service counts in; references into the registry's families, which outlive the service.
+struct policy_service::counters {
+  explicit counters(metrics::registry& r)
+      : decisions(r.counters("rateguard_decisions_total",
+                             "Policy decisions by what the rules decided (store_error: the store did not answer) "
+                             "and by the rule (file:line; lock: a lock in force; none: no limit exceeded)",
+                             {{"action"}, {"rule", max_rule_labels}})),
+        passed(decisions.with({"none", "none"})),
+        store_latency(r.histograms("rateguard_store_request_duration_seconds",
+                                   "Round trip of one check to the counter store", store_latency_bounds())
+                          .with({})),
+        store_errors(r.counters("rateguard_store_errors_total", "Store checks that failed, by kind (timeout, error)",
+                                {{"kind"}})),
+        store_error_answers(r.counters("rateguard_store_error_answers_total",
+                                       "Answers given under on_store_error, by answer (dunno, defer)", {{"answer"}})),
+        locks_set(r.add_counter("rateguard_locks_set_total", "Locks set by this daemon when a hold rule tripped")),
+        holds_journaled(
+            r.add_counter("rateguard_holds_journaled_total", "Held messages written to the hold journal")) {
+    // Every series of a fixed label set exists from the start at 0, so increase() sees the first error too.
+    for (const char* kind : {"timeout", "error"}) store_errors.with({kind});
+    for (const char* answer : {"dunno", "defer"}) store_error_answers.with({answer});
+  }
+
+  // A limits file of thousands of rules must not become thousands of series; the rest count as "other".
+  static constexpr std::size_t max_rule_labels = 200;
+  metrics::family<metrics::counter>& decisions;
+  metrics::counter& passed;  // the common case, without a lookup
+  metrics::histogram& store_latency;
+  metrics::family<metrics::counter>& store_errors;
+  metrics::family<metrics::counter>& store_error_answers;
+  metrics::counter& locks_set;
+  metrics::counter& holds_journaled;
+};
+
+const std::vector<double>& policy_service::store_latency_bounds() {
+  static const std::vector<double> bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                          0.01,   0.025,   0.05,   0.1,   0.25,   0.5, 1, 2.5};
+  return bounds;
+}
+
 // A request in the store's hands: the store's completion handler. Small (the request's state is pooled),
 // since the store's operation moves it several times.
 struct policy_service::decide_op {
@@ -39,6 +79,8 @@ struct policy_service::decide_op {
 
   void operator()(store_result res) {  // the counts
     policy_service* s = self;
+    s->counters_->store_latency.observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - state->asked).count());
     try {
       verdict v = tracker->finish(*state->snap, *req, state->p, res);
       s->decided(std::move(*this), std::move(v));
@@ -53,7 +95,41 @@ struct policy_service::decide_op {
 
 policy_service::policy_service(asio::any_io_executor ex, store& st, std::shared_ptr<const policy_snapshot> snap,
                                service_settings settings)
-    : ex_(std::move(ex)), store_(st), snap_(std::move(snap)), settings_(std::move(settings)) {}
+    : ex_(std::move(ex)), store_(st), snap_(std::move(snap)), settings_(std::move(settings)) {
+  if (!settings_.metrics) {
+    own_metrics_ = std::make_unique<metrics::registry>();
+    settings_.metrics = own_metrics_.get();
+  }
+  counters_ = std::make_unique<counters>(*settings_.metrics);
+  settings_.metrics->add_gauge_fn(
+      "rateguard_locks_in_force",
+      "Locks in force that this daemon set, by a hold rule or rateguardctl, and that no rateguardctl release or "
+      "reset through it removed",
+      [this] {
+        const std::int64_t now = now_ms();
+        std::erase_if(census_, [now](const auto& e) { return e.second <= now; });
+        return static_cast<double>(census_.size());
+      });
+}
+
+void policy_service::lock_changed(const std::string& identity, std::int64_t until_ms) {
+  if (until_ms <= 0)
+    census_.erase(identity);
+  else if (census_.size() < max_census || census_.count(identity))
+    census_[identity] = until_ms;
+}
+
+policy_service::~policy_service() = default;
+
+service_counts policy_service::counts() const {
+  service_counts c;
+  c.requests = requests_;
+  for (const auto& [labels, n] : counters_->decisions.series()) c.decisions[labels[0]] += n.value();
+  c.store_buckets = counters_->store_latency.counts();
+  c.locks_set = counters_->locks_set.value();
+  c.holds_journaled = counters_->holds_journaled.value();
+  return c;
+}
 
 asio::awaitable<verdict> policy_service::decide(message_tracker& tracker, const policy_request& req) {
   // Not a coroutine: async_initiate with use_awaitable is the one frame, as for any Asio operation.
@@ -89,14 +165,17 @@ void policy_service::start(message_tracker& tracker, const policy_request& req, 
     st.p = tracker.prepare(*st.snap, req);
     if (!st.p.needs_store)
       decided(std::move(op), std::move(st.p.immediate));
-    else  // finish() reads only p.counters and p.signals of what goes to the store
+    else {  // finish() reads only p.counters and p.signals of what goes to the store
+      st.asked = std::chrono::steady_clock::now();
       store_.async_check(std::move(st.p.req), std::move(op));
+    }
   } catch (...) {
     fail(std::move(op), std::current_exception());
   }
 }
 
 void policy_service::decided(decide_op&& op, verdict&& v) {
+  count_decision(v);
   log_decision(v, *op.req);
   // Rare (a hold rule tripping on a key not locked yet), so the extra round trip before the answer is
   // affordable, and the next message of the key is already held.
@@ -124,7 +203,13 @@ void policy_service::locked(decide_op&& op, const admin_result& res) {
       std::int64_t until_ms = op.state->until_ms;
       for (const identity_state& s : res.identities)
         if (s.lock) until_ms = s.lock->until_ms;
-      spdlog::info("{}", format_lock(key, v.hit->rule_where, until_ms, lock_reason(*v.hit), *op.req, settings_.format));
+      const std::string reason = lock_reason(*v.hit);
+      spdlog::info("{}", format_lock(key, v.hit->rule_where, until_ms, reason, *op.req, settings_.format));
+      counters_->locks_set.inc();
+      lock_changed(counter_identity(v.hit->kind, v.hit->key), until_ms);
+      if (settings_.on_lock)
+        settings_.on_lock(lock_event{key, v.hit->rule_where, reason, until_ms, std::string(op.req->get(attr::client_address)),
+                                     std::string(op.req->get(attr::sender)), std::string(op.req->get(attr::queue_id))});
     }
   } catch (...) {
     fail(std::move(op), std::current_exception());
@@ -159,6 +244,20 @@ void policy_service::fail(decide_op&& op, std::exception_ptr e) {
 void policy_service::end_connection(message_tracker& tracker) {
   tracker.end_connection();  // the message in progress is finished too
   journal(tracker.take_finished());
+}
+
+void policy_service::count_decision(const verdict& v) {
+  if (v.store_failed) {
+    counters_->decisions.with({"store_error", "none"}).inc();
+    counters_->store_errors.with({v.store_error.find("timeout") != std::string::npos ? "timeout" : "error"}).inc();
+    counters_->store_error_answers.with({v.reply == "DUNNO" ? "dunno" : "defer"}).inc();
+    return;
+  }
+  if (v.act == action::none && !v.hit && !v.lock) {
+    counters_->passed.inc();
+    return;
+  }
+  counters_->decisions.with({to_string(v.act), v.hit ? std::string_view(v.hit->rule_where) : v.lock ? "lock" : "none"}).inc();
 }
 
 void policy_service::log_decision(const verdict& v, const policy_request& r) {
@@ -204,6 +303,7 @@ asio::awaitable<void> policy_service::write_journal(hold_record rec) {
   const std::string qid = q.record.queue_id.empty() ? std::string("NOQUEUE") : q.record.queue_id;
   admin_result res = co_await store_.async_admin(std::move(q), asio::use_awaitable);
   --journal_pending_;
+  if (res.ok) counters_->holds_journaled.inc();
   if (!res.ok)
     journal_warning_.warn("hold journal: cannot record {}: {}", escape_log_value(qid, 64), escape_log_value(res.error));
   if (journal_pending_ == 0 && on_journal_idle_) on_journal_idle_();

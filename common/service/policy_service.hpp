@@ -8,19 +8,32 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <chrono>
 #include <exception>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "decision_log.hpp"
 #include "engine.hpp"
+#include "metrics.hpp"
 #include "rate_limited_warning.hpp"
 #include "store.hpp"
 
 namespace rg {
+
+// A lock this daemon has just set (a hold rule tripped on a key not locked yet): what a notification says.
+struct lock_event {
+  std::string key;       // "sasl_username:alice", as in the decision log and rateguardctl
+  std::string rule;      // "limits.conf:7"
+  std::string reason;    // the lock's reason ("limits.conf:7 61 messages per 1m")
+  std::int64_t until_ms = 0;
+  std::string client, sender, queue_id;  // of the request that tripped it (queue_id often empty: first RCPT)
+};
 
 struct service_settings {
   log_format format = log_format::text;
@@ -30,6 +43,20 @@ struct service_settings {
   // Milliseconds since the epoch, for the end of a new lock when the store does not say it; empty: the
   // system clock (tests inject one).
   std::function<std::int64_t()> clock;
+  // Where the service's metrics go (the daemon's registry, which must outlive the service); null: a registry
+  // of the service's own (tests).
+  metrics::registry* metrics = nullptr;
+  // Called after a lock this daemon set is logged; with a store shared by several nodes, only the node whose
+  // lock request created the lock gets it (so one notification per lock).
+  std::function<void(const lock_event&)> on_lock;
+};
+
+// The service's numbers for the stats line and rateguardctl stats (the metrics have them too).
+struct service_counts {
+  std::uint64_t requests = 0;
+  std::map<std::string, std::uint64_t> decisions;  // by action ("none", "hold", ..., "store_error")
+  std::vector<std::uint64_t> store_buckets;        // store round trips per latency bucket (store_latency_bounds)
+  std::uint64_t locks_set = 0, holds_journaled = 0;
 };
 
 class policy_service {
@@ -37,6 +64,7 @@ class policy_service {
   // `ex`: the event loop's executor (journal writes run on it); `st` must outlive the service.
   policy_service(boost::asio::any_io_executor ex, store& st, std::shared_ptr<const policy_snapshot> snap,
                  service_settings settings = {});
+  ~policy_service();
   policy_service(const policy_service&) = delete;
   policy_service& operator=(const policy_service&) = delete;
 
@@ -66,6 +94,12 @@ class policy_service {
 
   std::uint64_t requests() const { return requests_; }
   std::uint64_t rcpt_requests() const { return rcpt_requests_; }
+  // A lock changed outside the service (rateguardctl lock, release, reset): until_ms > 0 set, 0 removed.
+  void lock_changed(const std::string& identity, std::int64_t until_ms);
+  // Totals since the start, for the stats line and rateguardctl stats.
+  service_counts counts() const;
+  // The upper bounds (seconds) of the store latency histogram's buckets.
+  static const std::vector<double>& store_latency_bounds();
 
  private:
   // What a request carries across the store's round trips; pooled, so a request costs no allocation and
@@ -75,7 +109,9 @@ class policy_service {
     message_tracker::prepared p;
     verdict v;                  // while the lock is being set
     std::int64_t until_ms = 0;  // the lock's end if the store does not say
+    std::chrono::steady_clock::time_point asked;  // when the store was asked (its latency histogram)
   };
+  struct counters;  // the metrics' series this service counts in (policy_service.cpp)
   struct decide_op;
   using decide_handler = boost::asio::async_result<boost::asio::use_awaitable_t<>,
                                                    void(std::exception_ptr, verdict)>::handler_type;
@@ -91,6 +127,7 @@ class policy_service {
   void note_request(const policy_snapshot& snap, const policy_request& r);
   // The decision log line of a verdict, if it is worth one (or debug logging is on).
   void log_decision(const verdict& v, const policy_request& r);
+  void count_decision(const verdict& v);
   std::int64_t now_ms() const;
   void journal(std::vector<hold_record> records);
   boost::asio::awaitable<void> write_journal(hold_record rec);
@@ -99,12 +136,18 @@ class policy_service {
   store& store_;
   std::shared_ptr<const policy_snapshot> snap_;
   service_settings settings_;
+  std::unique_ptr<metrics::registry> own_metrics_;  // when settings_.metrics is null
+  std::unique_ptr<counters> counters_;
   std::vector<std::unique_ptr<pending>> pool_;  // every pending state ever needed (at most one per request in flight)
   std::vector<pending*> free_;
   std::size_t journal_pending_ = 0;
   std::function<void()> on_journal_idle_;
   // Our own warnings, each at most once a second, so a broken store cannot flood the log.
   rate_limited_warning store_warning_, lock_warning_, journal_warning_;
+  // The locks this daemon set or changed, by identity, with their end (the rateguard_locks_in_force gauge);
+  // at most max_census entries (a lock flood beyond it is counted by locks_set only).
+  static constexpr std::size_t max_census = 100000;
+  std::map<std::string, std::int64_t> census_;
   std::uint64_t requests_ = 0, rcpt_requests_ = 0;
   bool warned_no_rcpt_ = false;
   bool warned_realm_ = false;  // once per process: the mismatch does not fix itself

@@ -21,6 +21,7 @@ P_TRIVIAL=$PORT_BASE P_MEM=$((PORT_BASE + 1)) P_REDIS=$((PORT_BASE + 2)) P_MEM_T
 P_REDIS_TIGHT=$((PORT_BASE + 4)) P_IDLE=$((PORT_BASE + 5)) P_MEMKEY=$((PORT_BASE + 6))
 P_TRIVIAL_MILTER=$((PORT_BASE + 7)) P_MILTER_POLICY=$((PORT_BASE + 8)) P_MILTER=$((PORT_BASE + 9))
 P_REDIS_TCP=$((PORT_BASE + 10)) P_REDIS_TLS=$((PORT_BASE + 11)) P_RTCP=$((PORT_BASE + 12)) P_RTLS=$((PORT_BASE + 13))
+P_MEM_METRICS=$((PORT_BASE + 14)) P_METRICS_HTTP=$((PORT_BASE + 15))
 
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
@@ -35,12 +36,13 @@ ulimit -n 4096 2>/dev/null || true  # 1000 idle connections on both ends
 
 rcli() { redis-cli -s "$RSOCK" "$@"; }
 
-start_daemon() {  # NAME PORT STORE SCALE
+start_daemon() {  # NAME PORT STORE SCALE [SETTINGS]
   local d=$TMP/$1
   mkdir -p "$d"
   write_limits "$d/limits.conf" "$4"
   run_daemon "$d" "$2" "store = $3
-redis = $RSOCK"
+redis = $RSOCK
+${5:-}"
   eval "PID_$1=$PID"
 }
 
@@ -70,6 +72,22 @@ run_daemon "$TMP/redis_tls" "$P_REDIS_TLS" "store = redis
 redis = 127.0.0.1:$P_RTLS
 redis_tls = yes
 redis_tls_ca_file = $TMP/tls/ca.pem"
+# Metrics on vs off (issue 14): the same memory-store daemon with its metrics listener, scraped every second
+# (Prometheus's usual interval is 15 s to 1 m: this is the harsh case) by a loop of plain HTTP GETs for as long
+# as the benchmark runs. "memory" rows are the same daemon without the listener. The counters themselves are
+# counted in both (they are not optional), so this measures the listener and the scrapes, not the counting.
+start_daemon memmetrics "$P_MEM_METRICS" memory 1000000 "metrics = inet:127.0.0.1:$P_METRICS_HTTP"
+wait_port "$P_METRICS_HTTP"
+scrape_loop() {
+  local i
+  for i in $(seq 1 3600); do
+    { exec 3<>"/dev/tcp/127.0.0.1/$P_METRICS_HTTP" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3 >/dev/null; } 2>/dev/null
+    exec 3<&- 2>/dev/null
+    sleep 1
+  done
+}
+scrape_loop &
+PIDS+=($!)
 
 SHA=$(rcli script load "$("$BENCH" --print-lua)")
 BIG=1000000000
@@ -94,6 +112,18 @@ run_bench() {  # LABEL PORT C U [extra...]
   "$BENCH" --connect "inet:127.0.0.1:$port" -c "$c" --users "$u" --seconds "$SECS" --label "$label" --csv "$@" \
     | tee -a "$RESULTS" || true
 }
+# The daemon's CPU time (user + system, clock ticks) from /proc/PID/stat.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run_bench, and a row "cpu,LABEL,C,U,ticks,requests" with the daemon's CPU time over the run: CPU per request is
+# what metrics cost, and it varies far less than req/s when other work shares the cores.
+run_bench_cpu() {  # LABEL PORT PID C U
+  local label=$1 port=$2 pid=$3 c=$4 u=$5 t0 t1 row
+  t0=$(cpu_ticks "$pid")
+  row=$(run_bench "$label" "$port" "$c" "$u" | tail -1)
+  t1=$(cpu_ticks "$pid")
+  echo "$row"
+  echo "cpu,$label,$c,$u,$((t1 - t0)),$(echo "$row" | cut -d, -f4)" | tee -a "$RESULTS"
+}
 # redis-benchmark at the same concurrency; prints req/s and p50/p99 (µs) of one shape.
 run_rb() {  # C U N SHAPE...
   local c=$1 u=$2 n=$3
@@ -110,7 +140,14 @@ echo "-- pass $pass"
 for c in "${CONCS[@]}"; do
   run_bench trivial "$P_TRIVIAL" "$c" 1000
   for u in "${USERS[@]}"; do
-    run_bench memory "$P_MEM" "$c" "$u"
+    # Metrics off then on in odd passes, on then off in even ones: neither always runs first.
+    if ((pass % 2)); then
+      run_bench_cpu memory "$P_MEM" "$PID_mem" "$c" "$u"
+      run_bench_cpu memory-metrics "$P_MEM_METRICS" "$PID_memmetrics" "$c" "$u"
+    else
+      run_bench_cpu memory-metrics "$P_MEM_METRICS" "$PID_memmetrics" "$c" "$u"
+      run_bench_cpu memory "$P_MEM" "$PID_mem" "$c" "$u"
+    fi
     rcli flushall >/dev/null
     run_bench redis "$P_REDIS" "$c" "$u"
     rcli flushall >/dev/null
@@ -193,7 +230,7 @@ def median(runs):  # the pass with the median req/s (first element), whole row k
     runs = sorted(runs, key=lambda t: t[0])
     return runs[(len(runs) - 1) // 2]
 load_runs, rb_runs = {}, {}
-extra = {}
+extra, cpu = {}, {}
 for r in rows:
     if r[0] == "redis-benchmark":
         c, u = r[1], r[2]
@@ -202,6 +239,10 @@ for r in rows:
         rb_runs.setdefault((c, u), []).append((w, f, l, int(r[4]), int(r[5])))
     elif r[0] in ("rss", "redismem"):
         extra[r[0]] = r[1:]
+    elif r[0] == "cpu":
+        t = cpu.setdefault((r[1], r[2], r[3]), [0, 0])
+        t[0] += int(r[4])
+        t[1] += int(r[5] or 0)
     else:
         load_runs.setdefault((r[0], r[1], r[2]), []).append((float(r[6]), int(r[7]), int(r[9]), int(r[4]), r[11]))
 load = {k: median(v) for k, v in load_runs.items()}  # (label, C, U) -> (rps, p50, p99, errors, actions)
@@ -213,7 +254,7 @@ def line(name, rps, p50, p99, err, c, ref, acts=""):
     t = f"{rps / trivial[c]:.2f}" if trivial.get(c) else "-"
     r = f"{rps / ref:.2f}" if ref else "-"
     print(f"{name:<40}{rps:>9.0f}{p50:>8}{p99:>8}{err:>7}{t:>10}{r:>10}  {acts}")
-order = {"trivial": 0, "memory": 1, "redis": 2, "redis-tcp": 2.1, "redis-tls": 2.2, "memory-tight": 4, "redis-tight": 5}
+order = {"trivial": 0, "memory": 1, "memory-metrics": 1.5, "redis": 2, "redis-tcp": 2.1, "redis-tls": 2.2, "memory-tight": 4, "redis-tight": 5}
 for key in sorted(load, key=lambda k: (order.get(k[0], 9) >= 4, int(k[1]), int(k[2]), order.get(k[0], 9))):
     l, c, u = key
     if l == "memkey" or "milter" in l:
@@ -232,6 +273,24 @@ tcp, tls = load.get(("redis-tcp", "32", "1000")), load.get(("redis-tls", "32", "
 if tcp and tls:
     print(f"  TLS to Redis vs plain TCP at C=32 U=1000: {tls[0]:.0f} vs {tcp[0]:.0f} req/s ({tls[0] / tcp[0]:.2f}), "
           f"p99 {tls[2]} vs {tcp[2]} us (median pass of each)")
+# Metrics on vs off: per (C, U), the median pass of each, and every pass's pair (the two ran back to back).
+pairs = sorted((k[1], k[2]) for k in load if k[0] == "memory-metrics")
+if pairs:
+    print(f"\n{'metrics on vs off (memory store)':<40}{'off':>9}{'on':>9}{'on/off':>8}  per pass (on/off)")
+    for c, u in sorted(pairs, key=lambda p: (int(p[0]), int(p[1]))):
+        off, on = load.get(("memory", c, u)), load[("memory-metrics", c, u)]
+        if not off:
+            continue
+        per_pass = " ".join(f"{b[0] / a[0]:.3f}" for a, b in zip(load_runs[("memory", c, u)], load_runs[("memory-metrics", c, u)]))
+        print(f"{'C=' + c + ' U=' + u:<40}{off[0]:>9.0f}{on[0]:>9.0f}{on[0] / off[0]:>8.3f}  {per_pass}")
+    # The daemon's CPU per request over all passes (clock ticks of 10 ms; the scrapes' own cost included).
+    print(f"{'daemon CPU per request (all passes)':<40}{'off us':>9}{'on us':>9}{'on/off':>8}")
+    for c, u in sorted(pairs, key=lambda p: (int(p[0]), int(p[1]))):
+        a, b = cpu.get(("memory", c, u)), cpu.get(("memory-metrics", c, u))
+        if not a or not b or not a[1] or not b[1] or not a[0]:
+            continue
+        off_us, on_us = a[0] * 10000 / a[1], b[0] * 10000 / b[1]
+        print(f"{'C=' + c + ' U=' + u:<40}{off_us:>9.2f}{on_us:>9.2f}{on_us / off_us:>8.3f}")
 milter = {k: v for k, v in load.items() if "milter" in k[0]}
 if milter:
     # Whole messages (negotiate .. QUIT for cleanup's shape; MAIL .. EOM + ABORT for smtpd's 100 per connection),

@@ -381,7 +381,8 @@ teardown() {
   exit "$rc"
 }
 
-# Everything up, with rateguardd running LIMITS_TEXT.
+# Everything up, with rateguardd running LIMITS_TEXT. RG_SETUP_HOOK, if set, names a function run once $T and
+# the sink exist and before rateguardd starts (it may set RG_EXTRA_SETTINGS from paths in $T).
 setup_all() {
   trap teardown EXIT
   trap 'exit 130' INT TERM
@@ -394,6 +395,7 @@ setup_all() {
     RG_EXTRA_SETTINGS="store = redis
 redis = $T/redis.sock"
   fi
+  [ -z "${RG_SETUP_HOOK:-}" ] || "$RG_SETUP_HOOK"
   start_rateguard "$1"
   start_postfix
 }

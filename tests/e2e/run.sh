@@ -239,6 +239,58 @@ scenario_lock_redis() {
   RG_WITH_REDIS=1 scenario_lock
 }
 
+# 8c. notify on lock: the lock of scenario 8 sends exactly one mail to the postmaster through Postfix's own
+# sendmail (pickup) into the sink, naming the key, the rule and the held queue IDs with the rateguardctl and
+# postsuper commands; the messages the lock holds afterwards send no more mail. The daemon runs as root here:
+# Postfix's set-gid postdrop accepts the private instance's config directory (sendmail -C) from root only
+# (an installed daemon uses the system's sendmail and needs no -C).
+notify_settings() {
+  printf '#!/bin/sh\nexec /usr/sbin/sendmail -C %s "$@"\n' "$T/conf" >"$T/sendmail"
+  chmod 755 "$T/sendmail"
+  RG_EXTRA_SETTINGS="user =
+group =
+allow_root = yes
+notify = postmaster@$SASL_DOMAIN
+sendmail_path = $T/sendmail
+notify_delay = 5s"
+}
+notify_mails() { grep -l '^Subject: rateguard on ' "$T"/sink/* 2>/dev/null; }
+scenario_notify() {
+  RG_SETUP_HOOK=notify_settings setup_all 'sasl_username * 2/1h hold'
+  local i ids="" held mail named
+  for i in 1 2 3 4 5; do
+    send_auth "$T/m$i"
+    ids="$ids $(expect_accepted "$T/m$i" "message $i")"
+  done
+  held=$(printf '%s\n' $ids | tail -3 | sort | tr '\n' ' ')
+  # Messages 1 and 2 delivered, and the notification.
+  wait_until 30 eval '[ -n "$(notify_mails)" ]' || fail "no notification mail in the sink ($(sink_count) messages)"
+  expect_log "notify: mail to postmaster@$SASL_DOMAIN about the lock of $USER_KEY: sent" "notify log line"
+  mail=$(notify_mails)
+  [ "$(printf '%s\n' "$mail" | wc -l)" -eq 1 ] || fail "more than one notification: $mail"
+  grep -q "^To: postmaster@$SASL_DOMAIN" "$mail" || fail "notification not to the postmaster: $(cat "$mail")"
+  grep -q "^Subject: rateguard on .*: $USER_KEY locked (.*limits.conf:1)" "$mail" || fail "subject: $(cat "$mail")"
+  grep -qF "  rateguardctl release '$USER_KEY'" "$mail" || fail "no release command: $(cat "$mail")"
+  # It names the message that tripped the rule (journaled at its END-OF-MESSAGE, long before notify_delay),
+  # and only messages that are in the hold queue, each with both postsuper commands.
+  named=$(sed -n 's/^  postsuper -H //p' "$mail" | sort | tr '\n' ' ')
+  [ -n "$named" ] || fail "no held queue ID in the notification: $(cat "$mail")"
+  case " $named" in *" $(printf '%s\n' $ids | sed -n 3p) "*) ;; *) fail "the tripping message is not named: $named" ;; esac
+  for i in $named; do
+    case " $held" in *" $i "*) ;; *) fail "$i is named but not held (held: $held)" ;; esac
+    grep -q "^  postsuper -d $i\$" "$mail" || fail "no postsuper -d $i"
+    grep -q "$i .*rcpts=1" "$mail" || fail "no journal line for $i"
+  done
+  # Releasing the held mail delivers it; still the one notification (the later held messages locked nothing).
+  ctl release "$USER_KEY" >/dev/null || fail "release failed"
+  for i in $held; do postsuper -c "$T/conf" -H "$i" 2>/dev/null || fail "postsuper -H $i"; done
+  postqueue -c "$T/conf" -f
+  wait_sink_count 6
+  wait_queue_empty
+  [ "$(notify_mails | wc -l)" -eq 1 ] || fail "notifications: $(notify_mails)"
+  [ "$(log_count 'notify: .*: sent')" -eq 1 ] || fail "the notification should be sent once"
+}
+
 # ---------------------------------------------------------------- the pickup path: sendmail, PHP mail()
 # Postfix's pickup hands local submissions to cleanup-local, which asks rateguardd's milter front at end of
 # message (contrib/postfix/*.pickup.snippet, as lib.sh's write_pickup_config installs them). The mail is
@@ -431,8 +483,8 @@ case "${1:-}" in
 esac
 
 case "${1:-}" in
-  auth_defer | hold | client_address | sender | recipients | daemon_down | reload | realm | redis_down | lock | lock_redis | \
+  auth_defer | hold | client_address | sender | recipients | daemon_down | reload | realm | redis_down | lock | lock_redis | notify | \
     local_hold | local_forged | shared_sender | milter_down | resend | resend_redis) "scenario_$1" ;;
-  *) echo "usage: $0 auth_defer|hold|client_address|sender|recipients|daemon_down|reload|realm|redis_down|lock|lock_redis|local_hold|local_forged|shared_sender|milter_down|resend|resend_redis" >&2; exit 2 ;;
+  *) echo "usage: $0 auth_defer|hold|client_address|sender|recipients|daemon_down|reload|realm|redis_down|lock|lock_redis|notify|local_hold|local_forged|shared_sender|milter_down|resend|resend_redis" >&2; exit 2 ;;
 esac
 log "ok: $1"

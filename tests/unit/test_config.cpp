@@ -162,6 +162,35 @@ TEST_CASE("hold journal caps: defaults and bounds", "[config]") {
   CHECK(bad.errors[1].text.find(path + ":2: hold_journal_age: ") == 0);
 }
 
+TEST_CASE("metrics, stats and notify settings: defaults, and bad values refused with file:line", "[config]") {
+  const daemon_config d;
+  CHECK(d.metrics.empty());
+  CHECK(d.stats_interval == std::chrono::hours(1));
+  CHECK(d.notify.empty());
+  CHECK(d.sendmail_path == "/usr/sbin/sendmail");
+  auto good = load_config(write_conf("metrics = inet:127.0.0.1:9133\nstats_interval = 0\nnotify = postmaster@example.com\n"
+                                     "hold_queue_dir = /var/spool/postfix/hold\n"));
+  REQUIRE(good.config);
+  CHECK(good.config->metrics == "inet:127.0.0.1:9133");
+  CHECK(good.config->stats_interval.count() == 0);
+  auto path = write_conf("metrics = unix:/run/m.sock\nmetrics = 127.0.0.1\nnotify = -oi\nnotify = a@b, c@d\n"
+                         "notify_command = bin/notify\nsendmail_path =\nnotify_rate_limit = 0\n");
+  auto bad = load_config(path);
+  CHECK_FALSE(bad.config);
+  REQUIRE(bad.errors.size() == 7);
+  CHECK(bad.errors[0].text == path + ":1: metrics: \"unix:/run/m.sock\": Prometheus scrapes over TCP: use inet:HOST:PORT");
+  CHECK(bad.errors[1].text.find(path + ":2: metrics: bad metrics address \"127.0.0.1\"") == 0);
+  CHECK(bad.errors[2].text == path + ":3: notify: \"-oi\" is not one mail address (user@domain)");
+  CHECK(bad.errors[3].text == path + ":4: notify: \"a@b, c@d\" is not one mail address (user@domain)");
+  CHECK(bad.errors[4].text == path + ":5: notify_command: \"bin/notify\" must be an absolute path or empty");
+  CHECK(bad.errors[5].text == path + ":6: sendmail_path: \"\" must be an absolute path");
+  CHECK(bad.errors[6].text.find(path + ":7: notify_rate_limit: ") == 0);
+  auto both = write_conf("notify = postmaster@example.com\nnotify_command = /usr/local/bin/page\n");
+  auto r = load_config(both);
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].text == both + ": notify and notify_command are both set: set one of them");
+}
+
 TEST_CASE("one declaration per setting: a reload applies exactly the reloadable ones", "[config][reload]") {
   const auto examples = test::setting_examples("/etc/rateguard/other-limits.conf");
   const auto docs = settings_doc();

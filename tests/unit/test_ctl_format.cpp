@@ -54,3 +54,16 @@ TEST_CASE("rateguardctl tables match their golden files", "[golden][ctl]") {
     }
   }
 }
+
+TEST_CASE("the stats line is the stats answer on one line, anvil style", "[ctl][stats]") {
+  const std::string text = rg::test::read_text(std::filesystem::path(RG_GOLDEN_DIR) / "ctl_stats.in");
+  const auto answer = boost::json::parse(text.substr(text.find('\n') + 1)).as_object();
+  CHECK(rg::stats_line(answer) ==
+        "statistics: since 2026-11-23T13:00:00Z requests=18342 defer=41 hold=23 none=18278 peak_connections=31 "
+        "store_p99=0.25ms locks_set=1 holds=9 top_1h=sasl_username:alice:23,sasl_username:bob:7");
+  boost::json::object down = answer;
+  down.erase("top");
+  down["top_error"] = "redis timeout";
+  down["store_p99_s"] = 1e10;
+  CHECK(rg::stats_line(down).ends_with(" store_p99=>2.5s locks_set=1 holds=9 top_1h=? (redis timeout)"));
+}
