@@ -18,6 +18,7 @@
 #include "daemon_fixture.hpp"
 #include "load_driver.hpp"
 #include "prometheus_fixture.hpp"
+#include "redis_fixture.hpp"
 
 using namespace rg::test;
 

@@ -3,6 +3,8 @@
 // SIGKILL after a bounded wait. Tests only.
 #include "prometheus_fixture.hpp"
 
+#include "redis_fixture.hpp"  // free_loopback_port
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -53,12 +55,6 @@ http_reply http_get(unsigned short port, const std::string& target, std::chrono:
   return out;
 }
 
-unsigned short free_loopback_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
-
 namespace {
 std::string url_encode(const std::string& s) {
   static const char* hex = "0123456789ABCDEF";
@@ -80,7 +76,7 @@ prometheus_process::prometheus_process(const std::vector<std::string>& targets, 
   char tmpl[] = "/tmp/rg-prometheus-XXXXXX";
   if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
   dir_ = tmpl;
-  port_ = free_loopback_port();
+  port_ = static_cast<unsigned short>(free_loopback_port());
   {
     std::ofstream c(dir_ + "/prometheus.yml");
     c << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n";

@@ -19,9 +19,6 @@ struct http_reply {
 http_reply http_get(unsigned short port, const std::string& target,
                     std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
-// A TCP port on 127.0.0.1 nothing listens on now (bound, then released).
-unsigned short free_loopback_port();
-
 class prometheus_process {
  public:
   // Scrapes `targets` ("127.0.0.1:PORT") every second; `rule_files` are loaded too (and must be valid).
