@@ -313,7 +313,7 @@ const std::vector<option_def>& options() {
       enum_opt("on_store_error", &daemon_config::on_store_error, store_error_names, reload,
                "When the store cannot answer: dunno (fail open) or defer (451 4.3.0, fail closed)"),
       number_opt<std::size_t>("memory_max_keys", &daemon_config::memory_max_keys, 1000, 100000000, restart,
-                              "Identities the memory store keeps at most (about 330 bytes each, 1350 at worst); past "
+                              "Identities the memory store keeps at most (about 710 bytes each, 2000 at worst); past "
                               "it a new key evicts the least recently used identity without a lock in force"),
       number_opt<std::size_t>("hold_journal_max", &daemon_config::hold_journal_max, 1, 10000000, restart,
                               "Held messages the hold journal keeps at most (older ones are dropped first)"),

@@ -200,10 +200,10 @@ struct journal_caps {
 // The stores' settings' defaults, stated here, below both the stores and daemon_config (the settings file
 // does not link the stores): memory_max_keys, and redis, redis_db, redis_timeout, redis_max_pending,
 // redis_prefix (redis_options takes them too).
-// memory_max_keys: the worst case with the sample limits (a login: 4 windows, all widened, a baseline, a signal with
-// one value per quarter, a 203-byte key) is about 1350 bytes an identity: 250 000 x 1350 B = 337 MB, a third of a
-// 1 GB VPS. An ordinary login takes about 330 bytes (tests/bench/rss_per_login.sh). README "Memory store footprint".
-inline constexpr std::size_t default_memory_max_keys = 250000;
+// memory_max_keys: the worst case with the sample limits (a login: 6 windows, all widened, 2 baselines, a familiarity
+// filter, a 203-byte key) is about 2000 bytes an identity: 150 000 x 2000 B = 300 MB, under a third of a 1 GB VPS.
+// An ordinary login takes about 710 bytes (tests/bench/rss_per_login.sh). README "Memory store footprint".
+inline constexpr std::size_t default_memory_max_keys = 150000;
 struct redis_defaults {
   static constexpr std::string_view address = "127.0.0.1:6379";
   static constexpr int db = 0;
