@@ -32,8 +32,11 @@ cp "$mandir"/*.5 "$T/man/man5/" && cp "$mandir"/*.8 "$T/man/man8/" || fail "no m
 export MANPATH="$T/man"
 
 out=$(systemd-analyze verify "$T/rateguard.service" 2>&1) || fail "systemd-analyze verify failed: $out"
-[ -z "$out" ] || fail "systemd-analyze verify warns: $out"
-echo "ok: systemd-analyze verify prints nothing"
+# verify loads every unit installed on the machine too: only what it says about ours counts (another package's
+# unit may warn, e.g. policyd-rate-limit's StandardOutput=syslog once the bench's peers are installed).
+ours=$(printf '%s\n' "$out" | grep -v '^/lib/systemd/system/\|^/usr/lib/systemd/system/\|^/etc/systemd/system/' | grep . || true)
+[ -z "$ours" ] || fail "systemd-analyze verify warns: $ours"
+echo "ok: systemd-analyze verify prints nothing about rateguard.service"
 
 sec=$(systemd-analyze security --offline=true "$T/rateguard.service" 2>&1) || fail "systemd-analyze security failed: $sec"
 score=$(printf '%s\n' "$sec" | sed -n 's/.*Overall exposure level for rateguard.service: \([0-9.]*\).*/\1/p')

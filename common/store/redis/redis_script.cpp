@@ -36,7 +36,7 @@ if now == 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local charge, fam, warm, n = ARGV[2] == '1', tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local want, cur, width, counts, bases = {}, {}, {}, {}, nil
+local want, cur, width, counts, lists, bases = {}, {}, {}, {}, {}, nil
 for k = 1, #KEYS do want[k] = {} end
 for i = 1, n do
   local a = i * 10 - 3
@@ -48,6 +48,7 @@ for i = 1, n do
   local list = want[k][prefix]
   if not list then list = {}; want[k][prefix] = list end
   list[#list + 1] = i
+  lists[i] = list
   -- a baseline needs the count of each period; the first burst counter of a window writes it
   if ARGV[a + 5] ~= '0' then
     if not list.sums then list.sums = {} end
@@ -55,9 +56,10 @@ for i = 1, n do
     bases[#bases + 1] = i
   end
 end
-local none, old, extra, locks = {}, {}, {}, nil
+local none, old, extra, fresh, locks = {}, {}, {}, {}, nil
 for k = 1, #KEYS do
   local flat = redis.call('HGETALL', KEYS[k])
+  fresh[k] = #flat == 0
   local byprefix, o, e = want[k], {}, none
   for j = 1, #flat, 2 do
     local f = flat[j]
@@ -72,6 +74,7 @@ for k = 1, #KEYS do
         elseif idx <= c then
           local v = tonumber(flat[j + 1])
           for _, i in ipairs(list) do counts[i] = counts[i] + v end
+          if idx == c then list.field = f end  -- the current bucket's name, for the charge (no format)
         end
         local sums = bases and list.sums
         if sums then
@@ -226,7 +229,8 @@ if charged then
       if not ttl[k] or ttl[k] < 2 * fam then ttl[k] = 2 * fam end
     end
     if cost[i] > 0 then
-      redis.call('HINCRBY', KEYS[k], ARGV[a + 1] .. ARGV[a + 2] .. ':' .. string.format('%d', cur[i]), cost[i])
+      local field = lists[i].field or ARGV[a + 1] .. ARGV[a + 2] .. ':' .. string.format('%d', cur[i])
+      redis.call('HINCRBY', KEYS[k], field, cost[i])
       local need = tonumber(ARGV[a + 2]) * 1000 + 2 * width[i]
       if not ttl[k] or ttl[k] < need then ttl[k] = need end
     end
@@ -263,8 +267,9 @@ if novel then
   end
 end
 for s = 1, ns do out[#out + 1] = distinct[s] end
+-- TTLs only grow: GT leaves a longer one (a key made by this call has none yet, which GT would take for infinite).
 for k, need in pairs(ttl) do
-  if redis.call('PTTL', KEYS[k]) < need then redis.call('PEXPIRE', KEYS[k], need) end
+  if fresh[k] then redis.call('PEXPIRE', KEYS[k], need) else redis.call('PEXPIRE', KEYS[k], need, 'GT') end
 end
 if locks then
   for j = 1, #locks do out[#out + 1] = locks[j] end
@@ -408,16 +413,19 @@ return added
 }  // namespace
 
 // Charge once (store_request::once), kept around the check script and apart from it: ARGV's last element is the
-// token ('' for none), taken off before the check reads ARGV. A charged request records <its first key>:once:
-// <token> (same hash tag) for charge_once_ttl; a request whose token is recorded runs with charge 0, so it only
-// reads, and its reply's first element is 2, "a repeat of a charged request" (parse_check_reply: mark_repeat).
+// token ('' for none), taken off before the check reads ARGV. A charging request records <its first key>:once:
+// <token> (same hash tag) for charge_once_ttl with one SET NX, and deletes it again when the check does not charge;
+// a request whose token is recorded runs with charge 0, so it only reads, and its reply's first element is 2, "a
+// repeat of a charged request" (parse_check_reply: mark_repeat).
 static_assert(charge_once_ttl == std::chrono::minutes(10), "update the charge-once guard: PX 600000");
 constexpr std::string_view once_head = R"lua(-- charge once: a repeat of a charged request only reads
 local once, repeated = table.remove(ARGV), false
 if once ~= '' and ARGV[2] == '1' and #KEYS > 0 then
   once = KEYS[1] .. ':once:' .. once
-  repeated = redis.call('EXISTS', once) == 1
-  if repeated then ARGV[2] = '0' end
+  if not redis.call('SET', once, '1', 'PX', 600000, 'NX') then
+    repeated, once = true, nil
+    ARGV[2] = '0'
+  end
 else
   once = nil
 end
@@ -427,8 +435,8 @@ constexpr std::string_view once_tail = R"lua(
 end)()
 if repeated then
   out[1] = 2
-elseif once and out[1] == 1 then
-  redis.call('SET', once, '1', 'PX', 600000)
+elseif once and out[1] ~= 1 then
+  redis.call('DEL', once)  -- not charged: a resend is checked again
 end
 return out
 )lua";
