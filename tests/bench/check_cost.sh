@@ -4,6 +4,11 @@
 # without detection, with one burst counter + one client_ips signal (the same address every time), the same
 # with a new address every time (the worst case: PFCOUNT of 5 HyperLogLogs on every call), and the sample's
 # login detection (two burst counters, new_domains and new_networks) with a familiar domain, and with a new one.
+# Two floors for scale, run the same way: `empty` (a script that returns at once, with the plain shape's keys and
+# arguments: what Redis spends on EVALSHA and its 78 arguments alone) and `min3` (INCR and PEXPIRE on the same 3 keys).
+# INSTR=1 adds Redis's instructions per call of each shape, which do not move with the machine's load: callgrind on
+# a redis-server of its own per shape and count, (instructions after 2500 calls - after 500) / 2000 (needs valgrind;
+# about 20 s per server).
 # Usage: check_cost.sh [R runs (5)] [N calls per run (50000)] [U users (1000)]; needs redis-server,
 # redis-cli, redis-benchmark and build/tests/bench/policy_bench. Starts a private redis-server on a unix
 # socket in a temp dir and stops only that one (by PID).
@@ -18,11 +23,16 @@ trap 'kill $RP 2>/dev/null; wait $RP 2>/dev/null; rm -rf "$D"' EXIT
 for _ in $(seq 50); do redis-cli -s "$D/r.sock" ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli() { redis-cli -s "$D/r.sock" "$@"; }
 SHA=$(rcli script load "$("$BENCH" --print-lua)")
+EMPTY=$(rcli script load "return 1")
+MIN3_TEXT="for k = 1, #KEYS do redis.call('INCR', KEYS[k]) redis.call('PEXPIRE', KEYS[k], 3600000) end return 1"
+MIN3=$(rcli script load "$MIN3_TEXT")
 BIG=1000000000
 # As the daemon sends a first RCPT (tests/bench/run.sh); the KEYS and ARGV layout is the one in
 # common/store/redis/redis_script.hpp (check_head_args, check_counter_args, check_signal_args). A counter is
 # KEY TAG WINDOW COST REFUSE BURST_FACTOR BURST_FLOOR REFUSE_FACTOR REFUSE_FLOOR NOVELTY_BITS; "-" stands for an
-# empty argument (an ordinary counter's bits); last the charge-once token, a new one per call like the daemon's.
+# empty argument (an ordinary counter's bits); last the charge-once token, a new one per call like the daemon's:
+# three __rand_int__ (each drawn on its own, below U), so with U=1000 a call repeats a token of the N before it with
+# odds N / 10^9 (a repeat only reads, which would under-count).
 HEAD="EVALSHA $SHA 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test} 0 1 604800000 1209600000 0"
 C1M="1 m 60 1 $BIG 0 0 0 0 -"
 REST="1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $BIG 0 0 0 0 -"
@@ -30,13 +40,15 @@ REST="1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 360
 # new_domains and a new_networks counter (the bits of a familiar domain and network, or a new domain each call).
 SAMPLE="$HEAD 9 $C1M 1 m 3600 1 $BIG 24 40 0 0 - 1 m 86400 1 $BIG 10 100 0 0 - $REST"
 declare -A SHAPE=(
-  [plain]="$HEAD 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST once__rand_int__"
-  [burst_signal]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 127.0.0.1 0 once__rand_int__"
-  [burst_signal_new_value]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 10.0.__rand_int__ 0 once__rand_int__"
-  [sample_detection]="$SAMPLE 1 D 3600 0 0 0 0 0 0 17 1 N 3600 0 0 0 0 0 0 300 once__rand_int__"
-  [sample_new_domain]="$SAMPLE 1 D 3600 0 0 0 0 0 0 __rand_int__ 1 N 3600 0 0 0 0 0 0 300 once__rand_int__"
+  [plain]="$HEAD 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST once__rand_int__.__rand_int__.__rand_int__"
+  [burst_signal]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 127.0.0.1 0 once__rand_int__.__rand_int__.__rand_int__"
+  [burst_signal_new_value]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 10.0.__rand_int__ 0 once__rand_int__.__rand_int__.__rand_int__"
+  [sample_detection]="$SAMPLE 1 D 3600 0 0 0 0 0 0 17 1 N 3600 0 0 0 0 0 0 300 once__rand_int__.__rand_int__.__rand_int__"
+  [sample_new_domain]="$SAMPLE 1 D 3600 0 0 0 0 0 0 __rand_int__ 1 N 3600 0 0 0 0 0 0 300 once__rand_int__.__rand_int__.__rand_int__"
 )
-ORDER=(plain burst_signal burst_signal_new_value sample_detection sample_new_domain)
+SHAPE[empty]=${SHAPE[plain]/$SHA/$EMPTY}
+SHAPE[min3]="EVALSHA $MIN3 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test}"
+ORDER=(plain burst_signal burst_signal_new_value sample_detection sample_new_domain empty min3)
 # One shape as redis-benchmark's arguments ("-" becomes an empty argument).
 shape_args() {
   ARGS=()
@@ -59,8 +71,32 @@ for _ in $(seq "$R"); do
     COMMANDS[$name]=${line#* }
   done
 done
-printf '%-24s %10s %s\n' shape usec/call "Redis commands per call (each)"
+# Instructions of a fresh redis-server under callgrind, from start to shutdown, with N calls of shape $1 (U users).
+instructions() {
+  local d=$D/cg-$1-$2
+  mkdir -p "$d"
+  valgrind --tool=callgrind --callgrind-out-file="$d/out" redis-server --port 0 --unixsocket "$d/r.sock" --save '' \
+    --appendonly no --dir "$d" >"$d/log" 2>&1 &
+  local vp=$!
+  for _ in $(seq 150); do redis-cli -s "$d/r.sock" ping >/dev/null 2>&1 && break; sleep 0.2; done
+  redis-cli -s "$d/r.sock" script load "$("$BENCH" --print-lua)" >/dev/null
+  redis-cli -s "$d/r.sock" script load "return 1" >/dev/null
+  redis-cli -s "$d/r.sock" script load "${MIN3_TEXT}" >/dev/null
+  shape_args "$1"
+  redis-benchmark -s "$d/r.sock" -c 1 -n "$2" -r "$U" -P 1 -q "${ARGS[@]}" >/dev/null
+  redis-cli -s "$d/r.sock" shutdown nosave >/dev/null 2>&1 || true
+  wait "$vp" 2>/dev/null || true
+  awk '/^totals:/ {print $2}' "$d/out"
+}
+declare -A INSTR
+if [[ ${INSTR:-0} == 1 ]]; then
+  for name in "${ORDER[@]}"; do
+    a=$(instructions "$name" 500) b=$(instructions "$name" 2500)
+    INSTR[$name]=$(( (b - a) / 2000 ))
+  done
+fi
+printf '%-24s %10s %12s %s\n' shape usec/call instr/call "Redis commands per call (each)"
 for name in "${ORDER[@]}"; do
   median=$(tr ' ' '\n' <<<"${RUNS[$name]}" | grep . | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
-  printf '%-24s %10s %s   runs: %s\n' "$name" "$median" "${COMMANDS[$name]}" "${RUNS[$name]}"
+  printf '%-24s %10s %12s %s   runs: %s\n' "$name" "$median" "${INSTR[$name]:--}" "${COMMANDS[$name]}" "${RUNS[$name]}"
 done

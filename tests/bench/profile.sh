@@ -3,6 +3,8 @@
 # callgrind (instrumented only while policy_bench sends the measured requests, after a warm-up), then the
 # per-request cost of each component is printed. Instruction counts, not wall time: stable on a shared box.
 # Usage: tests/bench/profile.sh memory|redis C [N] [BUILD]  (N requests, default 20000; BUILD default build/)
+#        METRICS=S: with `metrics = inet:127.0.0.1:PORT`, /metrics scraped S times during the measured requests
+#        (S=1 with N=20000: the rate of one scrape a second at 20 000 requests a second)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,6 +28,8 @@ log_target = file:$TMP/rateguardd.log
 control_socket = $TMP/control
 max_connections = 2000
 EOF
+METRICS=${METRICS:-}
+if [[ -n $METRICS ]]; then echo "metrics = inet:127.0.0.1:$((PORT + 1))" >>"$TMP/rateguard.conf"; fi
 if (( EUID == 0 )); then echo "allow_root = yes" >>"$TMP/rateguard.conf"; fi
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT" "$BUILD/policyd/rateguardd" \
   -c "$TMP/rateguard.conf" 2>"$TMP/valgrind.log" &
@@ -35,7 +39,18 @@ for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && br
 BENCH=$BUILD/tests/bench/policy_bench
 "$BENCH" --connect "inet:127.0.0.1:$PORT" -c "$C" --users 1000 --requests 2000 --seconds 120 --seed 7 --csv >/dev/null
 callgrind_control -i on "$VPID" >/dev/null 2>&1
+if [[ -n $METRICS ]]; then
+  # The scrapes spread over the measured run, each a whole GET of /metrics (its size printed to show it worked).
+  (for i in $(seq 1 "$METRICS"); do
+     sleep 2
+     exec 3<>"/dev/tcp/127.0.0.1/$((PORT + 1))" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 &&
+       echo "scrape $i: $(wc -c <&3) bytes" >&2
+     exec 3<&-
+   done) &
+  SCRAPER=$!
+fi
 "$BENCH" --connect "inet:127.0.0.1:$PORT" -c "$C" --users 1000 --requests "$N" --seconds 600 --seed 8 --label measured --csv
+if [[ -n $METRICS ]]; then wait "$SCRAPER" || true; fi
 callgrind_control -i off "$VPID" >/dev/null 2>&1
 kill "$VPID"
 wait "$VPID" || true
