@@ -17,13 +17,22 @@ namespace rg {
 
 namespace {
 
-std::uint64_t fnv1a64(std::string_view s) {
-  std::uint64_t h = 1469598103934665603ull;
+constexpr std::uint64_t fnv_offset = 1469598103934665603ull;
+
+// FNV-1a over `s` from state h; `lower` folds ASCII upper case as it goes (to_lower's folding, without the copy).
+std::uint64_t fnv1a64(std::string_view s, std::uint64_t h = fnv_offset, bool lower = false) {
   for (unsigned char c : s) {
+    if (lower && c >= 'A' && c <= 'Z') c = static_cast<unsigned char>(c - 'A' + 'a');
     h ^= c;
     h *= 1099511628211ull;
   }
   return h;
+}
+
+// The 16 lower-case hex digits of h at out[0..15].
+void put_hex(char* out, std::uint64_t h) {
+  constexpr char digits[] = "0123456789abcdef";
+  for (int i = 15; i >= 0; --i, h >>= 4) out[i] = digits[h & 15];
 }
 
 char unit_tag(unit u) { return u == unit::messages ? 'm' : 'r'; }
@@ -97,9 +106,7 @@ std::string generated_text(const limit_hit& h) {
 }  // namespace
 
 std::uint16_t familiar_bit(char kind, std::string_view value) {
-  std::string v(1, kind);
-  v += value;
-  return static_cast<std::uint16_t>(fnv1a64(v) % familiar_bits);
+  return static_cast<std::uint16_t>(fnv1a64(value, fnv1a64(std::string_view(&kind, 1))) % familiar_bits);
 }
 
 std::string to_lower(std::string_view s) {
@@ -115,11 +122,11 @@ std::string counter_identity(key_kind k, std::string_view v) {
     id += v;
     return id;
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a64(v)));
   id += v.substr(0, 64);
   id += '#';
-  id += hex;
+  const std::size_t at = id.size();
+  id.resize(at + 16);
+  put_hex(id.data() + at, fnv1a64(v));
   return id;
 }
 
@@ -245,14 +252,16 @@ std::string charge_token(const policy_request& r) {
   const std::string& inst = r.get(attr::instance);
   if (inst.empty()) return {};
   // Hashed, 32 hex digits: a client may send a 10 kB instance or recipient, and the token becomes part of a Redis
-  // key name. A '\0' between the fields keeps "ab"+"c" apart from "a"+"bc".
-  std::string what = to_lower(r.get(attr::recipient));
-  for (const std::string& rcpt : r.recipients) what.append(1, '\0').append(to_lower(rcpt));
-  what.append(1, '\0').append(r.get(attr::sender)).append(1, '\0').append(r.get(attr::client_address));
-  char hex[33];
-  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(fnv1a64(inst)),
-                static_cast<unsigned long long>(fnv1a64(what)));
-  return hex;
+  // key name. A '\0' between the fields keeps "ab"+"c" apart from "a"+"bc". Recipients fold to lower case.
+  constexpr std::string_view sep("\0", 1);
+  std::uint64_t what = fnv1a64(r.get(attr::recipient), fnv_offset, true);
+  for (const std::string& rcpt : r.recipients) what = fnv1a64(rcpt, fnv1a64(sep, what), true);
+  what = fnv1a64(r.get(attr::sender), fnv1a64(sep, what));
+  what = fnv1a64(r.get(attr::client_address), fnv1a64(sep, what));
+  std::string token(32, '0');
+  put_hex(token.data(), fnv1a64(inst));
+  put_hex(token.data() + 16, what);
+  return token;
 }
 
 message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, const policy_request& r,

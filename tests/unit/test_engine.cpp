@@ -8,9 +8,21 @@
 #include "memory_store.hpp"
 #include "policy_requests.hpp"
 
+#include <cstdio>
+
 using namespace rg;
 
 namespace {
+
+// FNV-1a 64, written out here as the reference the engine's hashes must keep to (they name Redis keys and tokens).
+std::uint64_t fnv1a_ref(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
 
 policy_snapshot snapshot(const std::string& limits, run_mode mode = run_mode::enforce,
                          store_error_action on_error = store_error_action::dunno) {
@@ -141,6 +153,14 @@ TEST_CASE("a RCPT Postfix resends on a new connection is charged once - the same
   CHECK(charge_token(other) == charge_token(same_other));
   CHECK(charge_token(rcpt("alice", "m2")) != charge_token(first));
   CHECK(charge_token(no_instance).empty());
+  // Every node of a Redis must make the same token, whatever its version: two FNV-1a 64 in hex, of the instance and
+  // of recipient (lower case), sender and client with a '\0' between.
+  char want[33];
+  std::snprintf(want, sizeof want, "%016llx%016llx", static_cast<unsigned long long>(fnv1a_ref(first.get(attr::instance))),
+                static_cast<unsigned long long>(fnv1a_ref("other@example.net" + std::string(1, '\0') +
+                                                          std::string(first.get(attr::sender)) + std::string(1, '\0') +
+                                                          std::string(first.get(attr::client_address)))));
+  CHECK(charge_token(same_other) == want);
 }
 
 TEST_CASE("memory store: a repeat of a charged request only reads and is answered as the first", "[engine]") {
@@ -307,6 +327,11 @@ TEST_CASE("decision lines escape what the client sent and stay one line", "[engi
   auto id = counter_identity(key_kind::sender, long_sender + "@x");
   CHECK(id.size() < 100);
   CHECK(id != counter_identity(key_kind::sender, long_sender + "@y"));
+  char tail[17];
+  std::snprintf(tail, sizeof tail, "%016llx", static_cast<unsigned long long>(fnv1a_ref(long_sender + "@x")));
+  CHECK(id == "s:" + long_sender.substr(0, 64) + "#" + tail);
+  // A familiarity bit (Redis keeps the filters of every node) likewise: FNV-1a of the kind and the value.
+  CHECK(familiar_bit('D', "example.com") == fnv1a_ref("Dexample.com") % familiar_bits);
 }
 
 TEST_CASE("a realm mismatch between rules and what Postfix sends is detected", "[engine]") {

@@ -585,7 +585,8 @@ std::uint64_t memory_store::observe(std::uint32_t n, const signal_spec& sig, std
 store_result memory_store::check(const store_request& req) {
   const std::int64_t now = req.now_ms != 0 ? req.now_ms : now_ms();
   if (req.once.empty() || !req.charge) return check_counts(req, now);
-  if (charged_before(req.once, now)) {
+  const std::uint64_t token = hash_of(req.once);
+  if (charged_before(token, now)) {
     store_request read = req;
     read.charge = false;
     store_result res = check_counts(read, now);
@@ -593,11 +594,11 @@ store_result memory_store::check(const store_request& req) {
     return res;
   }
   store_result res = check_counts(req, now);
-  if (res.charged) remember_charge(req.once, now);
+  if (res.charged) remember_charge(token, now);
   return res;
 }
 
-bool memory_store::charged_before(const std::string& token, std::int64_t now) {
+bool memory_store::charged_before(std::uint64_t token, std::int64_t now) {
   while (!once_order_.empty() && (once_order_.front().first <= now || once_order_.size() > once_cap)) {
     const auto it = once_.find(once_order_.front().second);
     if (it != once_.end() && it->second == once_order_.front().first) once_.erase(it);
@@ -607,7 +608,7 @@ bool memory_store::charged_before(const std::string& token, std::int64_t now) {
   return it != once_.end() && it->second > now;
 }
 
-void memory_store::remember_charge(const std::string& token, std::int64_t now) {
+void memory_store::remember_charge(std::uint64_t token, std::int64_t now) {
   const std::int64_t until = now + charge_once_ttl.count();
   once_[token] = until;
   once_order_.emplace_back(until, token);

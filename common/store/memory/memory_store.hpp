@@ -182,13 +182,14 @@ class memory_store final : public store {
   std::uint32_t epoch_ = 0;
   std::size_t sweep_cursor_ = 0;
   std::uint64_t evictions_ = 0;
-  // Charge once: the tokens of requests charged in the last charge_once_ttl, with their expiry, oldest first;
-  // at most once_cap (a flood of distinct tokens forgets the oldest first, never grows memory past about 6 MB).
+  // Charge once: the tokens of requests charged in the last charge_once_ttl, each as its keyed 64-bit hash (hash_of:
+  // two tokens collide with odds about once_cap / 2^64, and nobody can aim at the key), with its expiry, oldest
+  // first; at most once_cap (a flood of distinct tokens forgets the oldest first, never grows memory past about 3 MB).
   static constexpr std::size_t once_cap = 50000;
-  std::unordered_map<std::string, std::int64_t> once_;
-  std::deque<std::pair<std::int64_t, std::string>> once_order_;
-  bool charged_before(const std::string& token, std::int64_t now);
-  void remember_charge(const std::string& token, std::int64_t now);
+  std::unordered_map<std::uint64_t, std::int64_t> once_;
+  std::deque<std::pair<std::int64_t, std::uint64_t>> once_order_;
+  bool charged_before(std::uint64_t token, std::int64_t now);
+  void remember_charge(std::uint64_t token, std::int64_t now);
   store_result check_counts(const store_request& req, std::int64_t now);
   std::deque<hold_record> journal_;  // oldest first; ids increase like a Redis stream's
   std::int64_t journal_last_ms_ = 0;
