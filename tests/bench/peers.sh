@@ -348,6 +348,19 @@ for c in sorted({k[1] for k in med}):
         if err:
             notes.append(acts)
         print(f"{s + ' C=' + str(c):<40}{rps:>9.0f}{p50:>8}{p99:>8}{err:>7}{t:>10}{x:>12}  {' '.join(notes)}")
+# The same ratio with policyd-rate-limit only as packaged (sqlite on the disk): what an unchanged install competes with.
+packaged = []
+for c in sorted({k[1] for k in med}):
+    cands = [(med[(p, c)][0], p) for p in ("postfwd2", "policyd-rate-limit-disk")
+             if (p, c) in med and ok(p) and med[(p, c)][3] == 0]
+    if cands and ("policyd-rate-limit-tmpfs", c) in med:
+        b, who = max(cands)
+        xs = [f"{s[len('rateguardd-'):]} {med[(s, c)][0] / b:.1f}" for s in ("rateguardd-memory", "rateguardd-redis")
+              if (s, c) in med]
+        packaged.append(f"  C={c}: {who} {b:.0f} req/s; rateguardd " + ", ".join(xs))
+if packaged:
+    print("x best peer with policyd-rate-limit's sqlite on the disk only (as packaged):")
+    print("\n".join(packaged))
 if no_best:
     print(f"x best peer: no peer passed its checks and ran without errors at C={', '.join(no_best)}: no ratio there")
 print(f"\ncorrectness at {limit}/h, single-RCPT messages: 150 of one login from one client on one connection, "
