@@ -1,7 +1,7 @@
 # tests/bench/lib.sh — what the bench scripts share, sourced by each: the Release build, a temp dir and the
-# processes they start (stopped by PID on exit, then the dir removed), the private redis-server on a unix socket
-# in it, a rateguardd on a loopback port, and the limits file with conf/limits.conf's rule shapes. Nothing here
-# runs on its own.
+# processes they start (stopped by PID on exit or by stop_pid, then the dir removed), the private redis-server on a
+# unix socket in it, a rateguardd on a loopback port, and the limits file with conf/limits.conf's rule shapes.
+# Nothing here runs on its own.
 
 # bench_build TARGET...: the Release tree $BUILD. -Wno-error=restrict: GCC 12 at -O3 reports a false -Wrestrict
 # inside std::string operator+ (GCC bug 105329) in common/rules/net_addr.cpp and common/rules/rules.cpp; it stays
@@ -59,20 +59,50 @@ memory_bench_setup() {
 # rss: VmRSS in kB of the daemon run_daemon started last.
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 
-# bench_setup NAME: TMP (a new dir /tmp/NAME-XXXXXX), PIDS (append every PID started), RSOCK, the exit trap.
+# bench_setup NAME: TMP (a new dir /tmp/NAME-XXXXXX), PIDS (append every PID started), CLEANUP_PATHS (what else
+# was created outside TMP, removed on exit), RSOCK, the exit trap.
 bench_setup() {
   TMP=$(mktemp -d "/tmp/$1-XXXXXX")
   PIDS=()
+  CLEANUP_PATHS=()
   RSOCK=$TMP/redis.sock
   trap bench_cleanup EXIT
 }
 
-# Stops exactly the PIDs started here, then removes the temp dir.
+# alive PID: the process exists and is not a zombie.
+alive() {
+  local s
+  s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $s != Z* ]]
+}
+
+# Stops exactly the PIDs started here (some are daemons that forked away from this shell, such as postfwd2's
+# master: those are waited for by polling, at most 5 s), then removes the temp dir and CLEANUP_PATHS.
 bench_cleanup() {
-  local p
+  local p i
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for i in $(seq 1 50); do alive "$p" || break; sleep 0.1; done
+  done
   rm -rf "$TMP"
+  for p in "${CLEANUP_PATHS[@]}"; do rm -rf "$p"; done
+}
+
+# stop_pid PID: SIGTERM to one process started here, wait until it is gone (at most 10 s, then SIGKILL to that PID),
+# and drop it from PIDS, so that the exit trap never signals a number the system may since have given to another
+# process.
+stop_pid() {
+  local p=$1 i keep=()
+  kill "$p" 2>/dev/null || true
+  for i in $(seq 1 100); do alive "$p" || break; sleep 0.1; done
+  if alive "$p"; then
+    echo "warning: PID $p still running 10 s after SIGTERM: SIGKILL" >&2
+    kill -KILL "$p" 2>/dev/null || true
+  fi
+  wait "$p" 2>/dev/null || true
+  for i in "${PIDS[@]}"; do [[ $i == "$p" ]] || keep+=("$i"); done
+  PIDS=("${keep[@]}")
 }
 
 # A redis-server without persistence on $RSOCK; returns once it answers PING (bounded).

@@ -2,8 +2,10 @@
 // connections, each behaving like one smtpd process: send one full Postfix 3.7 RCPT request, wait for the
 // whole reply, send the next. Also: --new-keys (a stream of logins never seen before, the memory store past
 // memory_max_keys) with --watch (one login sent at a steady pace whose answers must switch from DUNNO to 450
-// exactly at its limit), --idle-connections (hold N idle connections for the RSS measurement) and --print-lua
-// (the daemon's Redis script, for the redis-benchmark reference). Not a ctest test.
+// exactly at its limit), --order (the answers of one connection in sequence, run-length: peers.sh's correctness
+// check), --warmup (seconds on the same connections before the measurement), --idle-connections (hold N idle
+// connections for the RSS measurement) and --print-lua (the daemon's Redis script, for the redis-benchmark
+// reference). Not a ctest test.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -26,6 +28,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "policy_wire.hpp"
@@ -52,6 +55,7 @@ struct options {
   std::size_t concurrency = 8;
   std::uint64_t requests = 0;    // 0: no request bound (then --seconds bounds the run)
   double seconds = 3;            // 0: no time bound (then --requests bounds the run)
+  double warmup = 0;             // seconds on the same connections before the measured --seconds (not counted)
   std::size_t users = 1000;
   double zipf_s = 1.1;
   double anon_share = 0.05;
@@ -66,6 +70,7 @@ struct options {
   std::uint32_t timeout_ms = 5000;  // a reply later than this is an error and closes the connection
   std::size_t idle_connections = 0;
   bool csv = false;
+  bool order = false;            // also report the answers in the order they came (run-length), for -c 1
   std::string label = "bench";
 };
 
@@ -74,7 +79,7 @@ struct options {
             << "usage: policy_bench --connect inet:127.0.0.1:PORT|unix:/path [-c C] [--requests N] [--seconds S]\n"
             << "         [--users U] [--zipf S] [--anon-share F] [--max-rcpts K] [--sequential] [--seed N]\n"
             << "         [--timeout-ms MS] [--label NAME] [--csv] [--new-keys F] [--client-per-user]\n"
-            << "         [--watch LOGIN --watch-messages M --watch-limit N]\n"
+            << "         [--watch LOGIN --watch-messages M --watch-limit N] [--order] [--warmup S]\n"
             << "       policy_bench --connect ADDR --idle-connections N --seconds S\n"
             << "       policy_bench --print-lua\n";
   std::exit(2);
@@ -93,6 +98,7 @@ options parse_args(int argc, char** argv) {
       else if (a == "-c" || a == "--concurrency") o.concurrency = std::stoul(value());
       else if (a == "--requests") o.requests = std::stoull(value());
       else if (a == "--seconds") o.seconds = std::stod(value());
+      else if (a == "--warmup") o.warmup = std::stod(value());
       else if (a == "--users") o.users = std::stoul(value());
       else if (a == "--zipf") o.zipf_s = std::stod(value());
       else if (a == "--anon-share") o.anon_share = std::stod(value());
@@ -108,6 +114,7 @@ options parse_args(int argc, char** argv) {
       else if (a == "--idle-connections") o.idle_connections = std::stoul(value());
       else if (a == "--label") o.label = value();
       else if (a == "--csv") o.csv = true;
+      else if (a == "--order") o.order = true;
       else if (a == "--print-lua") {
         std::cout << rg::redis_store::lua_script();
         std::exit(0);
@@ -129,6 +136,10 @@ options parse_args(int argc, char** argv) {
   if (o.new_keys < 0 || o.new_keys > 1) usage("--new-keys must be 0..1");
   if (!o.watch.empty() && (o.watch_messages == 0 || o.seconds <= 0 || o.requests != 0))
     usage("--watch needs --watch-messages > 0 and a --seconds bound (no --requests)");
+  if (o.warmup < 0 || o.warmup > 60) usage("--warmup must be 0..60 seconds");
+  if (o.warmup > 0 && (o.requests != 0 || o.seconds <= 0 || !o.watch.empty()))
+    usage("--warmup needs a --seconds bound (no --requests, no --watch)");
+  if (o.order && o.concurrency != 1) usage("--order needs -c 1 (one connection: answers in the order sent)");
   if (o.seconds <= 0 || o.seconds > 3600) o.seconds = 3600;  // hard bound even with --requests only
   return o;
 }
@@ -162,11 +173,14 @@ struct shared_state {
   socket_type::endpoint_type endpoint;
   zipf_table zipf;
   clock_type::time_point start, end;
+  clock_type::time_point measure_from;  // start + --warmup: requests sent before are not counted
+  clock_type::time_point last_counted;  // when the last counted reply came
   std::uint64_t issued = 0;     // requests started (the --requests bound)
   std::uint64_t completed = 0;  // requests with a valid reply
   std::uint64_t errors = 0;     // bad replies, timeouts, connection failures
   std::uint64_t next_sequential_user = 0;
   std::map<std::string, std::uint64_t> actions;
+  std::vector<std::pair<std::string, std::uint64_t>> order;  // --order: runs of equal answers, in order
   std::vector<std::string> watch_actions;  // the watched login's answers, in order
   std::vector<std::uint32_t> latencies_us;
   bool stopping = false;
@@ -259,7 +273,8 @@ awaitable<void> run_client(shared_state& st, client_slot& slot, std::size_t id) 
         slot.sock->close(ignored);
         break;  // the message is lost with its connection; start a new one
       }
-      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0).count();
+      const auto done = clock_type::now();
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(done - t0).count();
       std::string act = rg::test::action_of(std::string_view(rbuf).substr(0, n));
       rbuf.erase(0, n);
       if (act.empty() || !rbuf.empty()) {  // malformed, or bytes nobody asked for
@@ -268,8 +283,14 @@ awaitable<void> run_client(shared_state& st, client_slot& slot, std::size_t id) 
         slot.sock->close(ignored);
         break;
       }
+      if (t0 < st.measure_from) continue;  // warm-up
+      st.last_counted = done;
       ++st.completed;
       ++st.actions[act];
+      if (st.opt.order) {
+        if (st.order.empty() || st.order.back().first != act) st.order.emplace_back(act, 0);
+        ++st.order.back().second;
+      }
       st.latencies_us.push_back(static_cast<std::uint32_t>(std::min<long long>(us, UINT32_MAX)));
     }
   }
@@ -341,7 +362,11 @@ int run_load(const options& opt) {
   std::vector<client_slot> slots(opt.concurrency);
   std::size_t running = opt.concurrency;
   st.start = clock_type::now();
-  st.end = st.start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.seconds));
+  st.measure_from =
+      st.start + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.warmup));
+  st.last_counted = st.measure_from;
+  st.end = st.measure_from +
+           std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(opt.seconds));
   clock_type::time_point last_done = st.start;
   for (std::size_t i = 0; i < opt.concurrency; ++i) {
     asio::co_spawn(io, run_client(st, slots[i], i), [&](std::exception_ptr e) {
@@ -359,12 +384,21 @@ int run_load(const options& opt) {
   }
   asio::co_spawn(io, watchdog(st, slots, running), asio::detached);
   io.run();
-  const double secs = std::chrono::duration<double>(last_done - st.start).count();
+  // With a warm-up, the measured time ends at the last counted reply: a request of the warm-up still waiting (a
+  // connection the server has not accepted yet) must not stretch it.
+  const double secs = opt.warmup > 0 ? std::chrono::duration<double>(st.last_counted - st.measure_from).count()
+                                     : std::chrono::duration<double>(last_done - st.start).count();
   auto& lat = st.latencies_us;
   std::sort(lat.begin(), lat.end());
   const double rps = secs > 0 ? static_cast<double>(st.completed) / secs : 0;
   std::string acts;
   for (auto& [a, n] : st.actions) acts += (acts.empty() ? "" : ";") + a + ":" + std::to_string(n);
+  // --order: "order:DUNNO*100/450*50" (first 100 answers DUNNO, then 50 answers 450).
+  if (opt.order) {
+    acts += ";order:";
+    for (std::size_t i = 0; i < st.order.size(); ++i)
+      acts += (i ? "/" : "") + st.order[i].first + "*" + std::to_string(st.order[i].second);
+  }
   // The watched login counts exactly when its first watch_limit answers are DUNNO and every later one is 450.
   bool watch_exact = true;
   if (!opt.watch.empty()) {
@@ -395,6 +429,11 @@ int run_load(const options& opt) {
     std::printf("  actions   ");
     for (auto& [a, n] : st.actions) std::printf(" %s=%llu", a.c_str(), static_cast<unsigned long long>(n));
     std::printf("\n");
+    if (opt.order) {
+      std::printf("  order     ");
+      for (auto& [a, n] : st.order) std::printf(" %s*%llu", a.c_str(), static_cast<unsigned long long>(n));
+      std::printf("\n");
+    }
   }
   return st.errors == 0 && st.completed > 0 && watch_exact ? 0 : 1;
 }

@@ -3,7 +3,9 @@
 # redis-server, rateguardd (memory and redis store), the trivial responder and redis-benchmark running the
 # daemon's own Lua script; prints one table plus idle-connection RSS and Redis memory per key. Then the milter
 # front (milter_bench against rateguardd's `milter =` listener and trivial_responder --milter). TLS to Redis:
-# a second redis-server on plain TCP and TLS ports, a daemon on each, at C=32 in every pass (same run).
+# a second redis-server on plain TCP and TLS ports, a daemon on each, at C=32 in every pass (same run). Then the
+# peers (peers.sh, issue 17): postfwd2 and policyd-rate-limit from Debian against rateguardd with the same limit,
+# correctness first, and their table with "x best peer" (PEERS=0 leaves them out).
 # Usage: tests/bench/run.sh   (QUICK=1: C=8,32 and U=1000 only, once; SECS=N seconds per run, default 2;
 #        REPEAT=N passes over the whole matrix, default 3, the table shows each config's median-req/s pass)
 set -euo pipefail
@@ -12,6 +14,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build-bench}
 SECS=${SECS:-2}
 QUICK=${QUICK:-0}
+PEERS=${PEERS:-1}
 if [[ $QUICK == 1 ]]; then CONCS=(8 32); USERS=(1000); REPEAT=${REPEAT:-1}
 else CONCS=(1 8 32 128); USERS=(1000 100000); REPEAT=${REPEAT:-3}; fi
 # Below the ephemeral port range (32768-60999 on Linux): the last daemons start after thousands of client
@@ -25,6 +28,8 @@ P_MEM_METRICS=$((PORT_BASE + 14)) P_METRICS_HTTP=$((PORT_BASE + 15))
 
 # shellcheck source=tests/bench/lib.sh
 . "$ROOT/tests/bench/lib.sh"
+# shellcheck source=tests/bench/peers.sh
+. "$ROOT/tests/bench/peers.sh"
 bench_build rateguardd policy_bench trivial_responder milter_bench
 DAEMON=$BUILD/policyd/rateguardd
 BENCH=$BUILD/tests/bench/policy_bench
@@ -33,6 +38,11 @@ TRIVIAL=$BUILD/tests/bench/trivial_responder
 
 bench_setup rg-bench
 ulimit -n 4096 2>/dev/null || true  # 1000 idle connections on both ends
+# The peers' packages first: a failed install is reported now, and the rest of the benchmark runs without them.
+if [[ $PEERS == 1 ]] && ! peers_install; then
+  echo "== peers: NOT INSTALLED (see above): the run goes on without postfwd2 and policyd-rate-limit" >&2
+  PEERS=0
+fi
 
 rcli() { redis-cli -s "$RSOCK" "$@"; }
 
@@ -170,6 +180,8 @@ run_bench memory-tight "$P_MEM_TIGHT" 32 1000
 rcli flushall >/dev/null
 run_bench redis-tight "$P_REDIS_TIGHT" 32 1000
 rcli flushall >/dev/null
+
+if [[ $PEERS == 1 ]]; then peers_run; fi
 
 echo "== milter front, memory store, C=8: whole messages (cleanup: one connection each; smtpd: 100 per connection)"
 # csv as above, in messages: label,C,U,messages,errors,seconds,msg_per_s,p50_us,p90_us,p99_us,max_us,replies
@@ -317,3 +329,4 @@ if "redismem" in extra:
         print(f"  and {once} charge-once records (one per RCPT, 10 min TTL): +{once_mem / 1048576:.1f} MB, "
               f"{once_mem / once:.0f} B each")
 PY
+if [[ $PEERS == 1 ]]; then peers_table; fi
