@@ -102,6 +102,19 @@ void policy_request::clear() {
   script.clear();
 }
 
+// Runs for every line of every request: defined before feed() and inline, so the call disappears there.
+inline bool request_parser::parse_line(std::string_view line, bool bind) {
+  const std::size_t eq = line.find('=');
+  if (eq == std::string_view::npos) return fail("line without '='");
+  if (eq == 0) return fail("empty attribute name");
+  if (++request_.attributes_seen > limits_.max_attributes) return fail("too many attributes");
+  if (const auto a = attr_from_name(line.substr(0, eq))) {
+    if (bind) request_.set_view(*a, line.substr(eq + 1));
+    if (*a == attr::request) saw_request_ = true;
+  }
+  return true;
+}
+
 parse_result request_parser::feed(std::string_view data) {
   if (failed_) return {parse_status::error, 0};
   if (complete_) return {parse_status::complete, 0};
@@ -166,18 +179,6 @@ parse_result request_parser::feed(std::string_view data) {
     request_.attributes_seen = seen;
   }
   return {parse_status::need_more, static_cast<std::size_t>(p - data.data())};
-}
-
-bool request_parser::parse_line(std::string_view line, bool bind) {
-  const std::size_t eq = line.find('=');
-  if (eq == std::string_view::npos) return fail("line without '='");
-  if (eq == 0) return fail("empty attribute name");
-  if (++request_.attributes_seen > limits_.max_attributes) return fail("too many attributes");
-  if (const auto a = attr_from_name(line.substr(0, eq))) {
-    if (bind) request_.set_view(*a, line.substr(eq + 1));
-    if (*a == attr::request) saw_request_ = true;
-  }
-  return true;
 }
 
 bool request_parser::end_request(bool carried) {
