@@ -174,16 +174,16 @@ milter_session::step milter_session::on_packet(const milter::packet& p, std::str
         return step::reply;
       }
       req_.clear();
-      req_.set(attr::request) = "smtpd_access_policy";
-      req_.set(attr::protocol_state) = "RCPT";
-      req_.set(attr::protocol_name) = "milter";
-      req_.set(attr::client_address) = client_address_;
-      req_.set(attr::sasl_username) = auth_authen_;
-      req_.set(attr::sender) = sender_;
-      req_.set(attr::recipient) = recipients_.front();
-      req_.set(attr::recipient_count) = std::to_string(recipients_.size());
-      req_.set(attr::queue_id) = queue_id_;
-      req_.set(attr::instance) = instance_prefix_ + "." + std::to_string(++messages_);
+      req_.set(attr::request, "smtpd_access_policy");
+      req_.set(attr::protocol_state, "RCPT");
+      req_.set(attr::protocol_name, "milter");
+      req_.set(attr::client_address, client_address_);
+      req_.set(attr::sasl_username, auth_authen_);
+      req_.set(attr::sender, sender_);
+      req_.set(attr::recipient, recipients_.front());
+      req_.set(attr::recipient_count, std::to_string(recipients_.size()));
+      req_.set(attr::queue_id, queue_id_);
+      req_.set(attr::instance, instance_prefix_ + "." + std::to_string(++messages_));
       req_.recipients = std::move(recipients_);
       req_.script = script_;
       // The submitter, only from the pickup-only cleanup and only when the header names this message's queue ID

@@ -147,7 +147,7 @@ bool server::allows(const asio::ip::address& a) const {
 }
 
 void server::count_request(front f, const policy_request& r) {
-  const std::string& state = r.get(attr::protocol_state);
+  const std::string_view state = r.get(attr::protocol_state);
   auto& by_state = requests_[static_cast<std::size_t>(f)];
   std::size_t i = 0;
   while (i < request_states.size() && request_states[i] != state) ++i;
@@ -336,7 +336,9 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
         break;
       }
       fresh = true;
-      // The service logs, locks and journals; the request stays in the parser until it completes.
+      // The request's values are views of `buf` (or of the parser's copy of a request that spanned reads):
+      // valid until next(), as nothing reads into `buf` before the loop has answered every request in it.
+      // The service logs, locks and journals during the decision and copies what it keeps.
       count_request(front::policy, parser.request());
       const verdict v = co_await service_.decide(tracker, parser.request());
       append_reply(out, v.reply);

@@ -374,15 +374,15 @@ awaitable<std::string> cmd_holds(const control_env& env, const fields& f) {
 awaitable<std::string> cmd_explain(const control_env& env, const fields& f) {
   const policy_snapshot& snap = *env.snap;
   policy_request r;
-  r.set(attr::request) = "smtpd_access_policy";
-  r.set(attr::protocol_state) = "RCPT";
-  r.set(attr::instance) = "rateguardctl-explain";
+  r.set(attr::request, "smtpd_access_policy");
+  r.set(attr::protocol_state, "RCPT");
+  r.set(attr::instance, "rateguardctl-explain");
   for (auto& [name, value] : f) {
     if (name == "command") continue;
     auto a = attr_from_name(name);
     // A typo ("sasl_user=alice") would silently explain another request: refuse it.
     if (!a) co_return failure("usage", "unknown attribute \"" + std::string(name) + "\"");
-    r.set(*a) = std::string(value);
+    r.set(*a, value);
   }
   message_tracker t;
   auto p = t.prepare(snap, r);

@@ -80,7 +80,7 @@ std::string baseline_text(double b) {
 }  // namespace
 
 std::string format_decision(const verdict& v, const policy_request& r, log_format f) {
-  const std::string& qid = r.get(attr::queue_id);
+  const std::string_view qid = r.get(attr::queue_id);
   const std::string window = v.hit ? format_duration(std::chrono::seconds(v.hit->limit.seconds)) : std::string();
   if (f == log_format::json) {
     std::string o = "{\"queue_id\":" + json_quote(qid.empty() ? "NOQUEUE" : qid) +
@@ -140,7 +140,7 @@ std::string format_decision(const verdict& v, const policy_request& r, log_forma
 
 std::string format_lock(const std::string& key, const std::string& rule, std::int64_t until_ms,
                         const std::string& reason, const policy_request& r, log_format f) {
-  const std::string& qid = r.get(attr::queue_id);
+  const std::string_view qid = r.get(attr::queue_id);
   if (f == log_format::json)
     return "{\"queue_id\":" + json_quote(qid.empty() ? "NOQUEUE" : qid) + ",\"action\":\"lock\",\"key\":" +
            json_quote(key) + ",\"rule\":" + json_quote(rule) + ",\"until\":" + json_quote(iso_time(until_ms)) +

@@ -199,11 +199,12 @@ std::vector<key_match> match_request(const policy_snapshot& snap, const policy_r
     out.push_back({key_kind::sasl_username, v, v, m});
   }
   if (rules.has_kind(key_kind::client_address)) {
-    const std::string& text = r.get(attr::client_address);
+    const std::string_view text = r.get(attr::client_address);
     if (auto ip = parse_ip(text)) {
       // A plain IPv4 address is already its own canonical bucket: skip re-formatting it (hot path).
-      const bool plain_v4 = !ip->v6 && text.find(':') == std::string::npos;
-      out.push_back({key_kind::client_address, text, plain_v4 ? text : ip_bucket(*ip, snap.settings.ipv6_prefix),
+      const bool plain_v4 = !ip->v6 && text.find(':') == std::string_view::npos;
+      out.push_back({key_kind::client_address, std::string(text),
+                     plain_v4 ? std::string(text) : ip_bucket(*ip, snap.settings.ipv6_prefix),
                      rules.match_address(*ip)});
     }
   }
@@ -249,7 +250,7 @@ std::string realm_mismatch(const policy_snapshot& snap, std::string_view user) {
 }
 
 std::string charge_token(const policy_request& r) {
-  const std::string& inst = r.get(attr::instance);
+  const std::string_view inst = r.get(attr::instance);
   if (inst.empty()) return {};
   // Hashed, 32 hex digits: a client may send a 10 kB instance or recipient, and the token becomes part of a Redis
   // key name. A '\0' between the fields keeps "ab"+"c" apart from "a"+"bc". Recipients fold to lower case.
@@ -268,8 +269,8 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
                                                    std::int64_t now_ms) {
   prepared p;
   p.immediate.reply = "DUNNO";
-  const std::string& state = r.get(attr::protocol_state);
-  const std::string& inst = r.get(attr::instance);
+  const std::string_view state = r.get(attr::protocol_state);
+  const std::string_view inst = r.get(attr::instance);
   // A front that decides a whole message at once (milter, at end of message) sends it as one request with
   // all its recipients: charged all or nothing, the message once and every recipient.
   const bool whole = !r.recipients.empty();
@@ -594,7 +595,7 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
 }
 
 void message_tracker::note_request(const policy_request& r) {
-  const std::string& state = r.get(attr::protocol_state);
+  const std::string_view state = r.get(attr::protocol_state);
   if (!r.recipients.empty()) rcpts_ = static_cast<std::uint32_t>(std::min<std::size_t>(r.recipients.size(), UINT32_MAX));
   else if (state == "RCPT") ++rcpts_;
   if (!held_) return;
@@ -603,7 +604,7 @@ void message_tracker::note_request(const policy_request& r) {
   // END-OF-MESSAGE knows how many recipients Postfix finally accepted.
   if (state == "END-OF-MESSAGE") {
     unsigned long n = 0;
-    const std::string& c = r.get(attr::recipient_count);
+    const std::string_view c = r.get(attr::recipient_count);
     const auto [ptr, ec] = std::from_chars(c.data(), c.data() + c.size(), n);
     if (ec == std::errc() && ptr == c.data() + c.size() && n > 0 && n <= std::numeric_limits<std::uint32_t>::max())
       held_->recipients = static_cast<std::uint32_t>(n);

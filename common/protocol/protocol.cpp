@@ -1,6 +1,7 @@
 // Postfix policy protocol: the incremental request parser and the reply writer declared in protocol.hpp.
 // Standard library only (a fuzzer links this file alone); no I/O, no logging, no policy decisions.
-// The hot path scans with memchr and copies a line only when it arrives split across reads.
+// The hot path scans with memchr and copies nothing: values are views of the caller's bytes; only a request
+// that arrives split across reads is copied, once, into the parser's own buffer.
 #include "protocol.hpp"
 
 #include <algorithm>
@@ -62,19 +63,65 @@ std::optional<attr> attr_from_name(std::string_view name) {
   }
 }
 
+policy_request::policy_request(const policy_request& other)
+    : attributes_seen(other.attributes_seen), recipients(other.recipients), local_user(other.local_user),
+      script(other.script) {
+  for (std::size_t i = 0; i < attr_count; ++i)
+    if (!other.values_[i].empty()) set(static_cast<attr>(i), other.values_[i]);
+}
+
+policy_request& policy_request::operator=(const policy_request& other) {
+  if (this == &other) return *this;
+  for (std::size_t i = 0; i < attr_count; ++i) {
+    if (other.values_[i].empty())
+      values_[i] = "";
+    else
+      set(static_cast<attr>(i), other.values_[i]);
+  }
+  attributes_seen = other.attributes_seen;
+  recipients = other.recipients;
+  local_user = other.local_user;
+  script = other.script;
+  return *this;
+}
+
+void policy_request::set(attr a, std::string_view value) {
+  if (!owned_) owned_ = std::make_unique<std::array<std::string, attr_count>>();
+  const auto i = static_cast<std::size_t>(a);
+  std::string& s = (*owned_)[i];
+  s.assign(value.data(), value.size());  // reuses the string's capacity
+  values_[i] = s;
+}
+
 void policy_request::clear() {
-  // std::string::clear keeps the buffer, so a long-lived connection stops allocating after a few requests.
-  for (auto& v : values) v.clear();
+  // The owned strings keep their buffers for the next set().
+  values_.fill("");
   attributes_seen = 0;
   recipients.clear();
   local_user.clear();
   script.clear();
 }
 
+// Runs for every line of every request: defined before feed() and inline, so the call disappears there.
+inline bool request_parser::parse_line(std::string_view line, bool bind) {
+  const std::size_t eq = line.find('=');
+  if (eq == std::string_view::npos) return fail("line without '='");
+  if (eq == 0) return fail("empty attribute name");
+  if (++request_.attributes_seen > limits_.max_attributes) return fail("too many attributes");
+  if (const auto a = attr_from_name(line.substr(0, eq))) {
+    if (bind) request_.set_view(*a, line.substr(eq + 1));
+    if (*a == attr::request) saw_request_ = true;
+  }
+  return true;
+}
+
 parse_result request_parser::feed(std::string_view data) {
   if (failed_) return {parse_status::error, 0};
   if (complete_) return {parse_status::complete, 0};
 
+  // The request began in an earlier feed: its bytes so far are in carry_, and this feed's bytes of it are
+  // added as they are consumed; its values are bound from carry_ once it is complete.
+  const bool carried = request_bytes_ > 0;
   // One NUL scan for the whole input, not one per line. A line holds the NUL when it ends after it; lines
   // before it parse as usual.
   const char* const end = data.data() + data.size();
@@ -88,10 +135,10 @@ parse_result request_parser::feed(std::string_view data) {
     const std::size_t used = chunk.size() + (nl ? 1 : 0);
     const auto pos = static_cast<std::size_t>(p - data.data());
 
-    // Checked before anything is buffered, so a peer that never sends '\n' cannot grow line_ past
-    // max_line, nor a request past max_request.
-    const std::size_t line_len = line_.size() + chunk.size();
-    const char last = chunk.empty() ? (line_.empty() ? '\0' : line_.back()) : chunk.back();
+    // Checked before anything is buffered, so a peer that never sends '\n' cannot grow carry_ past
+    // max_request, nor one line past max_line.
+    const std::size_t line_len = line_len_ + chunk.size();
+    const char last = chunk.empty() ? (line_len_ == 0 ? '\0' : carry_.back()) : chunk.back();
     const char* reason = nullptr;
     if (nul != nullptr && nul < chunk_end) {
       reason = "NUL byte in request";
@@ -104,45 +151,57 @@ parse_result request_parser::feed(std::string_view data) {
       fail(reason);
       return {parse_status::error, pos};
     }
+    if (carried) carry_.append(p, used);
     request_bytes_ += used;
     p += used;
 
     if (!nl) {
-      line_.append(chunk);
+      line_len_ = line_len;
       break;
     }
-    std::string_view line = chunk;  // common case: the whole line is in this buffer, no copy
-    if (!line_.empty()) {
-      line_.append(chunk);
-      line = line_;
-    }
+    // Common case: the whole request is in this buffer and the line is a view of it. A line of a request
+    // that spans feeds (only such a line can itself span them) is read from carry_, where it ends just
+    // before the '\n' appended last.
+    std::string_view line = carried ? std::string_view(carry_).substr(carry_.size() - 1 - line_len, line_len) : chunk;
+    line_len_ = 0;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    const bool ok = parse_line(line);
-    line_.clear();
+    const bool ok = line.empty() ? end_request(carried) : parse_line(line, !carried);
     const auto consumed = static_cast<std::size_t>(p - data.data());
     if (!ok) return {parse_status::error, consumed};
     if (complete_) return {parse_status::complete, consumed};
   }
+  if (!carried && p != data.data()) {
+    // The request goes on in the next feed, whose bytes may replace these: keep its bytes so far, and drop
+    // the views into `data` (the values are bound from carry_ when the request is complete).
+    carry_.assign(data.data(), static_cast<std::size_t>(p - data.data()));
+    const std::size_t seen = request_.attributes_seen;
+    request_.clear();
+    request_.attributes_seen = seen;
+  }
   return {parse_status::need_more, static_cast<std::size_t>(p - data.data())};
 }
 
-bool request_parser::parse_line(std::string_view line) {
-  if (line.empty()) {
-    if (request_.attributes_seen == 0) return fail("empty request");
-    if (!saw_request_) return fail("missing request attribute");
-    if (request_.get(attr::request) != policy_request_value) return fail("not a policy request");
-    complete_ = true;
-    return true;
-  }
-  const std::size_t eq = line.find('=');
-  if (eq == std::string_view::npos) return fail("line without '='");
-  if (eq == 0) return fail("empty attribute name");
-  if (++request_.attributes_seen > limits_.max_attributes) return fail("too many attributes");
-  if (const auto a = attr_from_name(line.substr(0, eq))) {
-    request_.set(*a).assign(line.substr(eq + 1));  // assign reuses the string's capacity
-    if (*a == attr::request) saw_request_ = true;
-  }
+bool request_parser::end_request(bool carried) {
+  if (request_.attributes_seen == 0) return fail("empty request");
+  if (!saw_request_) return fail("missing request attribute");
+  if (carried) bind_all(carry_);
+  if (request_.get(attr::request) != policy_request_value) return fail("not a policy request");
+  complete_ = true;
   return true;
+}
+
+void request_parser::bind_all(std::string_view request) {
+  // Every line here passed parse_line already, and the last one is the empty line.
+  while (!request.empty()) {
+    const std::size_t nl = request.find('\n');
+    if (nl == std::string_view::npos) break;
+    std::string_view line = request.substr(0, nl);
+    request.remove_prefix(nl + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) break;
+    const std::size_t eq = line.find('=');
+    if (const auto a = attr_from_name(line.substr(0, eq))) request_.set_view(*a, line.substr(eq + 1));
+  }
 }
 
 bool request_parser::line_too_long(std::size_t len, char last) const {
@@ -160,7 +219,14 @@ bool request_parser::fail(const char* reason) {
 
 void request_parser::next() {
   request_.clear();
-  line_.clear();
+  // A request that spanned reads is usually a few hundred bytes: one of up to max_request is not kept for
+  // the life of an idle connection.
+  constexpr std::size_t carry_kept = 16 * 1024;
+  if (carry_.capacity() > carry_kept)
+    carry_ = std::string();
+  else
+    carry_.clear();
+  line_len_ = 0;
   request_bytes_ = 0;
   complete_ = false;
   saw_request_ = false;

@@ -3,6 +3,7 @@
 // limits and under tiny ones (so the limit paths are reached with small inputs), and every outcome is
 // checked against a plain non-incremental reading of the protocol. Also fuzzes append_reply and attr names.
 // Not a unit test: regressions found here go to tests/unit/test_protocol.cpp.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -77,7 +78,7 @@ outcome reference_parse(std::string_view data, const rg::parser_limits& lim) {
     if (eq == 0) return fail("empty attribute name");
     if (++req.attributes_seen > lim.max_attributes) return fail("too many attributes");
     if (const auto a = rg::attr_from_name(line.substr(0, eq))) {
-      req.set(*a) = std::string(line.substr(eq + 1));
+      req.set(*a, line.substr(eq + 1));
       if (*a == rg::attr::request) saw_request = true;
     }
   }
@@ -85,17 +86,24 @@ outcome reference_parse(std::string_view data, const rg::parser_limits& lim) {
 }
 
 // Feeds `data` to one parser in pieces of the given sizes (the last piece takes the rest), the way a
-// session does: after `complete`, take the request, next(), and feed the unconsumed rest again.
+// session does: each piece is read into the same buffer (overwriting the one before, so a value that still
+// pointed into an earlier piece would read the wrong bytes); after `complete`, copy the request, next(), and
+// feed the unconsumed rest of the buffer again.
 outcome incremental_parse(std::string_view data, const rg::parser_limits& lim,
                           const std::vector<std::size_t>& pieces) {
   outcome out;
   rg::request_parser p(lim);
+  std::vector<char> buffer(data.size());
+  std::size_t last_size = 0;  // of the piece the buffer holds
   std::size_t offset = 0;  // of the current piece in the stream
   std::size_t piece_index = 0;
   while (offset < data.size() && !out.failed) {
     std::size_t size = piece_index < pieces.size() ? pieces[piece_index++] : data.size() - offset;
     if (size > data.size() - offset) size = data.size() - offset;
-    std::string_view piece = data.substr(offset, size);
+    std::fill_n(buffer.begin(), last_size, '\xAA');
+    std::copy_n(data.data() + offset, size, buffer.begin());
+    last_size = size;
+    std::string_view piece(buffer.data(), size);
     offset += size;
     for (;;) {
       const rg::parse_result r = p.feed(piece);
@@ -121,7 +129,7 @@ outcome incremental_parse(std::string_view data, const rg::parser_limits& lim,
       const std::size_t end = offset - piece.size() + r.consumed;
       const rg::parse_result again = p.feed(piece.substr(r.consumed));
       FUZZ_CHECK(again.status == rg::parse_status::complete && again.consumed == 0);
-      out.requests.push_back(p.request());
+      out.requests.push_back(p.request());  // a copy owns its values
       out.ends.push_back(end);
       p.next();
       piece.remove_prefix(r.consumed);
@@ -166,9 +174,9 @@ void check_request(const rg::policy_request& req, std::size_t bytes, const rg::p
   FUZZ_CHECK(req.attributes_seen >= 1 && req.attributes_seen <= lim.max_attributes);
   FUZZ_CHECK(bytes <= lim.max_request);
   for (std::size_t i = 0; i < rg::attr_count; ++i) {
-    const std::string& v = req.get(static_cast<rg::attr>(i));
+    const std::string_view v = req.get(static_cast<rg::attr>(i));
     FUZZ_CHECK(v.size() < lim.max_line);  // a value is part of a line, after "name="
-    FUZZ_CHECK(v.find('\n') == std::string::npos && v.find('\0') == std::string::npos);
+    FUZZ_CHECK(v.find('\n') == std::string_view::npos && v.find('\0') == std::string_view::npos);
   }
 }
 
@@ -177,7 +185,7 @@ void check_same(const outcome& a, const outcome& b) {
   FUZZ_CHECK(a.ends == b.ends);
   FUZZ_CHECK(a.requests.size() == b.requests.size());
   for (std::size_t i = 0; i < a.requests.size(); ++i) {
-    FUZZ_CHECK(a.requests[i].values == b.requests[i].values);
+    FUZZ_CHECK(a.requests[i].values() == b.requests[i].values());
     FUZZ_CHECK(a.requests[i].attributes_seen == b.requests[i].attributes_seen);
   }
 }
@@ -234,7 +242,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   const outcome parsed = reference_parse(data, rg::parser_limits{});
   std::string replies;
   for (const rg::policy_request& req : parsed.requests) {
-    check_reply("DUNNO " + req.get(rg::attr::sasl_username) + " " + req.get(rg::attr::sender), replies);
+    check_reply("DUNNO " + std::string(req.get(rg::attr::sasl_username)) + " " + std::string(req.get(rg::attr::sender)),
+                replies);
     rg::append_reply(replies, req.get(rg::attr::recipient));
   }
   check_reply(data, replies);

@@ -22,6 +22,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -116,6 +117,44 @@ TEST_CASE("a hold rule parks the message: HOLD for all its RCPTs - logged with t
   REQUIRE(d.wait_for_log("4F2A1B3C: hold: key=sasl_username:dave"));
   CHECK(d.log_count("NOQUEUE: hold: key=sasl_username:dave") == 1);
   CHECK(d.log_count("4F2A1B3C: hold: ") == 1);
+}
+
+TEST_CASE("requests split across reads and pipelined: each answer and log line has its own request's values",
+          "[daemon]") {
+  // The daemon's request values are views of its read buffer (common/protocol): a request that straddles two
+  // reads, or shares one with the next request, must still be decided and logged with its own bytes.
+  daemon_process d("sasl_username * 1/1h defer\n");
+  policy_client c(d.socket_path());
+  constexpr int users = 20;
+  std::string stream;
+  for (int m = 0; m < 2; ++m)  // every user's first message, then every user's second (deferred, logged)
+    for (int u = 0; u < users; ++u)
+      stream += rcpt_request("user" + std::to_string(u), "u" + std::to_string(u) + "-m" + std::to_string(m), "",
+                             "127.0.0.1", "s" + std::to_string(u) + "@example.com");
+  // Pieces of 1 to 2500 bytes a millisecond apart: most reads end inside a request, some hold several.
+  std::mt19937 rng(17);
+  for (std::size_t off = 0; off < stream.size();) {
+    const std::size_t n = std::min<std::size_t>(1 + rng() % 2500, stream.size() - off);
+    REQUIRE(c.send(stream.substr(off, n)));
+    off += n;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  for (int i = 0; i < 2 * users; ++i) {
+    CAPTURE(i);
+    const std::string a = c.read_action();
+    if (i < users)
+      CHECK(a == "DUNNO");
+    else
+      CHECK(a.rfind("450 4.7.1 ", 0) == 0);
+  }
+  REQUIRE(d.wait_for_log("instance=u" + std::to_string(users - 1) + "-m1"));
+  for (int u = 0; u < users; ++u) {
+    const std::string n = std::to_string(u);
+    CAPTURE(u);
+    CHECK(d.log_count("NOQUEUE: defer: key=sasl_username:user" + n + " ") == 1);
+    CHECK(d.log_count(" client=127.0.0.1 sasl_username=user" + n + " sender=<s" + n +
+                      "@example.com> recipient=<rcpt@example.net> instance=u" + n + "-m1") == 1);
+  }
 }
 
 TEST_CASE("SIGHUP applies new limits on the same connection - a bad file is refused and the old rules stay",

@@ -141,15 +141,15 @@ TEST_CASE("memory and Redis stores give identical decisions for the same request
     now += std::uniform_int_distribution<int>(0, 400)(rng);
     if (m % 150 == 149) now += 45'000;  // a few quiet periods: the baselines fold empty ones
     policy_request r;
-    r.set(attr::request) = "smtpd_access_policy";
-    r.set(attr::protocol_state) = "RCPT";
-    r.set(attr::instance) = "i" + std::to_string(m);
-    r.set(attr::sasl_username) = users[rng() % 5];
-    r.set(attr::sender) = senders[rng() % 4];
-    r.set(attr::client_address) = clients[rng() % 4];
+    r.set(attr::request, "smtpd_access_policy");
+    r.set(attr::protocol_state, "RCPT");
+    r.set(attr::instance, "i" + std::to_string(m));
+    r.set(attr::sasl_username, users[rng() % 5]);
+    r.set(attr::sender, senders[rng() % 4]);
+    r.set(attr::client_address, clients[rng() % 4]);
     const int rcpts = 1 + static_cast<int>(rng() % 3);
     for (int k = 0; k < rcpts; ++k, ++requests) {
-      r.set(attr::recipient) = recipients[rng() % 5];
+      r.set(attr::recipient, recipients[rng() % 5]);
       auto pm = mem_tracker.prepare(snap, r, now);
       auto pr = redis_tracker.prepare(snap, r, now);
       REQUIRE(pm.needs_store == pr.needs_store);
@@ -258,18 +258,18 @@ TEST_CASE("memory and Redis stores give identical decisions for novelty rules", 
     now += std::uniform_int_distribution<int>(0, 300)(rng);
     if (m % 120 == 119) now += 35'000;  // past an epoch: a familiar value moves to the epoch before, or is forgotten
     policy_request r;
-    r.set(attr::request) = "smtpd_access_policy";
-    r.set(attr::protocol_state) = "RCPT";
-    r.set(attr::instance) = "i" + std::to_string(m);
-    r.set(attr::sasl_username) = users[rng() % 4];
-    r.set(attr::sender) = senders[rng() % 3];
-    r.set(attr::client_address) = clients[rng() % 8];
+    r.set(attr::request, "smtpd_access_policy");
+    r.set(attr::protocol_state, "RCPT");
+    r.set(attr::instance, "i" + std::to_string(m));
+    r.set(attr::sasl_username, users[rng() % 4]);
+    r.set(attr::sender, senders[rng() % 3]);
+    r.set(attr::client_address, clients[rng() % 8]);
     const int rcpts = 1 + static_cast<int>(rng() % 3);
     for (int k = 0; k < rcpts; ++k, ++requests) {
       // Mostly a handful of familiar domains, now and then a new one.
       const std::string domain = rng() % 5 == 0 ? "new" + std::to_string(m) + "-" + std::to_string(k) + ".test"
                                                 : "d" + std::to_string(rng() % 6) + ".example";
-      r.set(attr::recipient) = "x@" + domain;
+      r.set(attr::recipient, "x@" + domain);
       auto pm = mem_tracker.prepare(snap, r, now);
       auto pr = redis_tracker.prepare(snap, r, now);
       REQUIRE(pm.needs_store == pr.needs_store);

@@ -12,14 +12,14 @@ namespace rg::test {
 inline policy_request rcpt(const std::string& user, const std::string& instance, const std::string& queue_id = "",
                            const std::string& client = "127.0.0.1", const std::string& sender = "alice@example.com") {
   policy_request r;
-  r.set(attr::request) = "smtpd_access_policy";
-  r.set(attr::protocol_state) = "RCPT";
-  r.set(attr::sasl_username) = user;
-  r.set(attr::instance) = instance;
-  r.set(attr::queue_id) = queue_id;
-  r.set(attr::client_address) = client;
-  r.set(attr::sender) = sender;
-  r.set(attr::recipient) = "rcpt@example.net";
+  r.set(attr::request, "smtpd_access_policy");
+  r.set(attr::protocol_state, "RCPT");
+  r.set(attr::sasl_username, user);
+  r.set(attr::instance, instance);
+  r.set(attr::queue_id, queue_id);
+  r.set(attr::client_address, client);
+  r.set(attr::sender, sender);
+  r.set(attr::recipient, "rcpt@example.net");
   return r;
 }
 
@@ -28,15 +28,15 @@ inline policy_request whole_message(const std::string& local_user, const std::st
                                     std::vector<std::string> recipients, const std::string& queue_id = "",
                                     const std::string& sender = "www-data@example.com") {
   policy_request r;
-  r.set(attr::request) = "smtpd_access_policy";
-  r.set(attr::protocol_state) = "RCPT";
-  r.set(attr::protocol_name) = "milter";
-  r.set(attr::instance) = instance;
-  r.set(attr::queue_id) = queue_id;
-  r.set(attr::client_address) = "127.0.0.1";
-  r.set(attr::sender) = sender;
-  r.set(attr::recipient) = recipients.empty() ? std::string() : recipients.front();
-  r.set(attr::recipient_count) = std::to_string(recipients.size());
+  r.set(attr::request, "smtpd_access_policy");
+  r.set(attr::protocol_state, "RCPT");
+  r.set(attr::protocol_name, "milter");
+  r.set(attr::instance, instance);
+  r.set(attr::queue_id, queue_id);
+  r.set(attr::client_address, "127.0.0.1");
+  r.set(attr::sender, sender);
+  r.set(attr::recipient, recipients.empty() ? std::string() : recipients.front());
+  r.set(attr::recipient_count, std::to_string(recipients.size()));
   r.recipients = std::move(recipients);
   r.local_user = local_user;
   return r;

@@ -84,7 +84,7 @@ std::string render(const std::vector<std::pair<std::string, std::string>>& field
   for (const auto& [name, value] : fields) {
     INFO(name << "=" << value);
     if (auto a = rg::attr_from_name(name)) {
-      r.set(*a) = value;
+      r.set(*a, value);
     } else if (name == "recipients") {  // a whole message (milter front): its recipients, comma-separated
       for (std::size_t b = 0; b <= value.size();) {
         const std::size_t e = std::min(value.find(',', b), value.size());

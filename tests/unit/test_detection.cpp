@@ -29,13 +29,13 @@ struct detector {
 
   policy_request rcpt(const std::string& user, const std::string& client, const std::string& recipient) {
     policy_request r;
-    r.set(attr::request) = "smtpd_access_policy";
-    r.set(attr::protocol_state) = "RCPT";
-    r.set(attr::sasl_username) = user;
-    r.set(attr::instance) = "i" + std::to_string(++serial);
-    r.set(attr::client_address) = client;
-    r.set(attr::sender) = user + "@example.com";
-    r.set(attr::recipient) = recipient;
+    r.set(attr::request, "smtpd_access_policy");
+    r.set(attr::protocol_state, "RCPT");
+    r.set(attr::sasl_username, user);
+    r.set(attr::instance, "i" + std::to_string(++serial));
+    r.set(attr::client_address, client);
+    r.set(attr::sender, user + "@example.com");
+    r.set(attr::recipient, recipient);
     return r;
   }
   verdict ask(const policy_request& r) {
@@ -136,7 +136,7 @@ TEST_CASE("rcpt_domains counts per RCPT - a deferral is per recipient and lasts 
   message_tracker t;
   auto step = [&](const std::string& rcpt_to) {
     policy_request r = d.rcpt("frank", "192.0.2.1", rcpt_to);
-    r.set(attr::instance) = "one-message";
+    r.set(attr::instance, "one-message");
     auto p = t.prepare(snap, r, d.now);
     return p.needs_store ? t.finish(snap, r, p, d.store.check(p.req)) : p.immediate;
   };
@@ -231,7 +231,7 @@ TEST_CASE("new_domains refuses per recipient - new_networks counts a message onc
   message_tracker t;
   auto step = [&](const std::string& client, const std::string& rcpt_to) {
     policy_request r = d.rcpt("lee", client, rcpt_to);
-    r.set(attr::instance) = "one-message";
+    r.set(attr::instance, "one-message");
     auto p = t.prepare(d.snap, r, d.now);
     return p.needs_store ? t.finish(d.snap, r, p, d.store.check(p.req)) : p.immediate;
   };

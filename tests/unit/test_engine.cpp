@@ -123,7 +123,7 @@ TEST_CASE("a message is counted once across its RCPTs - recipients are counted p
   int ok = 0;
   for (int r = 0; r < 7; ++r) {
     auto req = rcpt("bob", "one-message");
-    req.set(attr::recipient) = "rcpt" + std::to_string(r) + "@example.net";
+    req.set(attr::recipient, "rcpt" + std::to_string(r) + "@example.net");
     ok += k.ask(req).reply == "DUNNO";
   }
   CHECK(ok == 5);
@@ -142,11 +142,11 @@ TEST_CASE("a RCPT Postfix resends on a new connection is charged once - the same
   CHECK(h.message().act == action::defer);
 
   auto other = first;
-  other.set(attr::recipient) = "Other@example.net";
+  other.set(attr::recipient, "Other@example.net");
   auto same_other = first;
-  same_other.set(attr::recipient) = "other@EXAMPLE.net";
+  same_other.set(attr::recipient, "other@EXAMPLE.net");
   auto no_instance = first;
-  no_instance.set(attr::instance) = "";
+  no_instance.set(attr::instance, "");
   CHECK(charge_token(first) == charge_token(rcpt("alice", "m1")));
   CHECK(charge_token(first).size() == 32);
   CHECK(charge_token(other) != charge_token(first));
@@ -204,7 +204,7 @@ TEST_CASE("a hold covers the whole message and is logged again once the queue ID
   CHECK(third.act == action::hold);
   CHECK_FALSE(third.log);
   auto eom = rcpt("alice", "held", "4F2A1B3C");
-  eom.set(attr::protocol_state) = "END-OF-MESSAGE";
+  eom.set(attr::protocol_state, "END-OF-MESSAGE");
   CHECK_FALSE(h.ask(eom).log);
 }
 
@@ -214,7 +214,7 @@ TEST_CASE("END-OF-MESSAGE logs a held single-recipient message with its queue ID
   REQUIRE(h.message().reply == "DUNNO");
   REQUIRE(h.ask(rcpt("alice", "single")).act == action::hold);
   auto eom = rcpt("alice", "single", "8E891A72062");
-  eom.set(attr::protocol_state) = "END-OF-MESSAGE";
+  eom.set(attr::protocol_state, "END-OF-MESSAGE");
   auto v = h.ask(eom);
   CHECK(v.log);
   CHECK(v.act == action::hold);
@@ -222,7 +222,7 @@ TEST_CASE("END-OF-MESSAGE logs a held single-recipient message with its queue ID
   CHECK(line.rfind("8E891A72062: hold: key=sasl_username:alice ", 0) == 0);
   // END-OF-MESSAGE of an ordinary message is not counted: a new user's message still passes its limit.
   auto eom2 = rcpt("carol", "plain", "ABC");
-  eom2.set(attr::protocol_state) = "END-OF-MESSAGE";
+  eom2.set(attr::protocol_state, "END-OF-MESSAGE");
   for (int i = 0; i < 5; ++i) CHECK(h.ask(eom2).reply == "DUNNO");
   CHECK(h.message("carol").reply == "DUNNO");
 }
@@ -381,8 +381,8 @@ verdict with_store(const policy_snapshot& snap, message_tracker& t, const policy
 
 policy_request eom(const std::string& instance, const std::string& queue_id, const std::string& rcpts) {
   auto r = rcpt("alice", instance, queue_id);
-  r.set(attr::protocol_state) = "END-OF-MESSAGE";
-  r.set(attr::recipient_count) = rcpts;
+  r.set(attr::protocol_state, "END-OF-MESSAGE");
+  r.set(attr::recipient_count, rcpts);
   return r;
 }
 

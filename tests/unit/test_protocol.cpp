@@ -1,6 +1,7 @@
 // Unit tests for common/protocol: the Postfix policy request parser (captured Postfix 3.7 requests fed
 // whole and split at every byte, good and malformed inputs, limits, pipelining) and the reply writer.
 // No sockets here; the daemon's connection handling is tested elsewhere.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <sstream>
@@ -29,28 +30,49 @@ struct outcome {
   std::string error;
 };
 
-// Feeds `input` as two reads split at `split`, the way a socket may deliver it. A read after the
-// first error or completion is not fed, as the daemon would not feed it either.
+// One read buffer reused by every read, as a connection's is: a read overwrites what the one before left,
+// so a value still pointing into an earlier read reads the wrong bytes.
+class read_buffer {
+ public:
+  explicit read_buffer(std::size_t size) : bytes_(size) {}
+  std::string_view read(std::string_view part) {
+    REQUIRE(part.size() <= bytes_.size());
+    std::fill(bytes_.begin(), bytes_.end(), '#');
+    std::copy(part.begin(), part.end(), bytes_.begin());
+    return {bytes_.data(), part.size()};
+  }
+  bool holds(std::string_view v) const {
+    return v.data() >= bytes_.data() && v.data() + v.size() <= bytes_.data() + bytes_.size();
+  }
+
+ private:
+  std::vector<char> bytes_;
+};
+
+// Feeds `input` as two reads into one buffer, split at `split`, the way a socket may deliver it. A read
+// after the first error or completion is not fed, as the daemon would not feed it either.
 outcome parse_split(std::string_view input, std::size_t split, rg::parser_limits limits = {}) {
   rg::request_parser p(limits);
-  auto r = p.feed(input.substr(0, split));
+  read_buffer buf(input.size());
+  auto r = p.feed(buf.read(input.substr(0, split)));
   if (r.status == rg::parse_status::need_more) {
     REQUIRE(r.consumed == split);
-    r = p.feed(input.substr(split));
+    r = p.feed(buf.read(input.substr(split)));
   }
-  return {r.status, p.request(), p.error()};
+  return {r.status, p.request(), p.error()};  // a copy: it owns its values
 }
 
 outcome parse_whole(std::string_view input, rg::parser_limits limits = {}) {
   return parse_split(input, input.size(), limits);
 }
 
-// Feeds one byte per read; stops at the first status that is not need_more.
+// Feeds one byte per read into a one-byte buffer; stops at the first status that is not need_more.
 outcome parse_bytewise(std::string_view input, rg::parser_limits limits = {}) {
   rg::request_parser p(limits);
+  read_buffer buf(1);
   rg::parse_result r{rg::parse_status::need_more, 0};
   for (std::size_t i = 0; i < input.size() && r.status == rg::parse_status::need_more; ++i) {
-    r = p.feed(input.substr(i, 1));
+    r = p.feed(buf.read(input.substr(i, 1)));
   }
   return {r.status, p.request(), p.error()};
 }
@@ -138,14 +160,14 @@ TEST_CASE("captured Postfix 3.7 requests parse whole - byte by byte and at every
 
       const outcome bytewise = parse_bytewise(input);
       REQUIRE(bytewise.status == rg::parse_status::complete);
-      CHECK(bytewise.request.values == req.values);
+      CHECK(bytewise.request.values() == req.values());
       CHECK(bytewise.request.attributes_seen == req.attributes_seen);
 
       for (std::size_t split = 0; split <= input.size(); ++split) {
         CAPTURE(split);
         const outcome o = parse_split(input, split);
         REQUIRE(o.status == rg::parse_status::complete);
-        REQUIRE(o.request.values == req.values);
+        REQUIRE(o.request.values() == req.values());
         REQUIRE(o.request.attributes_seen == req.attributes_seen);
       }
     }
@@ -387,6 +409,94 @@ TEST_CASE("pipelined requests in one read are parsed one at a time", "[protocol]
   }
 }
 
+TEST_CASE("values are views: into the read that completed the request, or the parser's copy of a split one",
+          "[protocol]") {
+  using rg::attr;
+  const std::string input = read_request_file("rcpt_submission.txt");
+  rg::request_parser reference;
+  REQUIRE(reference.feed(input).status == rg::parse_status::complete);
+  const rg::policy_request expected = reference.request();  // a copy: owns its values
+  REQUIRE(expected.get(attr::sasl_username) == "alice");
+
+  // At every byte boundary; the second read overwrites the buffer the first one filled.
+  for (std::size_t split = 0; split <= input.size(); ++split) {
+    CAPTURE(split);
+    rg::request_parser p;
+    read_buffer buf(input.size());
+    auto r = p.feed(buf.read(std::string_view(input).substr(0, split)));
+    const bool one_read = r.status == rg::parse_status::complete;
+    if (!one_read) {
+      REQUIRE(r.status == rg::parse_status::need_more);
+      r = p.feed(buf.read(std::string_view(input).substr(split)));
+    }
+    REQUIRE(r.status == rg::parse_status::complete);
+    REQUIRE(p.request().attributes_seen == expected.attributes_seen);
+    for (std::size_t i = 0; i < rg::attr_count; ++i) {
+      const auto a = static_cast<attr>(i);
+      CAPTURE(rg::attr_name(a));
+      const std::string_view v = p.request().get(a);
+      REQUIRE(v == expected.get(a));
+      // Read in one piece (split 0 is an empty first read): nothing copied, every value is in the buffer.
+      // Split: the request was assembled once in the parser, no value points into the reused buffer.
+      if (!v.empty()) REQUIRE(buf.holds(v) == (split == 0 || one_read));
+    }
+    p.next();
+    // The next request on the connection starts clean.
+    REQUIRE(p.feed(buf.read("request=smtpd_access_policy\nsender=s\n\n")).status == rg::parse_status::complete);
+    CHECK(p.request().get(attr::sender) == "s");
+    CHECK(p.request().get(attr::sasl_username).empty());
+  }
+}
+
+TEST_CASE("two pipelined requests in one read: each one's views are right until its next()", "[protocol]") {
+  using rg::attr;
+  const std::string a = read_request_file("rcpt_submission.txt");
+  const std::string b = read_request_file("rcpt_anonymous.txt");
+  const std::string both = a + b;
+
+  SECTION("both whole in one read: views into the read buffer") {
+    rg::request_parser p;
+    read_buffer buf(both.size());
+    std::string_view data = buf.read(both);
+    auto r = p.feed(data);
+    REQUIRE(r.status == rg::parse_status::complete);
+    REQUIRE(r.consumed == a.size());
+    CHECK(p.request().get(attr::sasl_username) == "alice");
+    CHECK(p.request().get(attr::instance) == "4c99.6b03e10a.8cd6e.0");
+    CHECK(buf.holds(p.request().get(attr::instance)));
+    p.next();
+    data.remove_prefix(r.consumed);
+    r = p.feed(data);
+    REQUIRE(r.status == rg::parse_status::complete);
+    REQUIRE(r.consumed == b.size());
+    CHECK(p.request().get(attr::sasl_username).empty());  // nothing of the first request is left
+    CHECK(p.request().get(attr::instance) == "4cd5.6b03e10a.c8a3f.0");
+    CHECK(p.request().get(attr::sender) == "anon@e2e.test");
+    CHECK(buf.holds(p.request().get(attr::sender)));
+  }
+
+  SECTION("the second one continues in the next read, which overwrites the buffer") {
+    for (std::size_t cut = a.size(); cut < both.size(); cut += 37) {
+      CAPTURE(cut);
+      rg::request_parser p;
+      read_buffer buf(both.size());
+      std::string_view data = buf.read(std::string_view(both).substr(0, cut));
+      auto r = p.feed(data);
+      REQUIRE(r.status == rg::parse_status::complete);
+      CHECK(p.request().get(attr::sasl_username) == "alice");
+      p.next();
+      data.remove_prefix(r.consumed);
+      r = p.feed(data);
+      REQUIRE(r.status == rg::parse_status::need_more);
+      r = p.feed(buf.read(std::string_view(both).substr(cut)));
+      REQUIRE(r.status == rg::parse_status::complete);
+      CHECK(p.request().get(attr::instance) == "4cd5.6b03e10a.c8a3f.0");
+      CHECK(p.request().get(attr::sender) == "anon@e2e.test");
+      CHECK(p.request().get(attr::request) == "smtpd_access_policy");
+    }
+  }
+}
+
 TEST_CASE("an error is final", "[protocol]") {
   rg::request_parser p;
   REQUIRE(p.feed("garbage\n").status == rg::parse_status::error);
@@ -396,15 +506,47 @@ TEST_CASE("an error is final", "[protocol]") {
   CHECK(p.error() == "line without '='");
 }
 
-TEST_CASE("policy_request::clear empties values and keeps their buffers", "[protocol]") {
+TEST_CASE("policy_request::clear empties values and keeps the buffers of set()", "[protocol]") {
   rg::policy_request req;
-  req.set(rg::attr::sender) = std::string(200, 's');
+  req.set(rg::attr::sender, std::string(200, 's'));
   req.attributes_seen = 7;
-  const auto capacity = req.get(rg::attr::sender).capacity();
+  const char* const stored = req.get(rg::attr::sender).data();
   req.clear();
   CHECK(req.get(rg::attr::sender).empty());
-  CHECK(req.get(rg::attr::sender).capacity() == capacity);
   CHECK(req.attributes_seen == 0);
+  req.set(rg::attr::sender, std::string(150, 't'));
+  CHECK(req.get(rg::attr::sender) == std::string(150, 't'));
+  CHECK(req.get(rg::attr::sender).data() == stored);  // the same buffer, no new allocation
+}
+
+TEST_CASE("policy_request: set() owns its copy, a copy owns all its values, a move keeps them", "[protocol]") {
+  std::string wire = "sender=a@b";
+  rg::policy_request viewed;
+  viewed.set_view(rg::attr::sender, std::string_view(wire).substr(7));
+  {
+    std::string temporary = "alice";
+    viewed.set(rg::attr::sasl_username, temporary);
+    temporary.assign("XXXXX");
+  }
+  CHECK(viewed.get(rg::attr::sasl_username) == "alice");
+
+  const rg::policy_request copy = viewed;
+  rg::policy_request assigned;
+  assigned.set(rg::attr::instance, "old");
+  assigned = viewed;
+  wire.assign("sender=XXX");  // the bytes the views pointed at change
+  CHECK(viewed.get(rg::attr::sender) == "XXX");  // a view reads what is there now
+  const rg::policy_request* const owners[] = {&copy, &assigned};
+  for (const rg::policy_request* r : owners) {
+    CHECK(r->get(rg::attr::sender) == "a@b");
+    CHECK(r->get(rg::attr::sasl_username) == "alice");
+    CHECK(r->get(rg::attr::instance).empty());
+  }
+
+  rg::policy_request moved = std::move(assigned);
+  CHECK(moved.get(rg::attr::sender) == "a@b");
+  CHECK(moved.get(rg::attr::sasl_username) == "alice");
+  CHECK(rg::policy_request().get(rg::attr::sender).data() != nullptr);  // empty, like an empty std::string
 }
 
 TEST_CASE("reply writer", "[protocol]") {

@@ -7,11 +7,13 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <optional>
 #include <sstream>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "daemon_fixture.hpp"
 #include "memory_store.hpp"
 #include "policy_requests.hpp"
 #include "policy_service.hpp"
@@ -88,9 +90,11 @@ struct harness {
 
   explicit harness(std::shared_ptr<const policy_snapshot> snap, store* st = nullptr)
       : service(io.get_executor(), st ? *st : mem, std::move(snap), settings()) {}
+  std::vector<lock_event> locks;  // what the notifier was given
   service_settings settings() {
     service_settings s;
     s.clock = [this] { return now; };
+    s.on_lock = [this](const lock_event& e) { locks.push_back(e); };
     return s;
   }
 
@@ -258,6 +262,111 @@ TEST_CASE("a failed lock is a rate-limited warning, and the message is still hel
   h.end(t);  // the journal write fails too: one warning
   CHECK(h.log.lines("warning hold journal: cannot record NOQUEUE: READONLY").size() == 1);
   CHECK(h.service.journal_pending() == 0);
+}
+
+namespace {
+
+// A policy connection as policyd/server.cpp runs it: reads of `chunk` bytes into one buffer that each read
+// overwrites, the parser's views into it (or into its copy of a request split across reads), and one decision
+// awaited per request, while other connections run. The buffer is overwritten again when the stream ends.
+asio::awaitable<void> serve_stream(policy_service& service, message_tracker& t, const std::string& stream,
+                                   std::size_t chunk, std::vector<verdict>& out) {
+  request_parser parser;
+  std::vector<char> buf(chunk);
+  for (std::size_t off = 0; off < stream.size(); off += chunk) {
+    const std::size_t n = std::min(chunk, stream.size() - off);
+    std::fill(buf.begin(), buf.end(), '#');
+    std::copy_n(stream.data() + off, n, buf.begin());
+    std::string_view data(buf.data(), n);
+    while (!data.empty()) {
+      const parse_result r = parser.feed(data);
+      if (r.status == parse_status::error) throw std::runtime_error("parse error: " + parser.error());
+      data.remove_prefix(r.consumed);
+      if (r.status == parse_status::need_more) break;
+      out.push_back(co_await service.decide(t, parser.request()));
+      parser.next();
+    }
+  }
+  std::fill(buf.begin(), buf.end(), '#');
+}
+
+}  // namespace
+
+TEST_CASE("request values are views of the read buffer: valid across the awaited check, copied where kept",
+          "[service][protocol]") {
+  // Two connections at once, each in reads of a few bytes (requests split across reads) or in one read
+  // (pipelined requests): every decision log line, lock notice and journal record must carry its own
+  // request's values, after the buffers have been overwritten, and a later RCPT of a message must still be
+  // known as the same message (the tracker keeps its own copy of the instance).
+  for (const std::size_t chunk : {std::size_t{7}, std::size_t{64}, std::size_t{100000}}) {
+    DYNAMIC_SECTION("reads of " << chunk << " bytes") {
+      harness h(snapshot("sasl_username * 1/1h hold\n"));
+      struct connection {
+        std::string user, client;
+        std::string stream;
+        message_tracker t;
+        std::vector<verdict> verdicts;
+      };
+      connection conns[2] = {{"alice", "127.0.0.2", {}, {}, {}}, {"bob", "127.0.0.3", {}, {}, {}}};
+      for (connection& c : conns) {
+        const std::string sender = c.user + "@example.com";
+        c.stream = test::rcpt_request(c.user, c.user + "-m1", "", c.client, sender) +       // counted: DUNNO
+                   test::rcpt_request(c.user, c.user + "-m2", "", c.client, sender) +       // trips: held, locked
+                   test::rcpt_request(c.user, c.user + "-m2", "Q" + c.user + "2", c.client, sender) +  // same message
+                   test::rcpt_request(c.user, c.user + "-m3", "Q" + c.user + "3", c.client, sender);   // held by the lock
+      }
+      for (connection& c : conns)
+        asio::co_spawn(h.io, serve_stream(h.service, c.t, c.stream, chunk, c.verdicts),
+                       [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+      h.io.run();
+      for (connection& c : conns) h.end(c.t);
+
+      for (const connection& c : conns) {
+        CAPTURE(c.user);
+        REQUIRE(c.verdicts.size() == 4);
+        CHECK(c.verdicts[0].act == action::none);
+        CHECK(c.verdicts[1].act == action::hold);
+        CHECK_FALSE(c.verdicts[1].repeated);
+        CHECK(c.verdicts[2].act == action::hold);
+        CHECK(c.verdicts[2].repeated);  // the tracker knew the instance after its request's buffer was reused
+        CHECK(c.verdicts[3].act == action::hold);
+        CHECK(c.verdicts[3].lock);
+
+        // Lines formatted while the request was alive, after its store check was awaited.
+        const auto lines = h.log.lines("sasl_username=" + c.user + " ");
+        CHECK(lines.size() == 4);  // the lock, the tripped hold, the queue ID of m2, m3 held by the lock
+        for (const std::string& l : lines) {
+          CAPTURE(l);
+          CHECK(l.find("client=" + c.client + " ") != std::string::npos);
+          CHECK(l.find("sender=<" + c.user + "@example.com>") != std::string::npos);
+          CHECK(l.find('#') == std::string::npos);
+        }
+        CHECK(h.log.lines("Q" + c.user + "2: hold: ").size() == 1);
+        CHECK(h.log.lines("Q" + c.user + "3: hold: ").size() == 1);
+
+        // Kept beyond the request: the lock notice and the journal records.
+        const auto lock = std::find_if(h.locks.begin(), h.locks.end(),
+                                       [&](const lock_event& e) { return e.key == "sasl_username:" + c.user; });
+        REQUIRE(lock != h.locks.end());
+        CHECK(lock->client == c.client);
+        CHECK(lock->sender == c.user + "@example.com");
+        CHECK(lock->queue_id.empty());  // the first RCPT of m2
+      }
+      CHECK(h.locks.size() == 2);
+      auto recs = h.journal();
+      REQUIRE(recs.size() == 4);  // m2 and m3 of each connection
+      std::sort(recs.begin(), recs.end(), [](const hold_record& a, const hold_record& b) { return a.instance < b.instance; });
+      const char* const instances[] = {"alice-m2", "alice-m3", "bob-m2", "bob-m3"};
+      for (std::size_t i = 0; i < 4; ++i) {
+        CAPTURE(i);
+        const std::string user = i < 2 ? "alice" : "bob";
+        CHECK(recs[i].instance == instances[i]);
+        CHECK(recs[i].queue_id == "Q" + user + (i % 2 == 0 ? "2" : "3"));
+        CHECK(recs[i].client == (i < 2 ? "127.0.0.2" : "127.0.0.3"));
+        CHECK(recs[i].sender == user + "@example.com");
+      }
+    }
+  }
 }
 
 TEST_CASE("rate_limited_warning allows one line per interval and counts the others", "[service]") {
