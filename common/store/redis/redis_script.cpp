@@ -56,10 +56,9 @@ for i = 1, n do
     bases[#bases + 1] = i
   end
 end
-local none, old, extra, fresh, locks = {}, {}, {}, {}, nil
+local none, old, extra, locks = {}, {}, {}, nil
 for k = 1, #KEYS do
   local flat = redis.call('HGETALL', KEYS[k])
-  fresh[k] = #flat == 0
   local byprefix, o, e = want[k], {}, none
   for j = 1, #flat, 2 do
     local f = flat[j]
@@ -267,9 +266,8 @@ if novel then
   end
 end
 for s = 1, ns do out[#out + 1] = distinct[s] end
--- TTLs only grow: GT leaves a longer one (a key made by this call has none yet, which GT would take for infinite).
 for k, need in pairs(ttl) do
-  if fresh[k] then redis.call('PEXPIRE', KEYS[k], need) else redis.call('PEXPIRE', KEYS[k], need, 'GT') end
+  if redis.call('PTTL', KEYS[k]) < need then redis.call('PEXPIRE', KEYS[k], need) end
 end
 if locks then
   for j = 1, #locks do out[#out + 1] = locks[j] end
