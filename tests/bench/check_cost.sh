@@ -34,17 +34,18 @@ BIG=1000000000
 # three __rand_int__ (each drawn on its own, below U), so with U=1000 a call repeats a token of the N before it with
 # odds N / 10^9 (a repeat only reads, which would under-count).
 HEAD="EVALSHA $SHA 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test} 0 1 604800000 1209600000 0"
+ONCE=once__rand_int__.__rand_int__.__rand_int__
 C1M="1 m 60 1 $BIG 0 0 0 0 -"
 REST="1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $BIG 0 0 0 0 -"
 # The sample's detection on the login (conf/limits.conf): burst 24x:40 on the hour, 10x:100 on the day, a
 # new_domains and a new_networks counter (the bits of a familiar domain and network, or a new domain each call).
 SAMPLE="$HEAD 9 $C1M 1 m 3600 1 $BIG 24 40 0 0 - 1 m 86400 1 $BIG 10 100 0 0 - $REST"
 declare -A SHAPE=(
-  [plain]="$HEAD 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST once__rand_int__.__rand_int__.__rand_int__"
-  [burst_signal]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 127.0.0.1 0 once__rand_int__.__rand_int__.__rand_int__"
-  [burst_signal_new_value]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 10.0.__rand_int__ 0 once__rand_int__.__rand_int__.__rand_int__"
-  [sample_detection]="$SAMPLE 1 D 3600 0 0 0 0 0 0 17 1 N 3600 0 0 0 0 0 0 300 once__rand_int__.__rand_int__.__rand_int__"
-  [sample_new_domain]="$SAMPLE 1 D 3600 0 0 0 0 0 0 __rand_int__ 1 N 3600 0 0 0 0 0 0 300 once__rand_int__.__rand_int__.__rand_int__"
+  [plain]="$HEAD 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST $ONCE"
+  [burst_signal]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 127.0.0.1 0 $ONCE"
+  [burst_signal_new_value]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 10.0.__rand_int__ 0 $ONCE"
+  [sample_detection]="$SAMPLE 1 D 3600 0 0 0 0 0 0 17 1 N 3600 0 0 0 0 0 0 300 $ONCE"
+  [sample_new_domain]="$SAMPLE 1 D 3600 0 0 0 0 0 0 __rand_int__ 1 N 3600 0 0 0 0 0 0 300 $ONCE"
 )
 SHAPE[empty]=${SHAPE[plain]/$SHA/$EMPTY}
 SHAPE[min3]="EVALSHA $MIN3 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test}"
