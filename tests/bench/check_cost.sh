@@ -1,11 +1,12 @@
 #!/bin/bash
-# tests/bench/check_cost.sh — Redis CPU per call of the check script (INFO commandstats usec_per_call of
-# EVALSHA, median of R alternating runs) and the Redis commands it runs per call, for the first-RCPT shape
+# tests/bench/check_cost.sh — Redis CPU per call of the check function (INFO commandstats usec_per_call of
+# FCALL, median of R alternating runs) and the Redis commands it runs per call, for the first-RCPT shape
 # without detection, with one burst counter + one client_ips signal (the same address every time), the same
 # with a new address every time (the worst case: PFCOUNT of 5 HyperLogLogs on every call), and the sample's
 # login detection (two burst counters, new_domains and new_networks) with a familiar domain, and with a new one.
-# Two floors for scale, run the same way: `empty` (a script that returns at once, with the plain shape's keys and
-# arguments: what Redis spends on EVALSHA and its 78 arguments alone) and `min3` (INCR and PEXPIRE on the same 3 keys).
+# Two floors for scale, run the same way: `empty` (a function that returns at once, with the plain shape's keys and
+# arguments: what Redis spends on FCALL and its arguments alone) and `min3` (a script of INCR and PEXPIRE on the
+# same 3 keys, EVALSHA).
 # INSTR=1 adds Redis's instructions per call of each shape, which do not move with the machine's load: callgrind on
 # a redis-server of its own per shape and count, (instructions after 2500 calls - after 500) / 2000 (needs valgrind;
 # about 20 s per server).
@@ -22,39 +23,51 @@ RP=$!
 trap 'kill $RP 2>/dev/null; wait $RP 2>/dev/null; rm -rf "$D"' EXIT
 for _ in $(seq 50); do redis-cli -s "$D/r.sock" ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli() { redis-cli -s "$D/r.sock" "$@"; }
-SHA=$(rcli script load "$("$BENCH" --print-lua)")
-EMPTY=$(rcli script load "return 1")
+FN=$("$BENCH" --print-function)
+EMPTY_LIB=$'#!lua name=rg_bench_empty\nredis.register_function(\'rg_bench_empty\', function(keys, args) return 1 end)'
+# The library and the floors, loaded into the server on socket $1.
+load_all() {
+  redis-cli -s "$1" function load "$("$BENCH" --print-lua)" >/dev/null
+  redis-cli -s "$1" function load "$EMPTY_LIB" >/dev/null
+  redis-cli -s "$1" script load "$MIN3_TEXT"
+}
 MIN3_TEXT="for k = 1, #KEYS do redis.call('INCR', KEYS[k]) redis.call('PEXPIRE', KEYS[k], 3600000) end return 1"
-MIN3=$(rcli script load "$MIN3_TEXT")
+MIN3=$(load_all "$D/r.sock")
 BIG=1000000000
-# As the daemon sends a first RCPT (tests/bench/run.sh); the KEYS and ARGV layout is the one in
-# common/store/redis/redis_script.hpp (check_head_args, check_counter_args, check_signal_args). A counter is
-# KEY TAG WINDOW COST REFUSE BURST_FACTOR BURST_FLOOR REFUSE_FACTOR REFUSE_FLOOR NOVELTY_BITS; "-" stands for an
-# empty argument (an ordinary counter's bits); last the charge-once token, a new one per call like the daemon's:
-# three __rand_int__ (each drawn on its own, below U), so with U=1000 a call repeats a token of the N before it with
-# odds N / 10^9 (a repeat only reads, which would under-count).
-HEAD="EVALSHA $SHA 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test} 0 1 604800000 1209600000 0"
+# As the daemon sends a first RCPT (tests/bench/run.sh); the keys, arguments and layout are those of
+# common/store/redis/redis_script.hpp (check_call_args, check_layout_counter, check_layout_signal). A counter in
+# the layout is KEY TAG WINDOW COST REFUSE BURST_FACTOR BURST_FLOOR REFUSE_FACTOR REFUSE_FLOOR n|- (n: a novelty
+# counter, its bits an argument after the token). The charge-once token is a new one per call like the daemon's:
+# three __rand_int__ (each drawn on its own, below U), so with U=1000 a call repeats a token of the N before it
+# with odds N / 10^9 (a repeat only reads, which would under-count), and the number of the redis-benchmark run
+# ($PASS): redis-benchmark seeds its random numbers with time(NULL) ^ getpid(), which two runs a second and a pid
+# apart often share (an even second and pid, each one more), so without it a timing run could repeat its warm-up
+# run's tokens and only read.
+KEYS3="rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test}"
+H="604800000 1209600000 0"
 ONCE=once__rand_int__.__rand_int__.__rand_int__
+PASS=0
 C1M="1 m 60 1 $BIG 0 0 0 0 -"
 REST="1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $BIG 0 0 0 0 -"
+PLAIN="$H 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST"
+BURST_SIGNAL="$H 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 0"
 # The sample's detection on the login (conf/limits.conf): burst 24x:40 on the hour, 10x:100 on the day, a
 # new_domains and a new_networks counter (the bits of a familiar domain and network, or a new domain each call).
-SAMPLE="$HEAD 9 $C1M 1 m 3600 1 $BIG 24 40 0 0 - 1 m 86400 1 $BIG 10 100 0 0 - $REST"
-declare -A SHAPE=(
-  [plain]="$HEAD 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST $ONCE"
-  [burst_signal]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 127.0.0.1 0 $ONCE"
-  [burst_signal_new_value]="$HEAD 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST 1 i 86400 10.0.__rand_int__ 0 $ONCE"
-  [sample_detection]="$SAMPLE 1 D 3600 0 0 0 0 0 0 17 1 N 3600 0 0 0 0 0 0 300 $ONCE"
-  [sample_new_domain]="$SAMPLE 1 D 3600 0 0 0 0 0 0 __rand_int__ 1 N 3600 0 0 0 0 0 0 300 $ONCE"
-)
-SHAPE[empty]=${SHAPE[plain]/$SHA/$EMPTY}
-SHAPE[min3]="EVALSHA $MIN3 3 rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test}"
+SAMPLE="$H 9 $C1M 1 m 3600 1 $BIG 24 40 0 0 - 1 m 86400 1 $BIG 10 100 0 0 - $REST 1 D 3600 0 0 0 0 0 0 n 1 N 3600 0 0 0 0 0 0 n"
 ORDER=(plain burst_signal burst_signal_new_value sample_detection sample_new_domain empty min3)
-# One shape as redis-benchmark's arguments ("-" becomes an empty argument).
+# One shape as redis-benchmark's arguments (the layout is one argument).
 shape_args() {
-  ARGS=()
-  local w
-  for w in ${SHAPE[$1]}; do if [[ $w == - ]]; then ARGS+=(""); else ARGS+=("$w"); fi; done
+  PASS=$((PASS + 1))
+  local ONCE=$ONCE.$PASS
+  case $1 in
+    plain) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$PLAIN" "$ONCE") ;;
+    burst_signal) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$BURST_SIGNAL" "$ONCE" 127.0.0.1) ;;
+    burst_signal_new_value) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$BURST_SIGNAL" "$ONCE" 10.0.__rand_int__) ;;
+    sample_detection) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$SAMPLE" "$ONCE" 17 300) ;;
+    sample_new_domain) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$SAMPLE" "$ONCE" __rand_int__ 300) ;;
+    empty) ARGS=(FCALL rg_bench_empty 3 $KEYS3 0 1 "$PLAIN" "$ONCE") ;;
+    min3) ARGS=(EVALSHA "$MIN3" 3 $KEYS3) ;;
+  esac
 }
 declare -A RUNS COMMANDS
 for _ in $(seq "$R"); do
@@ -63,11 +76,13 @@ for _ in $(seq "$R"); do
     shape_args "$name"
     redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$U" -P 1 -q "${ARGS[@]}" >/dev/null  # keys exist
     rcli config resetstat >/dev/null
+    shape_args "$name"
     redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$U" -P 1 -q "${ARGS[@]}" >/dev/null
     line=$(rcli info commandstats | tr -d '\r' | awk -F'[:=,]' '
-      /^cmdstat_evalsha/ {calls = $3; usec = $7}
-      /^cmdstat_/ && !/evalsha|config|info/ {n[substr($1, 9)] = $3; all += $3}
-      END {printf "%s %.2f", usec, all / calls; for (c in n) printf " %s=%.2f", c, n[c] / calls}')
+      /^cmdstat_(fcall|evalsha):/ {calls = $3; usec = $7; failed = $11 + $9}
+      /^cmdstat_/ && !/fcall|evalsha|config|info/ {n[substr($1, 9)] = $3; all += $3}
+      END {printf "%s %.2f", usec, all / calls; for (c in n) printf " %s=%.2f", c, n[c] / calls
+           if (failed > 0) printf " FAILED=%d", failed}')
     RUNS[$name]+="${line%% *} "
     COMMANDS[$name]=${line#* }
   done
@@ -80,9 +95,7 @@ instructions() {
     --appendonly no --dir "$d" >"$d/log" 2>&1 &
   local vp=$!
   for _ in $(seq 150); do redis-cli -s "$d/r.sock" ping >/dev/null 2>&1 && break; sleep 0.2; done
-  redis-cli -s "$d/r.sock" script load "$("$BENCH" --print-lua)" >/dev/null
-  redis-cli -s "$d/r.sock" script load "return 1" >/dev/null
-  redis-cli -s "$d/r.sock" script load "${MIN3_TEXT}" >/dev/null
+  load_all "$d/r.sock" >/dev/null
   shape_args "$1"
   redis-benchmark -s "$d/r.sock" -c 1 -n "$2" -r "$U" -P 1 -q "${ARGS[@]}" >/dev/null
   redis-cli -s "$d/r.sock" shutdown nosave >/dev/null 2>&1 || true

@@ -4,8 +4,8 @@
 // memory_max_keys) with --watch (one login sent at a steady pace whose answers must switch from DUNNO to 450
 // exactly at its limit), --order (the answers of one connection in sequence, run-length: peers.sh's correctness
 // check), --warmup (seconds on the same connections before the measurement), --idle-connections (hold N idle
-// connections for the RSS measurement) and --print-lua (the daemon's Redis script, for the redis-benchmark
-// reference). Not a ctest test.
+// connections for the RSS measurement), --print-lua and --print-function (the daemon's Redis function library and
+// its check's name, for the redis-benchmark reference). Not a ctest test.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -81,7 +81,7 @@ struct options {
             << "         [--timeout-ms MS] [--label NAME] [--csv] [--new-keys F] [--client-per-user]\n"
             << "         [--watch LOGIN --watch-messages M --watch-limit N] [--order] [--warmup S]\n"
             << "       policy_bench --connect ADDR --idle-connections N --seconds S\n"
-            << "       policy_bench --print-lua\n";
+            << "       policy_bench --print-lua | --print-function\n";
   std::exit(2);
 }
 
@@ -117,6 +117,9 @@ options parse_args(int argc, char** argv) {
       else if (a == "--order") o.order = true;
       else if (a == "--print-lua") {
         std::cout << rg::redis_store::lua_script();
+        std::exit(0);
+      } else if (a == "--print-function") {
+        std::cout << rg::redis_store::lua_function() << "\n";
         std::exit(0);
       } else usage("unknown option " + a);
     } catch (const std::logic_error&) {

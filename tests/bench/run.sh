@@ -99,20 +99,21 @@ scrape_loop() {
 scrape_loop &
 PIDS+=($!)
 
-SHA=$(rcli script load "$("$BENCH" --print-lua)")
+rcli function load "$("$BENCH" --print-lua)" >/dev/null
+FN=$("$BENCH" --print-function)
 BIG=1000000000
 # Key shapes of the daemon's two request kinds:
 # first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
 # later RCPTs of the same message: only the rcpt windows of u and s.
-# KEYS and ARGV as common/store/redis/redis_script.hpp lays them out (per counter: burst factor and floor,
-# refusing burst factor and floor, all 0: no baseline; '' : no novelty bits; last the charge-once token, a new
-# one per call like the daemon's).
-FIRST=(EVALSHA "$SHA" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}'
-  0 1 604800000 1209600000 0 7
-  1 m 60 1 $BIG 0 0 0 0 '' 1 m 3600 1 $BIG 0 0 0 0 '' 1 m 86400 1 $BIG 0 0 0 0 '' 1 r 3600 1 0 0 0 0 0 ''
-  2 m 60 1 0 0 0 0 0 '' 2 m 3600 1 0 0 0 0 0 '' 3 r 3600 1 $BIG 0 0 0 0 '' 'once__rand_int__')
-LATER=(EVALSHA "$SHA" 2 'rg:{u:user__rand_int__}' 'rg:{s:user__rand_int__@bench.test}' 0 1 604800000 1209600000 0 2
-  1 r 3600 1 0 0 0 0 0 '' 2 r 3600 1 $BIG 0 0 0 0 '' 'once__rand_int__')
+# Keys, arguments and layout as common/store/redis/redis_script.hpp lays them out (now 0: Redis TIME; charge 1;
+# the layout: half-life, familiarity epoch, warm-up, the counters (per counter: burst factor and floor, refusing
+# burst factor and floor, all 0: no baseline; -: no novelty bits); last the charge-once token, a new one per call
+# like the daemon's).
+FIRST=(FCALL "$FN" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}' 0 1
+  "604800000 1209600000 0 7 1 m 60 1 $BIG 0 0 0 0 - 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - 1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $BIG 0 0 0 0 -"
+  'once__rand_int__')
+LATER=(FCALL "$FN" 2 'rg:{u:user__rand_int__}' 'rg:{s:user__rand_int__@bench.test}' 0 1
+  "604800000 1209600000 0 2 1 r 3600 1 0 0 0 0 0 - 2 r 3600 1 $BIG 0 0 0 0 -" 'once__rand_int__')
 
 RESULTS=$TMP/results.csv
 : >"$RESULTS"
@@ -279,7 +280,7 @@ for key in sorted(load, key=lambda k: (order.get(k[0], 9) >= 4, int(k[1]), int(k
     line(name, rps, p50, p99, err, c, ref, note + ("  " + acts if l.endswith("tight") else ""))
     if l == "redis" and (c, u) in rb:
         w, f, lt, fp50, fp99 = rb[(c, u)]
-        print(f"{'  redis-benchmark EVALSHA C=' + c + ' U=' + u:<40}{w:>9.0f}{fp50:>8}{fp99:>8}{'':>7}{'':>10}{'1.00':>10}"
+        print(f"{'  redis-benchmark FCALL C=' + c + ' U=' + u:<40}{w:>9.0f}{fp50:>8}{fp99:>8}{'':>7}{'':>10}{'1.00':>10}"
               f"  (first RCPT {f:.0f}/s, later RCPT {lt:.0f}/s, weighted 1:1; p50/p99 of first RCPT)")
 tcp, tls = load.get(("redis-tcp", "32", "1000")), load.get(("redis-tls", "32", "1000"))
 if tcp and tls:

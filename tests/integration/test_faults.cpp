@@ -239,9 +239,9 @@ TEST_CASE("fault: Redis paused with SIGSTOP for 1.5 s under load then resumed", 
 
 namespace {
 
-std::uint64_t evalsha_calls(redis_server& r) {
+std::uint64_t check_calls(redis_server& r) {
   const auto stats = r.command({"INFO", "commandstats"});
-  const std::string key = "cmdstat_evalsha:calls=";
+  const std::string key = "cmdstat_fcall:calls=";
   const auto p = stats.find(key);
   return p == std::string::npos ? 0 : std::stoull(stats.substr(p + key.size()));
 }
@@ -288,7 +288,7 @@ TEST_CASE("fault: Redis slow (DEBUG SLEEP) under load - deadlines hold and redis
   for (const auto& x : load.samples())
     if (x.action.starts_with(store_error_word) && (x.done < slow_from || x.sent > slow_until + redis_timeout))
       ++stray;
-  const std::uint64_t executed = evalsha_calls(redis);
+  const std::uint64_t executed = check_calls(redis);
   const std::uint64_t timed_out_but_run = executed - s.count("DUNNO");
   CHECK(executed >= s.count("DUNNO"));
   CHECK(timed_out_but_run <= static_cast<std::uint64_t>(max_pending * sleeps) + stray);

@@ -1,7 +1,7 @@
 // Redis high availability with real processes. Failover: a master, a replica and 3 redis-sentinel processes on
 // loopback, the real daemon pointed at the sentinels, 16 policy connections of load; the master is SIGKILLed (a
 // crash) or hung with DEBUG SLEEP (a stale master that wakes up after the failover); each prints a RELIABILITY
-// row. And what is not supported: a Redis Cluster node is refused at start-up.
+// row. And what is not supported: a Redis Cluster node, or a Redis without functions, is refused at start-up.
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
@@ -261,5 +261,23 @@ TEST_CASE("a Redis Cluster node is refused at start-up with why", "[redis_ha]") 
   CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", dir + "/rateguard.conf"}, &out) == 78);
   INFO(out);
   CHECK(contains(out, "is a Redis Cluster node (cluster_enabled:1), which rateguard does not support"));
+  CHECK(contains(out, "fatal: " + dir + "/rateguard.conf: not starting"));
+}
+
+TEST_CASE("a Redis without functions (older than 7.0) is refused at start-up with why", "[redis_ha]") {
+  // The real server with its FUNCTION command renamed away answers as a Redis 6 does: unknown command.
+  redis_server_options o;
+  o.extra_args = {"--rename-command", "FUNCTION", ""};
+  o.tls = nullptr;
+  redis_server old(o);
+  const std::string dir = old.dir() + "/daemon";
+  std::filesystem::create_directory(dir);
+  std::ofstream(dir + "/limits.conf") << "sasl_username * 3/1h defer\n";
+  std::ofstream(dir + "/rateguard.conf") << "allow_root = yes\nlimits = limits.conf\nlisten = unix:" << dir
+                                         << "/s.sock\ncontrol_socket =\n" << old.daemon_settings();
+  std::string out;
+  CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", dir + "/rateguard.conf"}, &out) == 78);
+  INFO(out);
+  CHECK(contains(out, "has no FUNCTION command: rateguard needs Redis 7.0 or later"));
   CHECK(contains(out, "fatal: " + dir + "/rateguard.conf: not starting"));
 }

@@ -37,22 +37,32 @@ TEST_CASE("append_check_call matches hiredis byte for byte with shared and binar
   req.counters[1].refuse_floor = 40;
   req.once = "tok";
   std::string ours;
-  append_check_call(ours, "EVALSHA", "abc123", req, "rg:");
-  const std::vector<std::string> argv = {"EVALSHA", "abc123", "4", "rg:{u:alice}", "rg:{" + weird + "}",
-                                         "rg:{ip:127.0.0.1}", "rg:{d:example.com}",
-                                         "1700000000123", "1", "3600000", "1209600000", "0", "5",
-                                         "1", "m", "60", "1", "30", "0", "0", "0", "0", "",
-                                         "1", "m", "3600", "1", "0", "0.1", "40", "2.5", "40", "",
-                                         "2", "r", "86400", "1", "2000", "0", "0", "0", "0", "",
-                                         "3", "m", "60", "1", "18446744073709551615", "0", "0", "0", "0", "",
-                                         "1", "D", "3600", "0", "20", "0", "0", "0", "0", "7,300,511",
-                                         "1", "i", "86400", "192.0.2.7", "20",
-                                         "4", "d", "3600", weird, "0", "tok"};
+  append_check_call(ours, "rateguard_check_abc", req, "rg:");
+  const std::string layout =
+      "3600000 1209600000 0 5 "
+      "1 m 60 1 30 0 0 0 0 - "
+      "1 m 3600 1 0 0.1 40 2.5 40 - "
+      "2 r 86400 1 2000 0 0 0 0 - "
+      "3 m 60 1 18446744073709551615 0 0 0 0 - "
+      "1 D 3600 0 20 0 0 0 0 n "
+      "1 i 86400 20 "
+      "4 d 3600 0";
+  const std::vector<std::string> argv = {"FCALL", "rateguard_check_abc", "4", "rg:{u:alice}", "rg:{" + weird + "}",
+                                         "rg:{ip:127.0.0.1}", "rg:{d:example.com}", "1700000000123", "1", layout,
+                                         "tok", "7,300,511", "192.0.2.7", weird};
   CHECK(ours == hiredis_format(argv));
+  // A second call reuses the layout's buffer: nothing of the first may remain.
+  std::string again;
+  append_check_call(again, "rateguard_check_abc", req, "rg:");
+  CHECK(again == ours);
 
   std::string cmd;
-  append_command(cmd, {"SCRIPT", "LOAD", check_script()});
-  CHECK(cmd == hiredis_format({"SCRIPT", "LOAD", std::string(check_script())}));
+  append_command(cmd, {"FUNCTION", "LOAD", check_library()});
+  CHECK(cmd == hiredis_format({"FUNCTION", "LOAD", std::string(check_library())}));
+  CHECK(check_library().starts_with("#!lua name=rateguard_"));
+  CHECK(check_function().starts_with("rateguard_check_"));
+  CHECK(check_library().find("redis.register_function('" + std::string(check_function()) + "', check)") !=
+        std::string_view::npos);
 }
 
 TEST_CASE("the lock field decodes until since and a reason that may hold colons", "[redis_script]") {

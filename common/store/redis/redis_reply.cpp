@@ -89,6 +89,8 @@ redis_error to_redis_error(std::string_view context, const redisReader* reader, 
     redis_errc code = redis_errc::server;
     if (msg.starts_with("NOSCRIPT")) {
       code = redis_errc::noscript;
+    } else if (msg.starts_with("ERR Function not found")) {
+      code = redis_errc::no_function;
     } else if (msg.starts_with("NOAUTH") || msg.starts_with("WRONGPASS") || msg.starts_with("NOPERM")) {
       code = redis_errc::auth;
     } else if (msg.starts_with("READONLY") || msg.starts_with("NOREPLICAS")) {

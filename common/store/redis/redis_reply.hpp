@@ -30,6 +30,7 @@ reader_ptr new_reader();
 enum class redis_errc {
   protocol,          // the byte stream is not RESP: the connection is unusable
   noscript,          // EVALSHA before the script is loaded: the script did not run
+  no_function,       // FCALL before the library is loaded: the function did not run
   auth,              // AUTH/ACL refused
   not_master,        // READONLY (a replica) or NOREPLICAS (a master cut off from its replicas): nothing written
   server,            // any other error reply

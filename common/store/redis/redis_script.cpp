@@ -17,262 +17,416 @@ namespace {
 static_assert(buckets_per_window == 12, "update the Lua script: it counts 12 + 1 buckets");
 static_assert(signal_buckets == 4,
               "update the Lua scripts: a signal bucket is a quarter window, 5 are counted");
-// The check script indexes ARGV and builds its reply with these numbers written out (redis_script.hpp).
-static_assert(check_head_args == 6 && check_counter_args == 10 && check_signal_args == 5,
-              "update the check script: counter i's ARGV start at i * 10 - 3, the signals' at 7 + 10 * n");
+// The check's library indexes its arguments and layout and builds its reply with these numbers written out.
+static_assert(check_call_args == 4 && check_layout_head == 4 && check_layout_counter == 10 &&
+                  check_layout_signal == 4,
+              "update the check library: counter i's layout starts at i * 10 - 5, the signals' at 5 + 10 * n");
 static_assert(check_baseline_fields == 2 && check_novelty_fields == 2 && check_lock_fields == 2,
               "update the check script: it appends 2 values per baseline, per novelty counter and per lock");
 static_assert(familiar_bits == 512, "familiarity filters are strings of 512 bits (GETBIT/SETBIT offsets)");
 
-// Kept short: Redis parses and runs it per call, and per-command overhead dominates (REDIS-NOTES).
-// One HGETALL per distinct key gives every bucket of every window of that identity, its lock, baselines and
-// signal caches; the fields of a window are tag..window..":"..bucket, so a prefix lookup sorts them without a
-// string build per bucket (the other fields have no ':'). Normal requests cost no command beyond the
-// counters': a baseline is written once per period, a signal's union counted only when its HLL changed.
-constexpr std::string_view check_text = R"lua(-- rateguard check-and-charge; layout in redis_script.hpp
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local charge, fam, warm, n = ARGV[2] == '1', tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local want, cur, width, counts, lists, bases = {}, {}, {}, {}, {}, nil
-for k = 1, #KEYS do want[k] = {} end
-for i = 1, n do
-  local a = i * 10 - 3
-  local k = tonumber(ARGV[a])
-  width[i] = math.floor(tonumber(ARGV[a + 2]) * 1000 / 12)
-  cur[i] = math.floor(now / width[i])
-  counts[i] = 0
-  local prefix = ARGV[a + 1] .. ARGV[a + 2]
-  local list = want[k][prefix]
-  if not list then list = {}; want[k][prefix] = list end
-  list[#list + 1] = i
-  lists[i] = list
-  -- a baseline needs the count of each period; the first burst counter of a window writes it
-  if ARGV[a + 5] ~= '0' then
-    if not list.sums then list.sums = {} end
-    bases = bases or {}
-    bases[#bases + 1] = i
+// The check's library (its call, layout and reply: redis_script.hpp). Per-command overhead dominates
+// (REDIS-NOTES), then what Lua allocates and converts: one HGETALL per distinct key gives every bucket of every
+// window of that identity, its lock, baselines, signal caches and the expiry it was last given; the writes to a
+// key are one HSET; a key's TTL moves only when it has to. The fields of a window are tag..window..":"..bucket;
+// the other fields have no ':'. Normal requests cost no command beyond these: a baseline is written once per
+// period, a signal's union counted only when its HLL changed.
+constexpr std::string_view check_body = R"lua(-- Redis keeps a function library's state between calls: each layout is parsed once, and the tables a call
+-- works in belong to its layout and are reused, so a call allocates little and converts few numbers.
+-- The standard library is there when a function runs, not while the library loads: taken on the first call.
+local floor, max, min, find, sub, fmt, match, call
+local layouts, nlayouts = {}, 0
+-- Memos, each dropped whole at 4096 entries: a bucket field's window prefix and index ("m60:359267533"; false
+-- for other fields), a decimal string's number, a count's decimal string.
+local fprefix, fidx, nfield = {}, {}, 0
+local nums, nnum = {}, 0
+local strs, nstr = {}, 0
+
+local function field(f)
+  local p, prefix, idx = find(f, ':', 2, true), false, false
+  if p then
+    idx = tonumber(sub(f, p + 1)) or false
+    if idx then prefix = sub(f, 1, p - 1) end
   end
+  if nfield >= 4096 then fprefix, fidx, nfield = {}, {}, 0 end
+  fprefix[f], fidx[f], nfield = prefix, idx, nfield + 1
+  return prefix
 end
-local none, old, extra, locks = {}, {}, {}, nil
-for k = 1, #KEYS do
-  local flat = redis.call('HGETALL', KEYS[k])
-  local byprefix, o, e = want[k], {}, none
-  for j = 1, #flat, 2 do
-    local f = flat[j]
-    local p = string.find(f, ':', 2, true)
-    if p then
-      local list = byprefix[string.sub(f, 1, p - 1)]
-      local idx = list and tonumber(string.sub(f, p + 1))
-      if idx then
-        local c = cur[list[1]]
-        if idx < c - 12 then
-          o[#o + 1] = f
-        elseif idx <= c then
-          local v = tonumber(flat[j + 1])
-          for _, i in ipairs(list) do counts[i] = counts[i] + v end
-          if idx == c then list.field = f end  -- the current bucket's name, for the charge (no format)
-        end
-        local sums = bases and list.sums
-        if sums then
-          local q = math.floor(idx / 12)
-          sums[q] = (sums[q] or 0) + tonumber(flat[j + 1])
-        end
-      end
-    else
-      if e == none then e = {} end
-      e[f] = flat[j + 1]  -- lock, baselines (b...), signal caches (x...), familiarity (f...)
-    end
-  end
-  old[k], extra[k] = o, e
-  -- "until:since:reason"; one that has ended is ignored (release or the key's TTL removes it)
-  local v = e.lock
-  local u = v and tonumber(string.match(v, '^%d+'))
-  if u and u > now then
-    locks = locks or {}
-    locks[#locks + 1] = k
-    locks[#locks + 1] = v
-  end
+local function num(s)
+  local v = tonumber(s)
+  if nnum >= 4096 then nums, nnum = {}, 0 end
+  nums[s], nnum = v, nnum + 1
+  return v
 end
--- Novelty counters (ARGV[a + 9]: the values' bits, "12,345"): their cost is how many bits are set in neither the
--- current epoch's filter of the key nor the one before (its field f = "first_ms:last epoch written" says which exist).
-local cost, novel, epoch = {}, nil, math.floor(now / fam)
-for i = 1, n do
-  local a = i * 10 - 3
-  cost[i] = tonumber(ARGV[a + 3])
-  if ARGV[a + 9] ~= '' then
-    local k = tonumber(ARGV[a])
-    local first, last = string.match(extra[k].f or '', '^(%d+):(%d+)$')
-    last = tonumber(last)
-    local e = math.max(epoch, last or epoch)
-    local base = KEYS[k] .. ':f:'
-    local added, unset = 0, {}
-    for bit in string.gmatch(ARGV[a + 9], '%d+') do
-      local b = tonumber(bit)
-      local known = 0
-      if last == e then known = redis.call('GETBIT', base .. e, b) end
-      if known == 0 then
-        unset[#unset + 1] = b
-        if last and last >= e - 1 then known = redis.call('GETBIT', base .. (e - 1), b) end
-        if known == 0 then added = added + 1 end
-      end
-    end
-    cost[i] = added
-    novel = novel or {}
-    novel[i] = {k = k, first = first, last = last, e = e, key = base .. e, unset = unset}
-  end
+local function str(v)
+  local s = fmt('%d', v)
+  if nstr >= 4096 then strs, nstr = {}, 0 end
+  strs[v], nstr = s, nstr + 1
+  return s
 end
--- Baselines (store.hpp has the formula), folded from the HGETALL taken before any bucket was deleted; each
--- burst counter reports with its own factor.
-local bavg, bhist, bstate = {}, {}, {}
-if bases then
-  local half = tonumber(ARGV[3])
-  for _, i in ipairs(bases) do
-    local a = i * 10 - 3
-    local k, prefix, wms = tonumber(ARGV[a]), ARGV[a + 1] .. ARGV[a + 2], tonumber(ARGV[a + 2]) * 1000
-    local list, field, P = want[k][prefix], 'b' .. prefix, math.floor(cur[i] / 12)
-    local avg, last, start = string.match(extra[k][field] or '', '^([^:]+):(%d+):(%d+)$')
-    if avg then
-      last, start = tonumber(last), tonumber(start)
-      if P > last then  -- else the stored string is the answer: no number conversion on the common path
-        local alpha, v = 1 - 2 ^ (-wms / half), tonumber(avg)
-        local x = math.min(list.sums[last] or 0, math.max(tonumber(ARGV[a + 5]) * v, tonumber(ARGV[a + 6])))
-        local seen = last - start + 1
-        v = v + (x - v) * math.max(alpha, 1 / seen)
-        -- the g empty periods since: plain mean while 1/seen >= alpha (floor(1/alpha) periods), then the decay
-        local g = P - last - 1
-        local m = math.min(g, math.max(0, math.floor(1 / alpha) - seen))
-        avg = string.format('%.17g', v * seen / (seen + m) * (1 - alpha) ^ (g - m))
-      end
-      bavg[i], bhist[i] = avg, math.max(0, P - start) * wms
-    end
-    bstate[i] = {k = k, list = list, field = field, P = P, last = last, start = start}
+
+-- A layout: per counter its key, bucket group (key, tag and window: counters of one identity, unit and window
+-- share their buckets), cost, limits and burst rule; per signal its key, tag, window and limit (redis_script.hpp).
+local function parse(s, nkeys)
+  local t = {}
+  for w in string.gmatch(s, '%S+') do t[#t + 1] = w end
+  local n = tonumber(t[4])
+  local L = {half = tonumber(t[1]), fam = tonumber(t[2]), warm = tonumber(t[3]), n = n, c = {}, g = {}, s = {},
+             byprefix = {}, args = 4, cost = {}, out = {}, keys = nkeys,
+             old = {}, extra = {}, texp = {}, existed = {}, ttl = {}, hset = {}, raise = {}}
+  for k = 1, nkeys do
+    L.byprefix[k], L.old[k], L.extra[k], L.texp[k], L.existed[k], L.ttl[k], L.raise[k] =
+      {}, false, false, false, false, false, false
+    L.hset[k] = {'HSET', false}
   end
-end
--- Charged only when no refusing limit is passed: a count limit's refuse_limit, or a refusing burst rule's
--- max(refuse_factor x baseline, refuse_floor) once the baseline is warm (baseline_warm in store_types.hpp).
-local charged, ttl = charge, {}
-if charged then
   for i = 1, n do
-    local a = i * 10 - 3
-    local limit, after = tonumber(ARGV[a + 4]), counts[i] + cost[i]
-    -- a novelty limit refuses only once it applies (novelty_warm in store_types.hpp)
-    local f = novel and novel[i]
-    if limit > 0 and after > limit and (not f or (f.first and math.max(0, now - tonumber(f.first)) >= warm)) then
-      charged = false
-      break
+    local a = i * 10 - 5
+    local k, w = tonumber(t[a]), tonumber(t[a + 2])
+    assert(k >= 1 and k <= nkeys, 'rateguard: a counter names a key the call does not pass')
+    local prefix = t[a + 1] .. t[a + 2]
+    local g = L.byprefix[k][prefix]
+    if not g then
+      g = #L.g + 1
+      L.byprefix[k][prefix] = g
+      local width = floor(w * 1000 / 12)
+      L.g[g] = {k = k, prefix = prefix, width = width, wms = w * 1000, ttl = w * 1000 + 2 * width,
+                cur = 0, sum = 0, field = false, val = 0, add = 0, sums = false}
     end
-    if ARGV[a + 7] ~= '0' and bavg[i] and bhist[i] >= warm and bhist[i] >= 3000 * tonumber(ARGV[a + 2]) and
-       after > math.floor(math.max(tonumber(ARGV[a + 7]) * tonumber(bavg[i]), tonumber(ARGV[a + 8]))) then
-      charged = false
-      break
+    local c = {k = k, g = g, w = w, cost = tonumber(t[a + 3]), limit = tonumber(t[a + 4]), bf = tonumber(t[a + 5]),
+               bfloor = tonumber(t[a + 6]), rf = tonumber(t[a + 7]), rfloor = tonumber(t[a + 8]), bits = false}
+    if t[a + 9] == 'n' then
+      L.args = L.args + 1
+      c.bits = L.args
+      L.novel = true
     end
+    if c.bf > 0 then
+      L.g[g].sums = {}
+      L.bases = L.bases or {}
+      L.bases[#L.bases + 1] = i
+    end
+    L.c[i], L.cost[i] = c, 0
   end
+  for a = 5 + 10 * n, #t, 4 do
+    local k, w = tonumber(t[a]), tonumber(t[a + 2])
+    assert(k >= 1 and k <= nkeys, 'rateguard: a signal names a key the call does not pass')
+    L.args = L.args + 1
+    L.s[#L.s + 1] = {k = k, name = t[a + 1] .. t[a + 2], w = w, wid = w * 250, limit = tonumber(t[a + 3]),
+                     value = L.args}
+  end
+  return L
 end
--- Signals: one HyperLogLog per quarter window, the union of the last 5 counted only when this quarter's
--- changed or the quarter moved on (the count cached in the identity's hash as "quarter:count"). Explain
--- (no charge) adds nothing, so its count leaves this request's value out.
-local first, ns = 7 + 10 * n, (#ARGV - 6 - 10 * n) / 5
-local distinct = {}
-for s = 1, ns do
-  local a = first + (s - 1) * 5
-  local k, w = tonumber(ARGV[a]), tonumber(ARGV[a + 2])
-  local wid = w * 250
-  local b = math.floor(now / wid)
-  local name, bs = ARGV[a + 1] .. ARGV[a + 2], string.format('%d', b)
-  local base, field, added = KEYS[k] .. ':' .. name .. ':', 'x' .. name, 1
-  if charge then
-    local key = base .. bs
-    added = redis.call('PFADD', key, ARGV[a + 3])
-    if added == 1 then redis.call('PEXPIRE', key, w * 1000 + 2 * wid) end
+
+local none = {}
+
+local function check(keys, args)
+  if not call then
+    floor, max, min, find, sub = math.floor, math.max, math.min, string.find, string.sub
+    fmt, match, call = string.format, string.match, redis.call
   end
-  local cache = extra[k][field]
-  local p = added == 0 and cache and string.find(cache, ':', 1, true)
-  local c
-  if p and string.sub(cache, 1, p - 1) == bs then
-    c = tonumber(string.sub(cache, p + 1))
+  local now = tonumber(args[1])
+  if now == 0 then
+    local t = call('TIME')
+    now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
+  end
+  local charge, L = args[2] == '1', layouts[args[3]]
+  if not L or L.keys ~= #keys then
+    if nlayouts >= 256 then layouts, nlayouts = {}, 0 end
+    L = parse(args[3], #keys)
+    layouts[args[3]], nlayouts = L, nlayouts + 1
+  end
+  -- Charge once: a repeat of a charged request only reads.
+  local once, repeated = args[4], false
+  if once ~= '' and charge and #keys > 0 then
+    once = keys[1] .. ':once:' .. once
+    if not call('SET', once, '1', 'PX', '600000', 'NX') then
+      repeated, once, charge = true, nil, false
+    end
   else
-    local union = {}
-    for j = 0, 4 do union[j + 1] = base .. string.format('%d', b - j) end
-    c = redis.call('PFCOUNT', unpack(union))
-    if charge then
-      local v = bs .. ':' .. c
-      redis.call('HSET', KEYS[k], field, v)
-      if extra[k] == none then extra[k] = {} end
-      extra[k][field] = v
-      local need = w * 1000 + 2 * wid
-      if not ttl[k] or ttl[k] < need then ttl[k] = need end
-    end
+    once = nil
   end
-  distinct[s] = c
-  if ARGV[a + 4] ~= '0' and c > tonumber(ARGV[a + 4]) then charged = false end
-end
-if charged then
-  for i = 1, n do
-    local a = i * 10 - 3
-    local k = tonumber(ARGV[a])
-    local f = novel and novel[i]
-    if f then
-      -- the values become familiar in the current epoch (the filter's key lives through the next epoch); a bit
-      -- another counter of the request set already is set again at no harm
-      if #f.unset > 0 then
-        for _, b in ipairs(f.unset) do redis.call('SETBIT', f.key, b, 1) end
-        redis.call('PEXPIRE', f.key, 2 * fam)
+  local n, C, G, cost = L.n, L.c, L.g, L.cost
+  for g = 1, #G do
+    local x = G[g]
+    x.cur, x.sum, x.field, x.val, x.add = floor(now / x.width), 0, false, 0, 0
+    if x.sums then x.sums = {} end
+  end
+  local old, extra, texp, existed, locks = L.old, L.extra, L.texp, L.existed, nil
+  for k = 1, #keys do
+    local flat = call('HGETALL', keys[k])
+    local bp, o, e, t = L.byprefix[k], false, none, false
+    for j = 1, #flat, 2 do
+      local f = flat[j]
+      local prefix = fprefix[f]
+      if prefix == nil then prefix = field(f) end
+      if prefix then
+        local g = bp[prefix]
+        if g then
+          local x, idx = G[g], fidx[f]
+          local c = x.cur
+          if idx < c - 12 then
+            if not o then o = {'HDEL', keys[k]} end
+            o[#o + 1] = f
+          elseif idx <= c then
+            local v = flat[j + 1]
+            v = nums[v] or num(v)
+            x.sum = x.sum + v
+            if idx == c then x.field, x.val = f, v end
+          end
+          local s = x.sums
+          if s then
+            local q = floor(idx / 12)
+            s[q] = (s[q] or 0) + tonumber(flat[j + 1])
+          end
+        end
+      elseif f == 't' then
+        t = flat[j + 1]  -- the key's expiry as last set, in the scripts' clock
+        t = nums[t] or num(t)
+      else
+        if e == none then e = {} end
+        e[f] = flat[j + 1]  -- lock, baselines (b...), signal caches (x...), familiarity (f...)
       end
-      if f.last ~= f.e and not novel[f.key] then
-        novel[f.key] = true
-        redis.call('HSET', KEYS[k], 'f', (f.first or string.format('%d', now)) .. ':' .. string.format('%d', f.e))
+    end
+    old[k], extra[k], texp[k], existed[k] = o, e, t, #flat > 0
+    -- "until:since:reason"; one that has ended is ignored (release or the key's TTL removes it)
+    local v = e.lock
+    local u = v and tonumber(match(v, '^%d+'))
+    if u and u > now then
+      locks = locks or {}
+      locks[#locks + 1] = k
+      locks[#locks + 1] = v
+    end
+  end
+  for i = 1, n do cost[i] = C[i].cost end
+  -- Novelty counters: their cost is how many of the values' bits are set in neither the current epoch's filter
+  -- of the key nor the one before (its field f = "first_ms:last epoch written" says which exist).
+  local novel = nil
+  if L.novel then
+    local epoch = floor(now / L.fam)
+    novel = {}
+    for i = 1, n do
+      local c = C[i]
+      if c.bits then
+        local k = c.k
+        local first, last = match(extra[k].f or '', '^(%d+):(%d+)$')
+        last = tonumber(last)
+        local e = max(epoch, last or epoch)
+        local base = keys[k] .. ':f:'
+        local added, unset = 0, {}
+        for bit in string.gmatch(args[c.bits], '%d+') do
+          local b = tonumber(bit)
+          local known = 0
+          if last == e then known = call('GETBIT', base .. e, b) end
+          if known == 0 then
+            unset[#unset + 1] = b
+            if last and last >= e - 1 then known = call('GETBIT', base .. (e - 1), b) end
+            if known == 0 then added = added + 1 end
+          end
+        end
+        cost[i] = added
+        novel[i] = {k = k, first = first, last = last, e = e, key = base .. e, unset = unset}
       end
-      if not ttl[k] or ttl[k] < 2 * fam then ttl[k] = 2 * fam end
-    end
-    if cost[i] > 0 then
-      local field = lists[i].field or ARGV[a + 1] .. ARGV[a + 2] .. ':' .. string.format('%d', cur[i])
-      redis.call('HINCRBY', KEYS[k], field, cost[i])
-      local need = tonumber(ARGV[a + 2]) * 1000 + 2 * width[i]
-      if not ttl[k] or ttl[k] < need then ttl[k] = need end
     end
   end
-  for k, o in pairs(old) do
-    if #o > 0 then redis.call('HDEL', KEYS[k], unpack(o)) end
-  end
-end
-local out = {charged and 1 or 0}
-for i = 1, n do out[i + 1] = counts[i] end
--- The baselines as of now; a charge in a later period than the last stored writes it (the first counter of the window).
-if bases then
-  local half, written = tonumber(ARGV[3]), {}
-  for _, i in ipairs(bases) do
-    local b = bstate[i]
-    out[#out + 1] = bavg[i] or ''
-    out[#out + 1] = bhist[i] or 0
-    if charged and (not b.last or b.P > b.last) and not written[b.list] then
-      written[b.list] = true
-      redis.call('HSET', KEYS[b.k], b.field, (bavg[i] or '0') .. string.format(':%d:%d', b.P, b.start or b.P))
-      local need = 4 * half
-      if not ttl[b.k] or ttl[b.k] < need then ttl[b.k] = need end
+  -- Baselines (store.hpp has the formula), folded from the buckets read before any was deleted.
+  local bavg, bhist, bstate = nil, nil, nil
+  if L.bases then
+    bavg, bhist, bstate = {}, {}, {}
+    local half = L.half
+    for _, i in ipairs(L.bases) do
+      local c = C[i]
+      local k, x = c.k, G[c.g]
+      local wms, field, P = x.wms, 'b' .. x.prefix, floor(x.cur / 12)
+      local avg, last, start = match(extra[k][field] or '', '^([^:]+):(%d+):(%d+)$')
+      if avg then
+        last, start = tonumber(last), tonumber(start)
+        if P > last then  -- else the stored string is the answer: no number conversion on the common path
+          local alpha, v = 1 - 2 ^ (-wms / half), tonumber(avg)
+          local y = min(x.sums[last] or 0, max(c.bf * v, c.bfloor))
+          local seen = last - start + 1
+          v = v + (y - v) * max(alpha, 1 / seen)
+          -- the gap's empty periods: plain mean while 1/seen >= alpha (floor(1/alpha) periods), then the decay
+          local gap = P - last - 1
+          local m = min(gap, max(0, floor(1 / alpha) - seen))
+          avg = fmt('%.17g', v * seen / (seen + m) * (1 - alpha) ^ (gap - m))
+        end
+        bavg[i], bhist[i] = avg, max(0, P - start) * wms
+      end
+      bstate[i] = {k = k, g = c.g, field = field, P = P, last = last, start = start}
     end
   end
-end
--- Novelty: history_ms (-1: the filter was never charged) and the values new to it, per novelty counter.
-if novel then
-  for i = 1, n do
-    local f = novel[i]
-    if f then
-      out[#out + 1] = f.first and math.max(0, now - tonumber(f.first)) or -1
-      out[#out + 1] = cost[i]
+  -- Charged only when no refusing limit is passed: a count limit's refuse_limit, or a refusing burst rule's
+  -- max(refuse_factor x baseline, refuse_floor) once the baseline is warm (baseline_warm in store_types.hpp).
+  local charged, warm, ttl, hset = charge, L.warm, L.ttl, L.hset
+  for k = 1, #keys do
+    ttl[k] = false
+    local h = hset[k]
+    for j = #h, 3, -1 do h[j] = nil end
+    h[2] = keys[k]
+  end
+  if charged then
+    for i = 1, n do
+      local c = C[i]
+      local limit, after = c.limit, G[c.g].sum + cost[i]
+      -- a novelty limit refuses only once it applies (novelty_warm in store_types.hpp)
+      local f = novel and novel[i]
+      if limit > 0 and after > limit and (not f or (f.first and max(0, now - tonumber(f.first)) >= warm)) then
+        charged = false
+        break
+      end
+      if c.rf > 0 and bavg[i] and bhist[i] >= warm and bhist[i] >= 3000 * c.w and
+         after > floor(max(c.rf * tonumber(bavg[i]), c.rfloor)) then
+        charged = false
+        break
+      end
     end
   end
+  -- Writes to an identity's hash are gathered (field, value, ...) and made with one HSET per key.
+  local function put(k, f, v)
+    local h = hset[k]
+    h[#h + 1] = f
+    h[#h + 1] = v
+  end
+  local function need(k, ms)
+    if not ttl[k] or ttl[k] < ms then ttl[k] = ms end
+  end
+  -- Signals: one HyperLogLog per quarter window, the union of the last 5 counted only when this quarter's
+  -- changed or the quarter moved on (the count cached in the identity's hash as "quarter:count"). Explain
+  -- (no charge) adds nothing, so its count leaves this request's value out.
+  local distinct = nil
+  if #L.s > 0 then
+    distinct = {}
+    for s, S in ipairs(L.s) do
+      local k, w, wid = S.k, S.w, S.wid
+      local b = floor(now / wid)
+      local bs = fmt('%d', b)
+      local base, f, added = keys[k] .. ':' .. S.name .. ':', 'x' .. S.name, 1
+      if charge then
+        local key = base .. bs
+        added = call('PFADD', key, args[S.value])
+        if added == 1 then call('PEXPIRE', key, w * 1000 + 2 * wid) end
+      end
+      local cache = extra[k][f]
+      local p = added == 0 and cache and find(cache, ':', 1, true)
+      local c
+      if p and sub(cache, 1, p - 1) == bs then
+        c = tonumber(sub(cache, p + 1))
+      else
+        local union = {}
+        for j = 0, 4 do union[j + 1] = base .. fmt('%d', b - j) end
+        c = call('PFCOUNT', unpack(union))
+        if charge then
+          local v = bs .. ':' .. c
+          put(k, f, v)
+          if extra[k] == none then extra[k] = {} end
+          extra[k][f] = v
+          need(k, w * 1000 + 2 * wid)
+        end
+      end
+      distinct[s] = c
+      if S.limit > 0 and c > S.limit then charged = false end
+    end
+  end
+  if charged then
+    for i = 1, n do
+      local c = C[i]
+      local k = c.k
+      local f = novel and novel[i]
+      if f then
+        -- the values become familiar in the current epoch (the filter's key lives through the next epoch); a bit
+        -- another counter of the request set already is set again at no harm
+        if #f.unset > 0 then
+          for _, b in ipairs(f.unset) do call('SETBIT', f.key, b, 1) end
+          call('PEXPIRE', f.key, 2 * L.fam)
+        end
+        if f.last ~= f.e and not novel[f.key] then
+          novel[f.key] = true
+          put(k, 'f', (f.first or fmt('%d', now)) .. ':' .. fmt('%d', f.e))
+        end
+        need(k, 2 * L.fam)
+      end
+      if cost[i] > 0 then
+        local x = G[c.g]
+        x.add = x.add + cost[i]
+        need(k, x.ttl)
+      end
+    end
+    for g = 1, #G do
+      local x = G[g]
+      if x.add > 0 then
+        local v = x.val + x.add
+        put(x.k, x.field or x.prefix .. ':' .. fmt('%d', x.cur), strs[v] or str(v))
+      end
+    end
+  end
+  local out, m = L.out, n + 1
+  out[1] = charged and 1 or 0
+  for i = 1, n do out[i + 1] = G[C[i].g].sum end
+  -- The baselines as of now; a charge in a later period than the last stored writes it (the first counter of the window).
+  if L.bases then
+    local written = {}
+    for _, i in ipairs(L.bases) do
+      local b = bstate[i]
+      out[m + 1], out[m + 2], m = bavg[i] or '', bhist[i] or 0, m + 2
+      if charged and (not b.last or b.P > b.last) and not written[b.g] then
+        written[b.g] = true
+        put(b.k, b.field, (bavg[i] or '0') .. fmt(':%d:%d', b.P, b.start or b.P))
+        need(b.k, 4 * L.half)
+      end
+    end
+  end
+  -- Novelty: history_ms (-1: the filter was never charged) and the values new to it, per novelty counter.
+  if novel then
+    for i = 1, n do
+      local f = novel[i]
+      if f then
+        out[m + 1], out[m + 2], m = f.first and max(0, now - tonumber(f.first)) or -1, cost[i], m + 2
+      end
+    end
+  end
+  if distinct then
+    for s = 1, #distinct do out[m + 1], m = distinct[s], m + 1 end
+  end
+  -- TTLs only grow. The expiry last set is kept in the hash (t, in the scripts' clock), so a key whose TTL is long
+  -- enough costs no command; a key without t (written before there was one) is asked once (PTTL). A raise adds a
+  -- twelfth, so a busy key's TTL moves about once a bucket, not on every call.
+  local raise = L.raise
+  for k = 1, #keys do
+    raise[k] = false
+    local ms = ttl[k]
+    if ms then
+      local t = texp[k]
+      if not t and existed[k] then
+        local r = call('PTTL', keys[k])
+        if r >= ms then
+          t = now + r
+          put(k, 't', fmt('%d', t))
+        end
+      end
+      if not t or t < now + ms then
+        local at = ms + floor(ms / 12)
+        raise[k] = fmt('%d', at)
+        put(k, 't', fmt('%d', now + at))
+      end
+    end
+  end
+  for k = 1, #keys do
+    local h = hset[k]
+    if #h > 2 then call(unpack(h)) end
+    if raise[k] then call('PEXPIRE', keys[k], raise[k]) end
+    if charged and old[k] then call(unpack(old[k])) end
+  end
+  if locks then
+    for j = 1, #locks do out[m + 1], m = locks[j], m + 1 end
+  end
+  for j = #out, m + 1, -1 do out[j] = nil end
+  if repeated then
+    out[1] = 2
+  elseif once and out[1] ~= 1 then
+    call('DEL', once)  -- not charged: a resend is checked again
+  end
+  return out
 end
-for s = 1, ns do out[#out + 1] = distinct[s] end
-for k, need in pairs(ttl) do
-  if redis.call('PTTL', KEYS[k]) < need then redis.call('PEXPIRE', KEYS[k], need) end
-end
-if locks then
-  for j = 1, #locks do out[#out + 1] = locks[j] end
-end
-return out
+
 )lua";
 
 // The operator scripts. Each but reset takes time like the check (ARGV[1] = now_ms, 0: Redis TIME) and reads
@@ -369,8 +523,14 @@ if v then
 end
 local ttl = tonumber(ARGV[2])
 v = string.format('%d:%d:', now + ttl, now) .. ARGV[3]
-redis.call('HSET', KEYS[1], 'lock', v)
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+-- a raised expiry is recorded in t as the check records its own, so no later check lowers it
+local raise = redis.call('PTTL', KEYS[1]) < ttl
+if raise then
+  redis.call('HSET', KEYS[1], 'lock', v, 't', string.format('%d', now + ttl))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  redis.call('HSET', KEYS[1], 'lock', v)
+end
 return {1, v}
 )lua";
 
@@ -410,39 +570,36 @@ return added
 
 }  // namespace
 
-// Charge once (store_request::once), kept around the check script and apart from it: ARGV's last element is the
-// token ('' for none), taken off before the check reads ARGV. A charging request records <its first key>:once:
-// <token> (same hash tag) for charge_once_ttl with one SET NX, and deletes it again when the check does not charge;
-// a request whose token is recorded runs with charge 0, so it only reads, and its reply's first element is 2, "a
-// repeat of a charged request" (parse_check_reply: mark_repeat).
+// Charge once (store_request::once): a charging request records <its first key>:once:<token> (same hash tag) for
+// charge_once_ttl with one SET NX, and deletes it again when the check does not charge; a request whose token is
+// recorded runs with charge 0, so it only reads, and its reply's first element is 2, "a repeat of a charged
+// request" (parse_check_reply: mark_repeat).
 static_assert(charge_once_ttl == std::chrono::minutes(10), "update the charge-once guard: PX 600000");
-constexpr std::string_view once_head = R"lua(-- charge once: a repeat of a charged request only reads
-local once, repeated = table.remove(ARGV), false
-if once ~= '' and ARGV[2] == '1' and #KEYS > 0 then
-  once = KEYS[1] .. ':once:' .. once
-  if not redis.call('SET', once, '1', 'PX', 600000, 'NX') then
-    repeated, once = true, nil
-    ARGV[2] = '0'
-  end
-else
-  once = nil
-end
-local out = (function()
-)lua";
-constexpr std::string_view once_tail = R"lua(
-end)()
-if repeated then
-  out[1] = 2
-elseif once and out[1] ~= 1 then
-  redis.call('DEL', once)  -- not charged: a resend is checked again
-end
-return out
-)lua";
 
-std::string_view check_script() {
-  static const std::string text = std::string(once_head) + std::string(check_text) + std::string(once_tail);
-  return text;
+namespace {
+struct check_names {
+  std::string library, function;
+};
+const check_names& names() {
+  static const check_names n = [] {
+    std::uint64_t h = 14695981039346656037ull;  // FNV-1a 64 of the code
+    for (const char c : check_body) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    char hex[17];
+    for (int i = 15; i >= 0; --i, h >>= 4) hex[i] = "0123456789abcdef"[h & 15];
+    hex[16] = 0;
+    const std::string tag(hex);
+    check_names r;
+    r.function = "rateguard_check_" + tag;
+    r.library = "#!lua name=rateguard_" + tag + "\n" + std::string(check_body) + "redis.register_function('" +
+                r.function + "', check)\n";
+    return r;
+  }();
+  return n;
 }
+}  // namespace
+
+std::string_view check_library() { return names().library; }
+std::string_view check_function() { return names().function; }
 std::string_view read_script() { return read_text; }
 std::string_view lock_script() { return lock_text; }
 std::string_view release_script() { return release_text; }
@@ -451,7 +608,6 @@ std::string_view journal_add_script() { return journal_add_text; }
 
 std::string_view script_text(std::size_t i) {
   switch (i) {
-    case check_s: return check_script();
     case read_s: return read_script();
     case lock_s: return lock_script();
     case release_s: return release_script();
@@ -535,20 +691,11 @@ void append_command(std::string& out, std::initializer_list<std::string_view> ar
   for (auto a : argv) append_bulk(out, a);
 }
 
-namespace {
-// A burst factor: the shortest form that reads back as the same double; "0" for none.
-void append_factor(std::string& out, double f) {
-  if (!(f > 0)) return append_bulk(out, std::string_view("0"));
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, f);
-  append_bulk(out, std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)));
-}
-}  // namespace
 
-void append_check_call(std::string& out, std::string_view verb, std::string_view script_or_sha,
-                       const store_request& req, std::string_view prefix) {
-  // Distinct identities, of the counters then of the signals, become KEYS (a request has a handful: a
-  // linear search beats hashing).
+void append_check_call(std::string& out, std::string_view function, const store_request& req,
+                       std::string_view prefix) {
+  // Distinct identities, of the counters then of the signals, become keys (a request has a handful: a linear
+  // search beats hashing).
   const std::size_t n = req.counters.size();
   const std::size_t specs = n + req.signals.size();
   const auto identity = [&](std::size_t i) -> const std::string& {
@@ -562,15 +709,16 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
     key_of = big_index.data();
   }
   std::size_t keys = 0;
+  std::size_t novel = 0;
   for (std::size_t i = 0; i < specs; ++i) {
     std::size_t j = 0;
     while (j < i && identity(j) != identity(i)) ++j;
-    key_of[i] = j < i ? key_of[j] : ++keys;  // 1-based, as Lua indexes KEYS
+    key_of[i] = j < i ? key_of[j] : ++keys;  // 1-based, as Lua indexes tables
+    if (i < n && !req.counters[i].novel.empty()) ++novel;
   }
-  append_array_header(out, 3 + keys + check_head_args + check_counter_args * n +
-                               check_signal_args * req.signals.size() + 1);
-  append_bulk(out, verb);
-  append_bulk(out, script_or_sha);
+  append_array_header(out, 3 + keys + check_call_args + novel + req.signals.size());
+  append_bulk(out, std::string_view("FCALL"));
+  append_bulk(out, function);
   append_bulk(out, std::uint64_t{keys});
   std::size_t written = 0;
   for (std::size_t i = 0; i < specs; ++i) {
@@ -586,41 +734,63 @@ void append_check_call(std::string& out, std::string_view verb, std::string_view
   }
   append_bulk(out, static_cast<std::uint64_t>(req.now_ms));
   append_bulk(out, req.charge ? std::string_view("1") : std::string_view("0"));
-  append_bulk(out, static_cast<std::uint64_t>(req.half_life_ms));
-  append_bulk(out, static_cast<std::uint64_t>(std::max<std::int64_t>(1, req.familiar_ms)));
-  append_bulk(out, static_cast<std::uint64_t>(std::max<std::int64_t>(0, req.warmup_ms)));
-  append_bulk(out, std::uint64_t{n});
+  // The layout is built apart (a buffer kept between calls), then written as one bulk string.
+  static thread_local std::string layout;
+  layout.clear();
+  const auto word = [](std::string_view w) {
+    layout.append(w);
+    layout += ' ';
+  };
+  const auto number = [](std::uint64_t v) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    layout.append(buf, r.ptr);
+    layout += ' ';
+  };
+  const auto factor = [&](double f) {  // the shortest form that reads back as the same double; 0 for none
+    if (!(f > 0)) return word("0");
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, f);
+    word(std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)));
+  };
+  number(static_cast<std::uint64_t>(req.half_life_ms));
+  number(static_cast<std::uint64_t>(std::max<std::int64_t>(1, req.familiar_ms)));
+  number(static_cast<std::uint64_t>(std::max<std::int64_t>(0, req.warmup_ms)));
+  number(n);
   for (std::size_t i = 0; i < n; ++i) {
     const auto& c = req.counters[i];
-    append_bulk(out, std::uint64_t{key_of[i]});
-    append_bulk(out, std::string_view(&c.unit_tag, 1));
-    append_bulk(out, std::uint64_t{c.window_s});
-    append_bulk(out, std::uint64_t{c.cost});
-    append_bulk(out, c.refuse_limit);
-    append_factor(out, c.burst_factor);
-    append_bulk(out, c.burst_floor);
-    append_factor(out, c.refuse_factor);
-    append_bulk(out, c.refuse_floor);
-    if (c.novel.empty()) {
-      append_bulk(out, std::string_view());
-    } else {
-      std::string bits;
-      for (std::uint16_t b : c.novel) {
-        if (!bits.empty()) bits += ',';
-        bits += std::to_string(b);
-      }
-      append_bulk(out, bits);
-    }
+    number(key_of[i]);
+    word(std::string_view(&c.unit_tag, 1));
+    number(c.window_s);
+    number(c.cost);
+    number(c.refuse_limit);
+    factor(c.burst_factor);
+    number(c.burst_floor);
+    factor(c.refuse_factor);
+    number(c.refuse_floor);
+    word(c.novel.empty() ? "-" : "n");
   }
   for (std::size_t i = 0; i < req.signals.size(); ++i) {
     const auto& s = req.signals[i];
-    append_bulk(out, std::uint64_t{key_of[n + i]});
-    append_bulk(out, std::string_view(&s.tag, 1));
-    append_bulk(out, std::uint64_t{s.window_s});
-    append_bulk(out, s.value);
-    append_bulk(out, s.refuse_limit);
+    number(key_of[n + i]);
+    word(std::string_view(&s.tag, 1));
+    number(s.window_s);
+    number(s.refuse_limit);
   }
+  layout.pop_back();  // the last word's space
+  append_bulk(out, layout);
   append_bulk(out, req.once);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& c = req.counters[i];
+    if (c.novel.empty()) continue;
+    std::string bits;
+    for (std::uint16_t b : c.novel) {
+      if (!bits.empty()) bits += ',';
+      bits += std::to_string(b);
+    }
+    append_bulk(out, bits);
+  }
+  for (const auto& s : req.signals) append_bulk(out, s.value);
 }
 
 }  // namespace rg

@@ -1,6 +1,6 @@
-// The Redis Lua scripts (check-and-charge: the algorithm of store.hpp, run atomically inside Redis; the
+// The Redis Lua code (the check-and-charge function: the algorithm of store.hpp, run atomically inside Redis; the
 // operator scripts), the lock field's encoding and the RESP bytes of one call. No I/O here: redis_store
-// sends them, the benchmark feeds the check script to redis-benchmark.
+// sends them, the benchmark feeds the check function to redis-benchmark.
 #pragma once
 
 #include <cstddef>
@@ -15,27 +15,37 @@
 
 namespace rg {
 
-// The check script's call and reply, stated once: the script (redis_script.cpp) reads and writes them,
-// append_check_call writes the call, parse_check_reply (redis_reply.cpp) reads the reply.
-//   KEYS  the distinct identities of the counters, then of the signals, in order of first appearance, as
-//         <prefix>{<identity>}; counters and signals name theirs by index (1-based, as Lua indexes KEYS).
-//   ARGV  check_head_args: now_ms (0: Redis TIME), charge (1/0), half_life_ms, familiar_ms, warmup_ms, number of
-//         counters; then per counter check_counter_args: key index, unit tag, window_s, cost, refuse_limit,
-//         burst_factor (decimal, 0: none), burst_floor, refuse_factor (decimal, 0: none), refuse_floor, novelty
-//         bits ("12,345"; '' for an ordinary counter); then per signal check_signal_args: key index, tag,
-//         window_s, value, refuse_limit; last, the charge-once token (store_request::once, '' for none).
+// The check: a Redis function (FUNCTION LOAD, FCALL; Redis 7.0 or later) whose library keeps each distinct
+// layout parsed between calls, so a call carries only what changes from request to request. The function's call
+// and reply, stated once: the library (redis_script.cpp) reads and writes them, append_check_call writes the call,
+// parse_check_reply (redis_reply.cpp) reads the reply.
+//   keys  the distinct identities of the counters, then of the signals, in order of first appearance, as
+//         <prefix>{<identity>}; counters and signals name theirs by index (1-based, as Lua indexes tables).
+//   args  check_call_args: now_ms (0: Redis TIME), charge (1/0), the layout, the charge-once token
+//         (store_request::once, '' for none); then the novelty bits of each novelty counter ("12,345"), then
+//         each signal's value.
+//   layout  space-separated: check_layout_head: half_life_ms, familiar_ms, warmup_ms, number of counters; per
+//         counter check_layout_counter: key index, unit tag, window_s, cost, refuse_limit, burst_factor (decimal,
+//         0: none), burst_floor, refuse_factor (decimal, 0: none), refuse_floor, n (a novelty counter) or -; per
+//         signal check_layout_signal: key index, tag, window_s, refuse_limit.
 //   reply {charged (1/0; 2: a repeat of a charged request, read and not charged), count per counter...; per counter with burst_factor > 0, check_baseline_fields:
 //         average ('' when no baseline yet), history_ms; per novelty counter, check_novelty_fields: history_ms
 //         (-1: never charged), values new; distinct per signal...; then per key with a lock in force,
 //         check_lock_fields: key index, lock value}.
-inline constexpr std::size_t check_head_args = 6;
-inline constexpr std::size_t check_counter_args = 10;
-inline constexpr std::size_t check_signal_args = 5;
+inline constexpr std::size_t check_call_args = 4;
+inline constexpr std::size_t check_layout_head = 4;
+inline constexpr std::size_t check_layout_counter = 10;
+inline constexpr std::size_t check_layout_signal = 4;
 inline constexpr std::size_t check_baseline_fields = 2;
 inline constexpr std::size_t check_novelty_fields = 2;
 inline constexpr std::size_t check_lock_fields = 2;
 
-std::string_view check_script();
+// The library's text for FUNCTION LOAD ("#!lua name=rateguard_<hash>") and the check's function name
+// ("rateguard_check_<hash>"): both carry a hash of the code, so nodes of two versions sharing a Redis each call
+// their own.
+std::string_view check_library();
+std::string_view check_function();
+
 // The operator scripts (layouts in redis_script.cpp): read (status, top; read-only), lock, release, reset,
 // journal_add.
 std::string_view read_script();
@@ -44,8 +54,8 @@ std::string_view release_script();
 std::string_view reset_script();
 std::string_view journal_add_script();
 
-// The scripts the store loads at every (re)connect, by index: the check first (the hot path).
-enum script_index : std::size_t { check_s, read_s, lock_s, release_s, reset_s, journal_add_s, script_count };
+// The scripts the store loads at every (re)connect (after the check's library), by index.
+enum script_index : std::size_t { read_s, lock_s, release_s, reset_s, journal_add_s, script_count };
 std::string_view script_text(std::size_t i);
 
 // A lock is the hash field "lock" of its identity's key: "until_ms:since_ms:reason" (the scripts need only
@@ -58,9 +68,9 @@ void append_bulk(std::string& out, std::uint64_t n);
 // One whole command.
 void append_command(std::string& out, std::initializer_list<std::string_view> argv);
 
-// The complete "EVALSHA sha numkeys KEYS... ARGV..." (or "EVAL script ...") of one check (layout above),
-// written straight into `out`: this runs once per policy request, so no intermediate strings.
-void append_check_call(std::string& out, std::string_view verb, std::string_view script_or_sha,
-                       const store_request& req, std::string_view key_prefix);
+// The complete "FCALL function numkeys keys... args..." of one check (layout above), written straight into `out`:
+// this runs once per policy request, so no intermediate strings.
+void append_check_call(std::string& out, std::string_view function, const store_request& req,
+                       std::string_view key_prefix);
 
 }  // namespace rg

@@ -134,7 +134,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     }
     const auto id = next_id_++;
     const auto now = clock_type::now();
-    send_check(*conn_, id, req, false);
+    send_check(*conn_, id, req);
     calls_.emplace(id, call{std::move(req), std::move(done), false});
     timeouts_.emplace_back(now + opts_.timeout, id);
     arm_deadline_timer();
@@ -166,7 +166,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
  private:
   enum class state { idle, connecting, connected, stopped };
-  enum class slot_kind { auth, select, cluster_info, role, script_load, check, admin };
+  enum class slot_kind { auth, select, cluster_info, role, function_load, script_load, check, admin };
 
   // What one reply answers. Checks and operator commands each find their own state by `id` (and a late
   // reply, after a deadline removed that state, finds none and is dropped): checks in calls_, parsed by
@@ -197,7 +197,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   struct call {
     store_request req;
     handler_type done;
-    bool eval_sent;  // resent with EVAL after NOSCRIPT: a second NOSCRIPT cannot happen
+    bool reloaded;  // resent after "Function not found" behind a FUNCTION LOAD: not resent again
   };
 
   // An operator command in flight: its progress (redis_admin) and the store's side of it.
@@ -293,6 +293,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       append_command(c->out, {"ROLE"});
       c->wire.push_back({slot_kind::role, 0, now});
     }
+    append_command(c->out, {"FUNCTION", "LOAD", check_library()});
+    c->wire.push_back({slot_kind::function_load, 0, now});
     for (std::size_t i = 0; i < script_count; ++i) {
       append_command(c->out, {"SCRIPT", "LOAD", script_text(i)});
       c->wire.push_back({slot_kind::script_load, i, now});
@@ -348,9 +350,8 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
   // --- requests --------------------------------------------------------------------------------------------
 
-  void send_check(connection& c, std::uint64_t id, const store_request& req, bool with_eval) {
-    append_check_call(c.out, with_eval ? "EVAL" : "EVALSHA", with_eval ? check_script() : std::string_view(shas_[check_s]),
-                      req, opts_.key_prefix);
+  void send_check(connection& c, std::uint64_t id, const store_request& req) {
+    append_check_call(c.out, check_function(), req, opts_.key_prefix);
     c.wire.push_back({slot_kind::check, id, clock_type::now()});
   }
 
@@ -398,10 +399,11 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
         return close(*c, fmt::format("{}:{} is not the master (ROLE: {}); asking the sentinels again", target_.host,
                                      target_.port, role));
       }
+      case slot_kind::function_load:
+        return on_function_load(*c, *reply);
       case slot_kind::script_load:
         if (reply->type != REDIS_REPLY_STRING) return close(*c, to_redis_error("SCRIPT LOAD", nullptr, reply.get()).text);
         shas_[slot.id].assign(reply->str, reply->len);
-        if (slot.id == check_s) reloading_ = false;
         if (!c->up && slot.id == script_count - 1) became_up(*c);
         return;
       case slot_kind::admin:
@@ -411,20 +413,21 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     }
     const auto it = calls_.find(slot.id);
     if (it == calls_.end()) return;  // timed out already: the late reply is dropped
-    if (reply->type == REDIS_REPLY_ERROR && !it->second.eval_sent &&
-        to_redis_error("EVALSHA", nullptr, reply.get()).code == redis_errc::noscript) {
-      // The script did not run, so sending the whole script is side-effect free; reload for the next ones.
-      it->second.eval_sent = true;
-      send_check(*c, slot.id, it->second.req, true);
+    if (reply->type == REDIS_REPLY_ERROR && !it->second.reloaded &&
+        to_redis_error("FCALL", nullptr, reply.get()).code == redis_errc::no_function) {
+      // The function did not run (a FUNCTION FLUSH, or a restart without persistence), so sending the call
+      // again behind a FUNCTION LOAD on the same connection is side-effect free.
+      it->second.reloaded = true;
       if (!reloading_) {
         reloading_ = true;
-        append_command(c->out, {"SCRIPT", "LOAD", check_script()});
-        c->wire.push_back({slot_kind::script_load, check_s, clock_type::now()});
+        append_command(c->out, {"FUNCTION", "LOAD", check_library()});
+        c->wire.push_back({slot_kind::function_load, 0, clock_type::now()});
       }
+      send_check(*c, slot.id, it->second.req);
       return start_write(c);
     }
     const bool not_master = reply->type == REDIS_REPLY_ERROR &&
-                            to_redis_error("EVALSHA", nullptr, reply.get()).code == redis_errc::not_master;
+                            to_redis_error("FCALL", nullptr, reply.get()).code == redis_errc::not_master;
     auto done = std::move(it->second.done);
     auto result = parse_check_reply(*reply, it->second.req);
     calls_.erase(it);  // before invoking: the handler may issue the next request
@@ -435,6 +438,25 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     // the only one (see the top of the file), where dispatch would run the handler inline anyway, but only
     // after wrapping it twice in type-erased executor functions (allocations and moves of the result).
     std::move(done)(std::move(result));
+  }
+
+  // FUNCTION LOAD's answer: the library's name, or "already exists" (loaded by another node or an earlier
+  // connection: the name carries the code's hash, so it is this code). A replica refuses it (READONLY) and its
+  // checks are answered READONLY, as without it; a Redis older than 7.0 has no functions, which is final.
+  void on_function_load(connection& c, const redisReply& reply) {
+    reloading_ = false;
+    if (reply.type == REDIS_REPLY_STRING) return;
+    const auto e = to_redis_error("FUNCTION LOAD", nullptr, &reply);
+    if (reply.type == REDIS_REPLY_ERROR &&
+        (as_view(reply).find("already exists") != std::string_view::npos || e.code == redis_errc::not_master)) {
+      return;
+    }
+    if (reply.type == REDIS_REPLY_ERROR && as_view(reply).starts_with("ERR unknown command")) {
+      refused_ = fmt::format("redis {}: has no FUNCTION command: rateguard needs Redis 7.0 or later ({})", where(),
+                             e.text);
+      spdlog::critical("{}", refused_);
+    }
+    close(c, e.text);
   }
 
   // --- operator commands -----------------------------------------------------------------------------------
@@ -657,7 +679,8 @@ void redis_store::start() { impl_->start(); }
 void redis_store::stop() { impl_->stop(); }
 bool redis_store::connected() const { return impl_->connected(); }
 const std::string& redis_store::refused() const { return impl_->refused(); }
-std::string_view redis_store::lua_script() { return check_script(); }
+std::string_view redis_store::lua_script() { return check_library(); }
+std::string_view redis_store::lua_function() { return check_function(); }
 
 void redis_store::start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) {
   impl_->check(std::move(req), std::move(done));

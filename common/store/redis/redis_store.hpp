@@ -1,4 +1,4 @@
-// redis_store: the counter store shared by every node, one Lua call (EVALSHA) per request on one pipelined
+// redis_store: the counter store shared by every node, one Lua function call (FCALL) per request on one pipelined
 // connection, and on the same connection the operator commands (locks, status, top, hold journal). Asio owns
 // the socket, deadlines and reconnects; hiredis is only the RESP encoder/decoder.
 // With Sentinel it asks the sentinels for the master at every (re)connect and confirms it with ROLE; over TLS
@@ -66,9 +66,10 @@ class redis_store final : public store {
 
   std::string name() const override { return "redis"; }
 
-  // The check-and-charge script (the benchmark reuses it with redis-benchmark); its KEYS, ARGV and reply are
-  // laid out in redis_script.hpp.
+  // The check-and-charge function's library (FUNCTION LOAD) and the function's name (the benchmark calls it
+  // with redis-benchmark); its keys, arguments, layout and reply are laid out in redis_script.hpp.
   static std::string_view lua_script();
+  static std::string_view lua_function();
 
  protected:
   void start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) override;
