@@ -3,6 +3,11 @@
 #include <catch2/catch.hpp>
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <vector>
+
 #include "redis_script.hpp"
 #include "store_requests.hpp"
 
@@ -63,6 +68,62 @@ TEST_CASE("append_check_call matches hiredis byte for byte with shared and binar
   CHECK(check_function().starts_with("rateguard_check_"));
   CHECK(check_library().find("redis.register_function('" + std::string(check_function()) + "', check)") !=
         std::string_view::npos);
+}
+
+TEST_CASE("append_check_call writes the longest numbers of 70 counters and signals exactly", "[redis_script]") {
+  // Every number at its widest (the layout is written into room reserved for its longest form) and more counters
+  // than the call's small key index holds.
+  store_request req;
+  req.now_ms = std::numeric_limits<std::int64_t>::max();
+  req.half_life_ms = std::numeric_limits<std::int64_t>::max();
+  req.familiar_ms = std::numeric_limits<std::int64_t>::max();
+  req.warmup_ms = std::numeric_limits<std::int64_t>::max();
+  req.charge = false;
+  constexpr std::uint64_t u64 = std::numeric_limits<std::uint64_t>::max();
+  constexpr std::uint32_t u32 = std::numeric_limits<std::uint32_t>::max();
+  std::string layout = std::to_string(req.half_life_ms) + " " + std::to_string(req.familiar_ms) + " " +
+                       std::to_string(req.warmup_ms) + " 70";
+  for (int i = 0; i < 70; ++i) {
+    counter_spec c;
+    c.identity = "u:" + std::to_string(i);
+    c.unit_tag = 'r';
+    c.window_s = u32;
+    c.cost = u32;
+    c.refuse_limit = u64;
+    c.burst_factor = 2.2250738585072014e-308;
+    c.burst_floor = u64;
+    c.refuse_factor = 1.7976931348623157e308;
+    c.refuse_floor = u64;
+    req.counters.push_back(c);
+    layout += " " + std::to_string(i + 1) + " r 4294967295 4294967295 18446744073709551615 2.2250738585072014e-308 " +
+              "18446744073709551615 1.7976931348623157e+308 18446744073709551615 -";
+  }
+  std::vector<std::string> argv = {"FCALL", "f", "72"};
+  for (int i = 0; i < 70; ++i) argv.push_back("rg:{u:" + std::to_string(i) + "}");
+  argv.push_back("rg:{d:x}");
+  argv.push_back("rg:{d:y}");
+  for (const char* id : {"d:x", "d:y"}) {
+    signal_spec g;
+    g.identity = id;
+    g.tag = 'd';
+    g.window_s = u32;
+    g.value = "v";
+    g.refuse_limit = u64;
+    req.signals.push_back(g);
+  }
+  layout += " 71 d 4294967295 18446744073709551615 72 d 4294967295 18446744073709551615";
+  for (std::string a : {std::to_string(req.now_ms), std::string("0"), layout, std::string(), std::string("v"),
+                        std::string("v")}) {
+    argv.push_back(a);
+  }
+  std::string ours = "prefix bytes already queued";
+  append_check_call(ours, "f", req, "rg:");
+  const std::string expected = "prefix bytes already queued" + hiredis_format(argv);
+  const auto diff = std::mismatch(ours.begin(), ours.end(), expected.begin(), expected.end());
+  INFO("first difference at byte " << (diff.first - ours.begin()) << ": ours "
+       << ours.substr(static_cast<std::size_t>(diff.first - ours.begin()), 80) << " expected "
+       << expected.substr(static_cast<std::size_t>(diff.second - expected.begin()), 80));
+  CHECK(ours == expected);
 }
 
 TEST_CASE("the lock field decodes until since and a reason that may hold colons", "[redis_script]") {

@@ -734,24 +734,30 @@ void append_check_call(std::string& out, std::string_view function, const store_
   }
   append_bulk(out, static_cast<std::uint64_t>(req.now_ms));
   append_bulk(out, req.charge ? std::string_view("1") : std::string_view("0"));
-  // The layout is built apart (a buffer kept between calls), then written as one bulk string.
-  static thread_local std::string layout;
-  layout.clear();
-  const auto word = [](std::string_view w) {
-    layout.append(w);
-    layout += ' ';
+  // The layout is written in place: room for its longest form behind room for its bulk header, then moved up
+  // to the header once its length is known (a raw pointer: ~70 numbers a request, no string bookkeeping each).
+  constexpr std::size_t header_room = 24;  // "$" + up to 20 digits + "\r\n"
+  // At most, with spaces: 4 numbers of 20 digits; a counter's 21 (key) + 2 (tag) + 11 + 11 (32-bit window, cost)
+  // + 3 x 21 (limit, floors) + 2 x 25 (factors: a double's shortest form) + 2 = 160; a signal's 21 + 2 + 11 + 21.
+  constexpr std::size_t head_most = 4 * 21, counter_most = 160, signal_most = 55;
+  const std::size_t most = head_most + counter_most * n + signal_most * req.signals.size();
+  const std::size_t header_at = out.size();
+  out.resize(header_at + header_room + most);
+  char* const begin = out.data() + header_at + header_room;
+  char* const end = begin + most;
+  char* p = begin;
+  const auto number = [&p, end](std::uint64_t v) {
+    p = std::to_chars(p, end, v).ptr;
+    *p++ = ' ';
   };
-  const auto number = [](std::uint64_t v) {
-    char buf[24];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    layout.append(buf, r.ptr);
-    layout += ' ';
+  const auto word = [&p](char c) {
+    *p++ = c;
+    *p++ = ' ';
   };
   const auto factor = [&](double f) {  // the shortest form that reads back as the same double; 0 for none
-    if (!(f > 0)) return word("0");
-    char buf[32];
-    const auto r = std::to_chars(buf, buf + sizeof buf, f);
-    word(std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)));
+    if (!(f > 0)) return word('0');
+    p = std::to_chars(p, end, f).ptr;
+    *p++ = ' ';
   };
   number(static_cast<std::uint64_t>(req.half_life_ms));
   number(static_cast<std::uint64_t>(std::max<std::int64_t>(1, req.familiar_ms)));
@@ -760,7 +766,7 @@ void append_check_call(std::string& out, std::string_view function, const store_
   for (std::size_t i = 0; i < n; ++i) {
     const auto& c = req.counters[i];
     number(key_of[i]);
-    word(std::string_view(&c.unit_tag, 1));
+    word(c.unit_tag);
     number(c.window_s);
     number(c.cost);
     number(c.refuse_limit);
@@ -768,17 +774,25 @@ void append_check_call(std::string& out, std::string_view function, const store_
     number(c.burst_floor);
     factor(c.refuse_factor);
     number(c.refuse_floor);
-    word(c.novel.empty() ? "-" : "n");
+    word(c.novel.empty() ? '-' : 'n');
   }
   for (std::size_t i = 0; i < req.signals.size(); ++i) {
     const auto& s = req.signals[i];
     number(key_of[n + i]);
-    word(std::string_view(&s.tag, 1));
+    word(s.tag);
     number(s.window_s);
     number(s.refuse_limit);
   }
-  layout.pop_back();  // the last word's space
-  append_bulk(out, layout);
+  const auto length = static_cast<std::size_t>(p - 1 - begin);  // without the last word's space
+  char header[header_room] = "$";
+  char* h = std::to_chars(header + 1, header + sizeof header, length).ptr;
+  *h++ = '\r';
+  *h++ = '\n';
+  const auto header_length = static_cast<std::size_t>(h - header);
+  std::memmove(out.data() + header_at + header_length, begin, length);
+  std::memcpy(out.data() + header_at, header, header_length);
+  out.resize(header_at + header_length + length);
+  out += "\r\n";
   append_bulk(out, req.once);
   for (std::size_t i = 0; i < n; ++i) {
     const auto& c = req.counters[i];
