@@ -39,14 +39,13 @@ BIG=1000000000
 # the layout is KEY TAG WINDOW COST REFUSE BURST_FACTOR BURST_FLOOR REFUSE_FACTOR REFUSE_FLOOR n|- (n: a novelty
 # counter, its bits an argument after the token). The charge-once token is a new one per call like the daemon's:
 # three __rand_int__ (each drawn on its own, below U), so with U=1000 a call repeats a token of the N before it
-# with odds N / 10^9 (a repeat only reads, which would under-count), and the number of the redis-benchmark run
-# ($PASS): redis-benchmark seeds its random numbers with time(NULL) ^ getpid(), which two runs a second and a pid
-# apart often share (an even second and pid, each one more), so without it a timing run could repeat its warm-up
-# run's tokens and only read.
+# with odds N / 10^9 (a repeat only reads, which would under-count). The warm-up run draws below U + 1: redis-benchmark
+# seeds its random numbers with time(NULL) ^ getpid(), which two runs a second and a pid apart often share (an even
+# second and pid, each one more), and the same sequence would repeat the warm-up's tokens, addresses and domains
+# (only reads, no new values); another modulus makes other numbers of the same sequence.
 KEYS3="rg:{u:user__rand_int__} rg:{ip:127.0.0.1} rg:{s:user__rand_int__@bench.test}"
 H="604800000 1209600000 0"
 ONCE=once__rand_int__.__rand_int__.__rand_int__
-PASS=0
 C1M="1 m 60 1 $BIG 0 0 0 0 -"
 REST="1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $BIG 0 0 0 0 -"
 PLAIN="$H 7 $C1M 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $REST"
@@ -57,8 +56,6 @@ SAMPLE="$H 9 $C1M 1 m 3600 1 $BIG 24 40 0 0 - 1 m 86400 1 $BIG 10 100 0 0 - $RES
 ORDER=(plain burst_signal burst_signal_new_value sample_detection sample_new_domain empty min3)
 # One shape as redis-benchmark's arguments (the layout is one argument).
 shape_args() {
-  PASS=$((PASS + 1))
-  local ONCE=$ONCE.$PASS
   case $1 in
     plain) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$PLAIN" "$ONCE") ;;
     burst_signal) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$BURST_SIGNAL" "$ONCE" 127.0.0.1) ;;
@@ -74,9 +71,8 @@ for _ in $(seq "$R"); do
   for name in "${ORDER[@]}"; do
     rcli flushall >/dev/null
     shape_args "$name"
-    redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$U" -P 1 -q "${ARGS[@]}" >/dev/null  # keys exist
+    redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$((U + 1))" -P 1 -q "${ARGS[@]}" >/dev/null  # keys exist
     rcli config resetstat >/dev/null
-    shape_args "$name"
     redis-benchmark -s "$D/r.sock" -c 1 -n "$N" -r "$U" -P 1 -q "${ARGS[@]}" >/dev/null
     line=$(rcli info commandstats | tr -d '\r' | awk -F'[:=,]' '
       /^cmdstat_(fcall|evalsha):/ {calls = $3; usec = $7; failed = $11 + $9}
