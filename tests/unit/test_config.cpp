@@ -7,6 +7,10 @@
 #include <fstream>
 
 #include <sstream>
+#include <string>
+#include <system_error>
+
+#include <unistd.h>
 
 #include "config.hpp"
 #include "setting_examples.hpp"
@@ -14,10 +18,21 @@
 using namespace rg;
 
 namespace {
+// One directory per process, removed at exit: ctest runs each test case as its own process, several at once, and
+// a shared file would be rewritten by one test while another reads it.
+struct conf_dir {
+  std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("rg-config-test-" + std::to_string(::getpid()));
+  conf_dir() { std::filesystem::create_directories(path); }
+  ~conf_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
 std::string write_conf(const std::string& text) {
-  auto dir = std::filesystem::temp_directory_path() / "rg-config-test";
-  std::filesystem::create_directories(dir);
-  auto path = (dir / "rateguard.conf").string();
+  static const conf_dir dir;
+  auto path = (dir.path / "rateguard.conf").string();
   std::ofstream(path) << text;
   return path;
 }
