@@ -244,6 +244,23 @@ TEST_CASE("sentinel: a hung master (DEBUG SLEEP) with min-replicas-to-write 1 lo
                     "sentinel: a hung master (DEBUG SLEEP) with min-replicas-to-write 1 loses no acknowledged charge");
 }
 
+namespace {
+
+// The daemon started against `node` must refuse to start (exit 78); returns what it printed.
+std::string refused_at_start(redis_server& node) {
+  const std::string dir = node.dir() + "/daemon";
+  std::filesystem::create_directory(dir);
+  std::ofstream(dir + "/limits.conf") << "sasl_username * 3/1h defer\n";
+  std::ofstream(dir + "/rateguard.conf") << "allow_root = yes\nlimits = limits.conf\nlisten = unix:" << dir
+                                         << "/s.sock\ncontrol_socket =\n" << node.daemon_settings();
+  std::string out;
+  CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", dir + "/rateguard.conf"}, &out) == 78);
+  CHECK(contains(out, "fatal: " + dir + "/rateguard.conf: not starting"));
+  return out;
+}
+
+}  // namespace
+
 TEST_CASE("a Redis Cluster node is refused at start-up with why", "[redis_ha]") {
   // On its unix socket, the cluster bus on a free loopback port (derived from a TCP port, it would be that port +
   // 10000, which fails past 55535, or 10000 on every interface with none).
@@ -252,16 +269,9 @@ TEST_CASE("a Redis Cluster node is refused at start-up with why", "[redis_ha]") 
                   std::to_string(free_loopback_port())};
   o.tls = nullptr;
   redis_server node(o);
-  const std::string dir = node.dir() + "/daemon";
-  std::filesystem::create_directory(dir);
-  std::ofstream(dir + "/limits.conf") << "sasl_username * 3/1h defer\n";
-  std::ofstream(dir + "/rateguard.conf") << "allow_root = yes\nlimits = limits.conf\nlisten = unix:" << dir
-                                         << "/s.sock\ncontrol_socket =\n" << node.daemon_settings();
-  std::string out;
-  CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", dir + "/rateguard.conf"}, &out) == 78);
+  const std::string out = refused_at_start(node);
   INFO(out);
   CHECK(contains(out, "is a Redis Cluster node (cluster_enabled:1), which rateguard does not support"));
-  CHECK(contains(out, "fatal: " + dir + "/rateguard.conf: not starting"));
 }
 
 TEST_CASE("a Redis without functions (older than 7.0) is refused at start-up with why", "[redis_ha]") {
@@ -270,14 +280,7 @@ TEST_CASE("a Redis without functions (older than 7.0) is refused at start-up wit
   o.extra_args = {"--rename-command", "FUNCTION", ""};
   o.tls = nullptr;
   redis_server old(o);
-  const std::string dir = old.dir() + "/daemon";
-  std::filesystem::create_directory(dir);
-  std::ofstream(dir + "/limits.conf") << "sasl_username * 3/1h defer\n";
-  std::ofstream(dir + "/rateguard.conf") << "allow_root = yes\nlimits = limits.conf\nlisten = unix:" << dir
-                                         << "/s.sock\ncontrol_socket =\n" << old.daemon_settings();
-  std::string out;
-  CHECK(run_command({"timeout", "20", RG_DAEMON, "-c", dir + "/rateguard.conf"}, &out) == 78);
+  const std::string out = refused_at_start(old);
   INFO(out);
   CHECK(contains(out, "has no FUNCTION command: rateguard needs Redis 7.0 or later"));
-  CHECK(contains(out, "fatal: " + dir + "/rateguard.conf: not starting"));
 }
