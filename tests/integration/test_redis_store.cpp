@@ -1,5 +1,5 @@
 // Integration tests of redis_store against a real, private redis-server (fixture): counting semantics with
-// injected time, key layout, TTLs, concurrency, deadlines, reconnects, NOSCRIPT and shutdown. Locks, the
+// injected time, key layout, TTLs, concurrency, deadlines, reconnects, FUNCTION FLUSH and shutdown. Locks, the
 // hold journal and the operator commands: test_redis_admin.cpp.
 // Each test runs its own io_context with a bounded run loop; none relies on a shared Redis.
 #include "redis_store_env.hpp"
