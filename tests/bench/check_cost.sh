@@ -35,7 +35,7 @@ MIN3_TEXT="for k = 1, #KEYS do redis.call('INCR', KEYS[k]) redis.call('PEXPIRE',
 MIN3=$(load_all "$D/r.sock")
 BIG=1000000000
 # As the daemon sends a first RCPT (tests/bench/run.sh); the keys, arguments and layout are those of
-# common/store/redis/redis_script.hpp (check_call_args, check_layout_counter, check_layout_signal). A counter in
+# common/store/redis/redis_check.hpp (check_call_args, check_layout_counter, check_layout_signal). A counter in
 # the layout is KEY TAG WINDOW COST REFUSE BURST_FACTOR BURST_FLOOR REFUSE_FACTOR REFUSE_FLOOR n|- (n: a novelty
 # counter, its bits an argument after the token). The charge-once token is a new one per call like the daemon's:
 # three __rand_int__ (each drawn on its own, below U), so with U=1000 a call repeats a token of the N before it

@@ -105,7 +105,7 @@ BIG=1000000000
 # Key shapes of the daemon's two request kinds:
 # first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
 # later RCPTs of the same message: only the rcpt windows of u and s.
-# Keys, arguments and layout as common/store/redis/redis_script.hpp lays them out (now 0: Redis TIME; charge 1;
+# Keys, arguments and layout as common/store/redis/redis_check.hpp lays them out (now 0: Redis TIME; charge 1;
 # the layout: half-life, familiarity epoch, warm-up, the counters (per counter: burst factor and floor, refusing
 # burst factor and floor, all 0: no baseline; -: no novelty bits); last the charge-once token, a new one per call
 # like the daemon's).

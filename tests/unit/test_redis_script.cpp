@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "redis_check.hpp"
 #include "redis_script.hpp"
 #include "store_requests.hpp"
 

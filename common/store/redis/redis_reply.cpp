@@ -3,6 +3,7 @@
 
 #include "decision_log.hpp"
 
+#include "redis_check.hpp"
 #include "redis_script.hpp"
 
 #include <fmt/format.h>
@@ -144,7 +145,7 @@ bool parse_window(const redisReply* e, char& tag, std::uint32_t& window_s) {
 
 }  // namespace
 
-// The layout is redis_script.hpp's (check_*_args, check_*_fields).
+// The layout is redis_check.hpp's (check_*_fields).
 store_result parse_check_reply(const redisReply& reply, const store_request& req) {
   if (reply.type == REDIS_REPLY_ERROR) return failure("redis error: " + to_redis_error("EVALSHA", nullptr, &reply).text);
   const std::size_t counters = req.counters.size();

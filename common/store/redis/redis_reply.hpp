@@ -50,7 +50,7 @@ admin_result admin_failure(std::string error);
 inline std::string_view as_view(const redisReply& r) { return {r.str, r.len}; }
 bool is_array(const redisReply* r, std::size_t elements);
 
-// The check script's reply (its layout: redis_script.hpp) to `req` -> counts, baselines, signals, locks (in
+// The check function's reply (its layout: redis_check.hpp) to `req` -> counts, baselines, signals, locks (in
 // key order); a failure when its shape does not fit the request.
 store_result parse_check_reply(const redisReply& reply, const store_request& req);
 // One key's {lock in force or '', {window prefix, count, ...}, {baseline, average, history_ms, ...},

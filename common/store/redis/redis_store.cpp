@@ -11,6 +11,7 @@
 #include "net_addr.hpp"
 #include "redis_admin.hpp"
 #include "redis_reply.hpp"
+#include "redis_check.hpp"
 #include "redis_script.hpp"
 
 #include <hiredis/hiredis.h>

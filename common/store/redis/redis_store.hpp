@@ -67,7 +67,7 @@ class redis_store final : public store {
   std::string name() const override { return "redis"; }
 
   // The check-and-charge function's library (FUNCTION LOAD) and the function's name (the benchmark calls it
-  // with redis-benchmark); its keys, arguments, layout and reply are laid out in redis_script.hpp.
+  // with redis-benchmark); its keys, arguments, layout and reply are laid out in redis_check.hpp.
   static std::string_view lua_script();
   static std::string_view lua_function();
 
