@@ -121,6 +121,18 @@ end
 
 local none = {}
 
+-- Writes to an identity's hash are gathered in its layout (field, value, ...) and made with one HSET per key; the
+-- TTL each key needs, likewise.
+local function put(L, k, f, v)
+  local h = L.hset[k]
+  h[#h + 1] = f
+  h[#h + 1] = v
+end
+local function need(L, k, ms)
+  local ttl = L.ttl
+  if not ttl[k] or ttl[k] < ms then ttl[k] = ms end
+end
+
 local function check(keys, args)
   if not call then
     floor, max, min, find, sub = math.floor, math.max, math.min, string.find, string.sub
@@ -283,15 +295,6 @@ local function check(keys, args)
       end
     end
   end
-  -- Writes to an identity's hash are gathered (field, value, ...) and made with one HSET per key.
-  local function put(k, f, v)
-    local h = hset[k]
-    h[#h + 1] = f
-    h[#h + 1] = v
-  end
-  local function need(k, ms)
-    if not ttl[k] or ttl[k] < ms then ttl[k] = ms end
-  end
   -- Signals: one HyperLogLog per quarter window, the union of the last 5 counted only when this quarter's
   -- changed or the quarter moved on (the count cached in the identity's hash as "quarter:count"). Explain
   -- (no charge) adds nothing, so its count leaves this request's value out.
@@ -319,10 +322,10 @@ local function check(keys, args)
         c = call('PFCOUNT', unpack(union))
         if charge then
           local v = bs .. ':' .. c
-          put(k, f, v)
+          put(L, k, f, v)
           if extra[k] == none then extra[k] = {} end
           extra[k][f] = v
-          need(k, w * 1000 + 2 * wid)
+          need(L, k, w * 1000 + 2 * wid)
         end
       end
       distinct[s] = c
@@ -343,21 +346,21 @@ local function check(keys, args)
         end
         if f.last ~= f.e and not novel[f.key] then
           novel[f.key] = true
-          put(k, 'f', (f.first or fmt('%d', now)) .. ':' .. fmt('%d', f.e))
+          put(L, k, 'f', (f.first or fmt('%d', now)) .. ':' .. fmt('%d', f.e))
         end
-        need(k, 2 * L.fam)
+        need(L, k, 2 * L.fam)
       end
       if cost[i] > 0 then
         local x = G[c.g]
         x.add = x.add + cost[i]
-        need(k, x.ttl)
+        need(L, k, x.ttl)
       end
     end
     for g = 1, #G do
       local x = G[g]
       if x.add > 0 then
         local v = x.val + x.add
-        put(x.k, x.field or x.prefix .. ':' .. fmt('%d', x.cur), strs[v] or str(v))
+        put(L, x.k, x.field or x.prefix .. ':' .. fmt('%d', x.cur), strs[v] or str(v))
       end
     end
   end
@@ -372,8 +375,8 @@ local function check(keys, args)
       out[m + 1], out[m + 2], m = bavg[i] or '', bhist[i] or 0, m + 2
       if charged and (not b.last or b.P > b.last) and not written[b.g] then
         written[b.g] = true
-        put(b.k, b.field, (bavg[i] or '0') .. fmt(':%d:%d', b.P, b.start or b.P))
-        need(b.k, 4 * L.half)
+        put(L, b.k, b.field, (bavg[i] or '0') .. fmt(':%d:%d', b.P, b.start or b.P))
+        need(L, b.k, 4 * L.half)
       end
     end
   end
@@ -402,13 +405,13 @@ local function check(keys, args)
         local r = call('PTTL', keys[k])
         if r >= ms then
           t = now + r
-          put(k, 't', fmt('%d', t))
+          put(L, k, 't', fmt('%d', t))
         end
       end
       if not t or t < now + ms then
         local at = ms + floor(ms / 12)
         raise[k] = fmt('%d', at)
-        put(k, 't', fmt('%d', now + at))
+        put(L, k, 't', fmt('%d', now + at))
       end
     end
   end
