@@ -403,7 +403,7 @@ awaitable<std::string> cmd_explain(const control_env& env, const fields& f) {
   for (const key_match& m : match_request(snap, r)) {
     json::object k;
     k["kind"] = jstr(to_string(m.kind));
-    k["compared"] = jstr(m.compared);  // what the selectors saw (sasl_username with its realm, ...)
+    k["compared"] = jstr(m.seen());  // what the selectors saw (sasl_username with its realm, ...)
     k["counted_as"] = jstr(key_name(m.kind, m.key));
     json::array rules;
     if (m.rules) {

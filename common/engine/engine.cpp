@@ -194,33 +194,36 @@ std::vector<key_match> match_request(const policy_snapshot& snap, const policy_r
   out.reserve(key_kind_count);  // at most one per kind: a single allocation
   const rule_set& rules = snap.rules;
   if (const auto& u = r.get(attr::sasl_username); !u.empty() && rules.has_kind(key_kind::sasl_username)) {
-    std::string v = to_lower(u);
-    const auto* m = rules.match(key_kind::sasl_username, v);
-    out.push_back({key_kind::sasl_username, v, v, m});
+    key_match& m = out.emplace_back(key_match{key_kind::sasl_username, to_lower(u), {}, nullptr});
+    m.rules = rules.match(key_kind::sasl_username, m.key);
   }
   if (rules.has_kind(key_kind::client_address)) {
     const std::string_view text = r.get(attr::client_address);
     if (auto ip = parse_ip(text)) {
       // A plain IPv4 address is already its own canonical bucket: skip re-formatting it (hot path).
       const bool plain_v4 = !ip->v6 && text.find(':') == std::string_view::npos;
-      out.push_back({key_kind::client_address, std::string(text),
-                     plain_v4 ? std::string(text) : ip_bucket(*ip, snap.settings.ipv6_prefix),
-                     rules.match_address(*ip)});
+      std::string bucket = plain_v4 ? std::string(text) : ip_bucket(*ip, snap.settings.ipv6_prefix);
+      key_match& m = out.emplace_back(key_match{key_kind::client_address, std::move(bucket), {}, nullptr});
+      if (m.key != text) m.compared = text;
+      m.rules = rules.match_address(*ip);
     }
   }
   if (const auto& s = r.get(attr::sender); !s.empty()) {
     std::string v = to_lower(s);
-    if (rules.has_kind(key_kind::sender)) out.push_back({key_kind::sender, v, v, rules.match(key_kind::sender, v)});
-    if (rules.has_kind(key_kind::sender_domain)) {
-      std::string d(sender_domain_of(v));
-      const auto* m = d.empty() ? nullptr : rules.match(key_kind::sender_domain, d);
-      if (!d.empty()) out.push_back({key_kind::sender_domain, d, d, m});
+    std::string d;
+    if (rules.has_kind(key_kind::sender_domain)) d = sender_domain_of(v);
+    if (rules.has_kind(key_kind::sender)) {
+      const auto* m = rules.match(key_kind::sender, v);
+      out.push_back(key_match{key_kind::sender, std::move(v), {}, m});
+    }
+    if (!d.empty()) {
+      const auto* m = rules.match(key_kind::sender_domain, d);
+      out.push_back(key_match{key_kind::sender_domain, std::move(d), {}, m});
     }
   }
   if (!r.local_user.empty() && rules.has_kind(key_kind::local_user)) {
-    std::string v = to_lower(r.local_user);
-    const auto* m = rules.match(key_kind::local_user, v);
-    out.push_back({key_kind::local_user, v, v, m});
+    key_match& m = out.emplace_back(key_match{key_kind::local_user, to_lower(r.local_user), {}, nullptr});
+    m.rules = rules.match(key_kind::local_user, m.key);
   }
   return out;
 }
@@ -371,7 +374,11 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
     if (!domain_value) domain_value = to_lower(sender_domain_of(r.get(attr::recipient)));
     return *domain_value;
   };
-  auto add = [&](key_kind kind, const std::vector<const rule*>* matched, std::string key) {
+  auto add = [&](std::uint8_t key_index) {
+    const key_match& km = p.keys[key_index];
+    const key_kind kind = km.kind;
+    const std::vector<const rule*>* matched = km.rules;
+    const std::string& key = km.key;
     if (!matched) return;
     std::string identity;
     for (const rule* ru : *matched) {
@@ -394,7 +401,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
           if (enforce && refuses(ru->act) && (it->refuse_limit == 0 || lim.count < it->refuse_limit))
             it->refuse_limit = lim.count;
           p.candidates.push_back(
-              candidate{ru, &lim, kind, key, static_cast<std::size_t>(it - p.req.counters.begin()), 0});
+              candidate{ru, &lim, kind, key_index, static_cast<std::size_t>(it - p.req.counters.begin()), 0});
           continue;
         }
         if (lim.how == measure::client_ips || lim.how == measure::rcpt_domains) {
@@ -428,7 +435,7 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
             for (signal_spec& x : p.req.signals)
               if (same(x) && (x.refuse_limit == 0 || lim.count < x.refuse_limit)) x.refuse_limit = lim.count;
           p.candidates.push_back(
-              candidate{ru, &lim, kind, key, static_cast<std::size_t>(it - p.req.signals.begin()), 0});
+              candidate{ru, &lim, kind, key_index, static_cast<std::size_t>(it - p.req.signals.begin()), 0});
           continue;
         }
         const char tag = unit_tag(lim.what);
@@ -453,11 +460,12 @@ message_tracker::prepared message_tracker::prepare(const policy_snapshot& snap, 
           else if (it->refuse_limit == 0 || lim.count < it->refuse_limit) it->refuse_limit = lim.count;
         }
         p.candidates.push_back(
-            candidate{ru, &lim, kind, key, static_cast<std::size_t>(it - p.req.counters.begin()), it->cost});
+            candidate{ru, &lim, kind, key_index, static_cast<std::size_t>(it - p.req.counters.begin()), it->cost});
       }
     }
   };
-  for (key_match& m : match_request(snap, r)) add(m.kind, m.rules, std::move(m.key));
+  p.keys = match_request(snap, r);
+  for (std::size_t k = 0; k < p.keys.size(); ++k) add(static_cast<std::uint8_t>(k));
   p.counters = p.req.counters.size();
   p.signals = p.req.signals.size();
   p.needs_store = p.counters > 0 || p.signals > 0;
@@ -538,7 +546,7 @@ verdict message_tracker::finish(const policy_snapshot& snap, const policy_reques
 
   v.log = true;
   if (worst) {
-    v.hit = limit_hit{worst->r->act, worst->kind,    worst->key,      worst->r->where(), *worst->limit,
+    v.hit = limit_hit{worst->r->act, worst->kind,    p.keys[worst->key].key, worst->r->where(), *worst->limit,
                       worst_count,   worst_threshold, worst_baseline};
     v.act = worst->r->act;
   }

@@ -78,6 +78,15 @@ struct verdict {
   bool log = false;            // worth a decision log line
 };
 
+// One key kind of a request: the value compared with the selectors, the value counted, the winning lines.
+struct key_match {
+  key_kind kind;
+  std::string key;       // what is counted ("2001:db8::/64")
+  std::string compared;  // what the selectors saw when it differs from key ("2001:db8::5"); usually empty
+  const std::vector<const rule*>* rules = nullptr;  // the winning selector's lines; null: none matched
+  std::string_view seen() const { return compared.empty() ? std::string_view(key) : std::string_view(compared); }
+};
+
 // Per-connection memory of the message in progress (Postfix sends one message's requests on one connection,
 // all with the same `instance`; a new instance means the previous message is done).
 class message_tracker {
@@ -87,7 +96,7 @@ class message_tracker {
     const rule* r;                  // valid while the caller holds the snapshot
     const window_limit* limit;
     key_kind kind;
-    std::string key;
+    std::uint8_t key;     // index into prepared::keys: the value counted
     std::size_t counter;  // index into req.counters, or into req.signals for client_ips / rcpt_domains
     std::uint32_t cost;   // what the request adds to that counter
   };
@@ -98,6 +107,7 @@ class message_tracker {
     std::size_t counters = 0;
     std::size_t signals = 0;
     std::vector<candidate> candidates;
+    std::vector<key_match> keys;  // the request's keys (match_request), which candidates name by index
     bool first_rcpt = false;
   };
 
@@ -158,13 +168,6 @@ std::string key_of_identity(std::string_view identity);
 // Why a tripped hold rule locks its key: "limits.conf:7 61 messages in 1m, limit 60".
 std::string lock_reason(const limit_hit& h);
 
-// One key kind of a request: the value compared with the selectors, the value counted, the winning lines.
-struct key_match {
-  key_kind kind;
-  std::string compared;  // what the selectors saw ("alice@example.com", "2001:db8::5")
-  std::string key;       // what is counted ("2001:db8::/64")
-  const std::vector<const rule*>* rules = nullptr;  // the winning selector's lines; null: none matched
-};
 // Every key kind the rules have and the request carries a value for (rateguardctl explain; prepare).
 std::vector<key_match> match_request(const policy_snapshot& snap, const policy_request& r);
 

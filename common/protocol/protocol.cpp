@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <initializer_list>
 
 namespace rg {
 
@@ -27,37 +26,47 @@ constexpr std::string_view policy_request_value = "smtpd_access_policy";
 
 std::string_view attr_name(attr a) { return attr_names[static_cast<std::size_t>(a)]; }
 
-// Called once per line of every request, so it dispatches on the length first and compares at most
-// four fixed strings; no hashing, no allocation. The unit tests round-trip every attr through it,
-// so a name added to the enum but not here fails there.
+// Called once per line of every request, so it picks the one possible name by the length and, where several
+// names share it, by a character that tells them apart, then compares that one; no hashing, no allocation.
+// The unit tests round-trip every attr through it, so a name added to the enum but not here fails there.
 std::optional<attr> attr_from_name(std::string_view name) {
-  auto pick = [name](std::initializer_list<attr> candidates) -> std::optional<attr> {
-    for (attr a : candidates) {
-      if (name == attr_name(a)) return a;
-    }
+  const auto is = [name](attr a) -> std::optional<attr> {
+    if (name == attr_name(a)) return a;
     return std::nullopt;
   };
   switch (name.size()) {
     case 4:
-      return pick({attr::size});
+      return is(attr::size);
     case 6:
-      return pick({attr::sender});
+      return is(attr::sender);
     case 7:
-      return pick({attr::request});
+      return is(attr::request);
     case 8:
-      return pick({attr::queue_id, attr::instance});
+      return is(name[0] == 'q' ? attr::queue_id : attr::instance);
     case 9:
-      return pick({attr::helo_name, attr::recipient});
-    case 11:
-      return pick({attr::client_name, attr::sasl_method, attr::sasl_sender, attr::server_port});
+      return is(name[0] == 'h' ? attr::helo_name : attr::recipient);
+    case 11:  // client_name, sasl_method, sasl_sender, server_port
+      switch (name[5]) {
+        case 't': return is(attr::client_name);
+        case 'm': return is(attr::sasl_method);
+        case 's': return is(attr::sasl_sender);
+        case 'r': return is(attr::server_port);
+        default: return std::nullopt;
+      }
     case 13:
-      return pick({attr::protocol_name, attr::sasl_username});
-    case 14:
-      return pick({attr::protocol_state, attr::client_address, attr::policy_context, attr::server_address});
+      return is(name[0] == 'p' ? attr::protocol_name : attr::sasl_username);
+    case 14:  // protocol_state, client_address, policy_context, server_address
+      switch (name[2]) {
+        case 'o': return is(attr::protocol_state);
+        case 'i': return is(attr::client_address);
+        case 'l': return is(attr::policy_context);
+        case 'r': return is(attr::server_address);
+        default: return std::nullopt;
+      }
     case 15:
-      return pick({attr::recipient_count});
+      return is(attr::recipient_count);
     case 19:
-      return pick({attr::reverse_client_name});
+      return is(attr::reverse_client_name);
     default:
       return std::nullopt;
   }
@@ -118,12 +127,62 @@ inline bool request_parser::parse_line(std::string_view line, bool bind) {
 parse_result request_parser::feed(std::string_view data) {
   if (failed_) return {parse_status::error, 0};
   if (complete_) return {parse_status::complete, 0};
+  if (request_bytes_ > 0) return feed_carried(data);
 
-  // The request began in an earlier feed: its bytes so far are in carry_, and this feed's bytes of it are
-  // added as they are consumed; its values are bound from carry_ once it is complete.
-  const bool carried = request_bytes_ > 0;
+  // The common case: a request that begins in this feed. Its lines are views of `data`; only when it does
+  // not end here are its bytes so far copied (carry_), for feed_carried to go on with.
+  const char* const begin = data.data();
+  const char* const end = begin + data.size();
   // One NUL scan for the whole input, not one per line. A line holds the NUL when it ends after it; lines
   // before it parse as usual.
+  const auto* const nul = static_cast<const char*>(std::memchr(begin, '\0', data.size()));
+  const char* p = begin;
+  while (p < end) {
+    const auto* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+    const char* const line_end = nl ? nl : end;
+    const auto len = static_cast<std::size_t>(line_end - p);
+    const std::size_t used = len + (nl ? 1 : 0);
+    // Checked before anything is kept, so a peer that never sends '\n' cannot grow carry_ past max_request,
+    // nor one line past max_line.
+    const char* reason = nullptr;
+    if (nul != nullptr && nul < line_end)
+      reason = "NUL byte in request";
+    else if (line_too_long(len, len == 0 ? '\0' : line_end[-1]))
+      reason = "line too long";
+    else if (used > limits_.max_request - static_cast<std::size_t>(p - begin))
+      reason = "request too large";
+    if (reason != nullptr) {
+      fail(reason);
+      return {parse_status::error, static_cast<std::size_t>(p - begin)};
+    }
+    if (!nl) {  // the last line goes on in the next feed
+      line_len_ = len;
+      p = end;
+      break;
+    }
+    std::string_view line(p, len);
+    p = nl + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const bool ok = line.empty() ? end_request(false) : parse_line(line, true);
+    const auto consumed = static_cast<std::size_t>(p - begin);
+    if (!ok) return {parse_status::error, consumed};
+    if (complete_) return {parse_status::complete, consumed};
+  }
+  if (p != begin) {
+    // The request goes on in the next feed, whose bytes may replace these: keep its bytes so far, and drop
+    // the views into `data` (the values are bound from carry_ when the request is complete).
+    request_bytes_ = static_cast<std::size_t>(p - begin);
+    carry_.assign(begin, request_bytes_);
+    const std::size_t seen = request_.attributes_seen;
+    request_.clear();
+    request_.attributes_seen = seen;
+  }
+  return {parse_status::need_more, static_cast<std::size_t>(p - begin)};
+}
+
+parse_result request_parser::feed_carried(std::string_view data) {
+  // The request began in an earlier feed: its bytes so far are in carry_, and this feed's bytes of it are
+  // appended as they are consumed; its values are bound from carry_ once it is complete.
   const char* const end = data.data() + data.size();
   const auto* const nul = static_cast<const char*>(std::memchr(data.data(), '\0', data.size()));
   const char* p = data.data();
@@ -134,9 +193,6 @@ parse_result request_parser::feed(std::string_view data) {
     const std::string_view chunk(p, static_cast<std::size_t>(chunk_end - p));
     const std::size_t used = chunk.size() + (nl ? 1 : 0);
     const auto pos = static_cast<std::size_t>(p - data.data());
-
-    // Checked before anything is buffered, so a peer that never sends '\n' cannot grow carry_ past
-    // max_request, nor one line past max_line.
     const std::size_t line_len = line_len_ + chunk.size();
     const char last = chunk.empty() ? (line_len_ == 0 ? '\0' : carry_.back()) : chunk.back();
     const char* reason = nullptr;
@@ -151,32 +207,22 @@ parse_result request_parser::feed(std::string_view data) {
       fail(reason);
       return {parse_status::error, pos};
     }
-    if (carried) carry_.append(p, used);
+    carry_.append(p, used);
     request_bytes_ += used;
     p += used;
-
     if (!nl) {
       line_len_ = line_len;
       break;
     }
-    // Common case: the whole request is in this buffer and the line is a view of it. A line of a request
-    // that spans feeds (only such a line can itself span them) is read from carry_, where it ends just
-    // before the '\n' appended last.
-    std::string_view line = carried ? std::string_view(carry_).substr(carry_.size() - 1 - line_len, line_len) : chunk;
+    // The line may have begun in an earlier feed: it is read from carry_, where it ends just before the '\n'
+    // appended last.
+    std::string_view line = std::string_view(carry_).substr(carry_.size() - 1 - line_len, line_len);
     line_len_ = 0;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    const bool ok = line.empty() ? end_request(carried) : parse_line(line, !carried);
+    const bool ok = line.empty() ? end_request(true) : parse_line(line, false);
     const auto consumed = static_cast<std::size_t>(p - data.data());
     if (!ok) return {parse_status::error, consumed};
     if (complete_) return {parse_status::complete, consumed};
-  }
-  if (!carried && p != data.data()) {
-    // The request goes on in the next feed, whose bytes may replace these: keep its bytes so far, and drop
-    // the views into `data` (the values are bound from carry_ when the request is complete).
-    carry_.assign(data.data(), static_cast<std::size_t>(p - data.data()));
-    const std::size_t seen = request_.attributes_seen;
-    request_.clear();
-    request_.attributes_seen = seen;
   }
   return {parse_status::need_more, static_cast<std::size_t>(p - data.data())};
 }

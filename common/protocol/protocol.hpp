@@ -137,6 +137,8 @@ class request_parser {
   // Checks one line without its terminator and counts it; with `bind`, also points the attribute at it.
   // False (and failed_) on a malformed line.
   bool parse_line(std::string_view line, bool bind);
+  // feed() once the request has begun in an earlier feed (request_bytes_ > 0).
+  parse_result feed_carried(std::string_view data);
   // The empty line: the request is complete if it is a policy request. `carried`: the request spanned
   // feeds, its views are bound from carry_ first.
   bool end_request(bool carried);
