@@ -62,6 +62,27 @@ TEST_CASE("append_check_call matches hiredis byte for byte with shared and binar
   append_check_call(again, "rateguard_check_abc", req, "rg:");
   CHECK(again == ours);
 
+  // Through the layouts kept: the same bytes, whether the layout is new, kept, or kept among others; a request that
+  // differs in any one number of its layout gets its own.
+  check_layouts kept;
+  auto other = req;
+  other.counters[2].cost = 7;
+  auto third = req;
+  third.signals[0].refuse_limit = 21;
+  auto fourth = req;
+  fourth.counters[1].burst_factor = 0.25;
+  for (int round = 0; round < 3; ++round)
+    for (const store_request* r : {&req, &other, &req, &third, &fourth, &third}) {
+      std::string plain, cached;
+      append_check_call(plain, "f", *r, "rg:");
+      append_check_call(cached, "f", *r, "rg:", &kept);
+      CHECK(cached == plain);
+    }
+  std::string a, b;
+  append_check_call(a, "f", req, "rg:", &kept);
+  append_check_call(b, "f", other, "rg:", &kept);
+  CHECK(a != b);
+
   std::string cmd;
   append_command(cmd, {"FUNCTION", "LOAD", check_library()});
   CHECK(cmd == hiredis_format({"FUNCTION", "LOAD", std::string(check_library())}));

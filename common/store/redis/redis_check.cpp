@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
@@ -465,50 +466,10 @@ const check_names& names() {
 }
 }  // namespace
 
-std::string_view check_library() { return names().library; }
-std::string_view check_function() { return names().function; }
-void append_check_call(std::string& out, std::string_view function, const store_request& req,
-                       std::string_view prefix) {
-  // Distinct identities, of the counters then of the signals, become keys (a request has a handful: a linear
-  // search beats hashing).
+namespace {
+// The layout of `req` as one bulk string ($length, the text, CRLF), appended to `out`.
+void append_layout(std::string& out, const store_request& req, const std::size_t* key_of) {
   const std::size_t n = req.counters.size();
-  const std::size_t specs = n + req.signals.size();
-  const auto identity = [&](std::size_t i) -> const std::string& {
-    return i < n ? req.counters[i].identity : req.signals[i - n].identity;
-  };
-  std::array<std::size_t, 64> small_index;
-  std::vector<std::size_t> big_index;
-  std::size_t* key_of = small_index.data();
-  if (specs > small_index.size()) {
-    big_index.resize(specs);
-    key_of = big_index.data();
-  }
-  std::size_t keys = 0;
-  std::size_t novel = 0;
-  for (std::size_t i = 0; i < specs; ++i) {
-    std::size_t j = 0;
-    while (j < i && identity(j) != identity(i)) ++j;
-    key_of[i] = j < i ? key_of[j] : ++keys;  // 1-based, as Lua indexes tables
-    if (i < n && !req.counters[i].novel.empty()) ++novel;
-  }
-  append_array_header(out, 3 + keys + check_call_args + novel + req.signals.size());
-  append_bulk(out, std::string_view("FCALL"));
-  append_bulk(out, function);
-  append_bulk(out, std::uint64_t{keys});
-  std::size_t written = 0;
-  for (std::size_t i = 0; i < specs; ++i) {
-    if (key_of[i] <= written) continue;
-    written = key_of[i];
-    const std::string& id = identity(i);
-    char header[24];
-    auto r = std::to_chars(header, header + sizeof header, prefix.size() + id.size() + 2);
-    out += '$';
-    out.append(header, r.ptr);
-    out += "\r\n";
-    out.append(prefix).append("{").append(id).append("}\r\n");
-  }
-  append_bulk(out, static_cast<std::uint64_t>(req.now_ms));
-  append_bulk(out, req.charge ? std::string_view("1") : std::string_view("0"));
   // The layout is written in place: room for its longest form behind room for its bulk header, then moved up
   // to the header once its length is known (a raw pointer: ~70 numbers a request, no string bookkeeping each).
   constexpr std::size_t header_room = 24;  // "$" + up to 20 digits + "\r\n"
@@ -568,6 +529,91 @@ void append_check_call(std::string& out, std::string_view function, const store_
   std::memcpy(out.data() + header_at, header, header_length);
   out.resize(header_at + header_length + length);
   out += "\r\n";
+}
+}  // namespace
+
+std::string_view check_layouts::get(const store_request& req, const std::size_t* key_of) {
+  // Everything append_layout writes, as numbers (the factors by their bits).
+  const std::size_t n = req.counters.size();
+  std::vector<std::uint64_t>& v = scratch_;
+  v.clear();
+  const auto bits = [](double d) { return std::bit_cast<std::uint64_t>(d); };
+  v.insert(v.end(), {static_cast<std::uint64_t>(req.half_life_ms), static_cast<std::uint64_t>(req.familiar_ms),
+                     static_cast<std::uint64_t>(req.warmup_ms), n, req.signals.size()});
+  for (std::size_t i = 0; i < n; ++i) {
+    const counter_spec& c = req.counters[i];
+    v.insert(v.end(), {key_of[i], static_cast<std::uint64_t>(c.unit_tag), c.window_s, c.cost, c.refuse_limit,
+                       bits(c.burst_factor), c.burst_floor, bits(c.refuse_factor), c.refuse_floor,
+                       c.novel.empty() ? 0u : 1u});
+  }
+  for (std::size_t i = 0; i < req.signals.size(); ++i) {
+    const signal_spec& g = req.signals[i];
+    v.insert(v.end(), {key_of[n + i], static_cast<std::uint64_t>(g.tag), g.window_s, g.refuse_limit});
+  }
+  if (used_ > 0 && entries_[last_].numbers == v) return entries_[last_].text;
+  for (std::size_t e = 0; e < used_; ++e)
+    if (entries_[e].numbers == v) {
+      last_ = e;
+      return entries_[e].text;
+    }
+  entry& e = entries_[next_];
+  last_ = next_;
+  next_ = (next_ + 1) % kept;
+  used_ = std::max(used_, last_ + 1);
+  e.numbers.assign(v.begin(), v.end());
+  e.text.clear();
+  append_layout(e.text, req, key_of);
+  return e.text;
+}
+
+std::string_view check_library() { return names().library; }
+std::string_view check_function() { return names().function; }
+void append_check_call(std::string& out, std::string_view function, const store_request& req,
+                       std::string_view prefix, check_layouts* layouts) {
+  // Distinct identities, of the counters then of the signals, become keys (a request has a handful: a linear
+  // search beats hashing).
+  const std::size_t n = req.counters.size();
+  const std::size_t specs = n + req.signals.size();
+  const auto identity = [&](std::size_t i) -> const std::string& {
+    return i < n ? req.counters[i].identity : req.signals[i - n].identity;
+  };
+  std::array<std::size_t, 64> small_index;
+  std::vector<std::size_t> big_index;
+  std::size_t* key_of = small_index.data();
+  if (specs > small_index.size()) {
+    big_index.resize(specs);
+    key_of = big_index.data();
+  }
+  std::size_t keys = 0;
+  std::size_t novel = 0;
+  for (std::size_t i = 0; i < specs; ++i) {
+    std::size_t j = 0;
+    while (j < i && identity(j) != identity(i)) ++j;
+    key_of[i] = j < i ? key_of[j] : ++keys;  // 1-based, as Lua indexes tables
+    if (i < n && !req.counters[i].novel.empty()) ++novel;
+  }
+  append_array_header(out, 3 + keys + check_call_args + novel + req.signals.size());
+  append_bulk(out, std::string_view("FCALL"));
+  append_bulk(out, function);
+  append_bulk(out, std::uint64_t{keys});
+  std::size_t written = 0;
+  for (std::size_t i = 0; i < specs; ++i) {
+    if (key_of[i] <= written) continue;
+    written = key_of[i];
+    const std::string& id = identity(i);
+    char header[24];
+    auto r = std::to_chars(header, header + sizeof header, prefix.size() + id.size() + 2);
+    out += '$';
+    out.append(header, r.ptr);
+    out += "\r\n";
+    out.append(prefix).append("{").append(id).append("}\r\n");
+  }
+  append_bulk(out, static_cast<std::uint64_t>(req.now_ms));
+  append_bulk(out, req.charge ? std::string_view("1") : std::string_view("0"));
+  if (layouts != nullptr)
+    out.append(layouts->get(req, key_of));
+  else
+    append_layout(out, req, key_of);
   append_bulk(out, req.once);
   for (std::size_t i = 0; i < n; ++i) {
     const auto& c = req.counters[i];

@@ -3,9 +3,12 @@
 // redis-benchmark.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "store.hpp"
 
@@ -42,9 +45,30 @@ inline constexpr std::size_t check_lock_fields = 2;
 std::string_view check_library();
 std::string_view check_function();
 
+// The layouts written lately, each with the numbers it was made from. A layout depends on the rules a request
+// meets, not on its identities, so a daemon sends a handful of them over and over: comparing ~70 numbers with
+// those of the last ones is cheaper than writing them as decimals again.
+class check_layouts {
+ public:
+  // The layout of `req` (key_of: the 1-based key index of each counter, then of each signal).
+  std::string_view get(const store_request& req, const std::size_t* key_of);
+
+ private:
+  struct entry {
+    std::vector<std::uint64_t> numbers;
+    std::string text;
+  };
+  static constexpr std::size_t kept = 8;
+  std::array<entry, kept> entries_;
+  std::size_t used_ = 0;  // entries filled so far
+  std::size_t last_ = 0;  // the entry returned last, compared first
+  std::size_t next_ = 0;  // the entry a new layout replaces (round robin)
+  std::vector<std::uint64_t> scratch_;
+};
+
 // The complete "FCALL function numkeys keys... args..." of one check (layout above), written straight into `out`:
-// this runs once per policy request, so no intermediate strings.
+// this runs once per policy request, so no intermediate strings. With `layouts`, the layout is taken from there.
 void append_check_call(std::string& out, std::string_view function, const store_request& req,
-                       std::string_view key_prefix);
+                       std::string_view key_prefix, check_layouts* layouts = nullptr);
 
 }  // namespace rg

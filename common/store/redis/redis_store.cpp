@@ -352,7 +352,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   // --- requests --------------------------------------------------------------------------------------------
 
   void send_check(connection& c, std::uint64_t id, const store_request& req) {
-    append_check_call(c.out, check_function(), req, opts_.key_prefix);
+    append_check_call(c.out, check_function(), req, opts_.key_prefix, &layouts_);
     c.wire.push_back({slot_kind::check, id, clock_type::now()});
   }
 
@@ -639,6 +639,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
 
   asio::any_io_executor ex_;
   redis_options opts_;
+  check_layouts layouts_;  // the layouts of the last checks, written once each
   std::shared_ptr<asio::ssl::context> tls_;  // null: plain text
   std::optional<sentinel_resolver> sentinel_;
   std::string where_;    // the log's name for the server (where())
