@@ -654,7 +654,13 @@ store_result memory_store::check_counts(const store_request& req, std::int64_t n
     res.novelty.resize(req.counters.size());
   // Reading creates nothing; identities and windows are made when charged (or, for signals, observed). A counter
   // is remembered as its node (none: unknown); node indices are stable, and nothing this call touched is evicted.
-  std::vector<std::uint32_t> found(req.counters.size(), none);
+  // On the stack for the usual handful of counters.
+  std::array<std::uint32_t, 32> found_small;
+  std::vector<std::uint32_t> found_big;
+  std::uint32_t* const found = req.counters.size() <= found_small.size()
+                                   ? found_small.data()
+                                   : (found_big.resize(req.counters.size()), found_big.data());
+  std::fill_n(found, req.counters.size(), none);
   bool allowed = true;
   for (std::size_t i = 0; i < req.counters.size(); ++i) {
     const counter_spec& c = req.counters[i];
