@@ -423,14 +423,18 @@ const std::vector<const rule*>* rule_set::match(key_kind k, std::string_view val
     return a ? match_address(*a) : nullptr;
   }
   const kind_index& ix = data_->kinds[index_of(k)];
-  if (auto it = ix.exact.find(value); it != ix.exact.end()) return &it->second;
-  if (k == key_kind::sender_domain) {
-    // Left to right is longest suffix first. Position 0 is skipped: a subdomain needs a label before it.
-    for (auto dot = value.find('.', 1); dot != std::string_view::npos; dot = value.find('.', dot + 1)) {
-      if (auto it = ix.domain.find(value.substr(dot)); it != ix.domain.end()) return &it->second;
+  // Most rule sets name few values per kind, often none: an empty map is not worth hashing the value for.
+  if (!ix.exact.empty())
+    if (auto it = ix.exact.find(value); it != ix.exact.end()) return &it->second;
+  if (!ix.domain.empty()) {
+    if (k == key_kind::sender_domain) {
+      // Left to right is longest suffix first. Position 0 is skipped: a subdomain needs a label before it.
+      for (auto dot = value.find('.', 1); dot != std::string_view::npos; dot = value.find('.', dot + 1)) {
+        if (auto it = ix.domain.find(value.substr(dot)); it != ix.domain.end()) return &it->second;
+      }
+    } else if (const auto at = value.rfind('@'); at != std::string_view::npos) {
+      if (auto it = ix.domain.find(value.substr(at + 1)); it != ix.domain.end()) return &it->second;
     }
-  } else if (const auto at = value.rfind('@'); at != std::string_view::npos) {
-    if (auto it = ix.domain.find(value.substr(at + 1)); it != ix.domain.end()) return &it->second;
   }
   return ix.any.empty() ? nullptr : &ix.any;
 }
