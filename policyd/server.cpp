@@ -340,7 +340,12 @@ awaitable<void> server::serve_requests(Socket& sock, const std::string& peer, co
       // valid until next(), as nothing reads into `buf` before the loop has answered every request in it.
       // The service logs, locks and journals during the decision and copies what it keeps.
       count_request(front::policy, parser.request());
-      const verdict v = co_await service_.decide(tracker, parser.request());
+      // With the memory store the decision needs no waiting: no suspension, no completion handler.
+      verdict v;
+      if (service_.decides_at_once())
+        v = service_.decide_at_once(tracker, parser.request());
+      else
+        v = co_await service_.decide(tracker, parser.request());
       append_reply(out, v.reply);
       parser.next();
     }
@@ -414,7 +419,11 @@ awaitable<void> server::serve_milter(Socket& sock, const std::string& peer, conn
       }
       if (next == milter_session::step::decide) {
         count_request(front::milter, session.request());
-        const verdict v = co_await service_.decide(tracker, session.request());
+        verdict v;
+        if (service_.decides_at_once())
+          v = service_.decide_at_once(tracker, session.request());
+        else
+          v = co_await service_.decide(tracker, session.request());
         session.decided(v, out);
       }
       decoder.next();

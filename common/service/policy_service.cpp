@@ -179,15 +179,10 @@ void policy_service::decided(decide_op&& op, verdict&& v) {
   log_decision(v, *op.req);
   // Rare (a hold rule tripping on a key not locked yet), so the extra round trip before the answer is
   // affordable, and the next message of the key is already held.
-  if (v.set_lock_ms > 0 && v.hit) {
-    admin_request q;
-    q.op = admin_op::lock;
-    q.identity = counter_identity(v.hit->kind, v.hit->key);
-    q.ttl_ms = v.set_lock_ms;
-    q.reason = lock_reason(*v.hit);
+  if (auto q = lock_request(v)) {
     op.state->until_ms = now_ms() + v.set_lock_ms;
     op.state->v = std::move(v);
-    store_.async_admin(std::move(q), std::move(op));
+    store_.async_admin(std::move(*q), std::move(op));
     return;
   }
   complete(std::move(op), std::move(v));
@@ -195,27 +190,65 @@ void policy_service::decided(decide_op&& op, verdict&& v) {
 
 void policy_service::locked(decide_op&& op, const admin_result& res) {
   try {
-    const verdict& v = op.state->v;
-    const std::string key = key_name(v.hit->kind, v.hit->key);
-    if (!res.ok) {
-      lock_warning_.warn("cannot lock {}: {}", escape_log_value(key), escape_log_value(res.error));
-    } else if (res.changed) {  // else another connection or node locked it first, and logged it
-      std::int64_t until_ms = op.state->until_ms;
-      for (const identity_state& s : res.identities)
-        if (s.lock) until_ms = s.lock->until_ms;
-      const std::string reason = lock_reason(*v.hit);
-      spdlog::info("{}", format_lock(key, v.hit->rule_where, until_ms, reason, *op.req, settings_.format));
-      counters_->locks_set.inc();
-      lock_changed(counter_identity(v.hit->kind, v.hit->key), until_ms);
-      if (settings_.on_lock)
-        settings_.on_lock(lock_event{key, v.hit->rule_where, reason, until_ms, std::string(op.req->get(attr::client_address)),
-                                     std::string(op.req->get(attr::sender)), std::string(op.req->get(attr::queue_id))});
-    }
+    lock_answered(op.state->v, res, *op.req, op.state->until_ms);
   } catch (...) {
     fail(std::move(op), std::current_exception());
     return;
   }
   complete(std::move(op), std::move(op.state->v));
+}
+
+std::optional<admin_request> policy_service::lock_request(const verdict& v) const {
+  if (v.set_lock_ms <= 0 || !v.hit) return std::nullopt;
+  admin_request q;
+  q.op = admin_op::lock;
+  q.identity = counter_identity(v.hit->kind, v.hit->key);
+  q.ttl_ms = v.set_lock_ms;
+  q.reason = lock_reason(*v.hit);
+  return q;
+}
+
+void policy_service::lock_answered(const verdict& v, const admin_result& res, const policy_request& req,
+                                   std::int64_t until_ms) {
+  const std::string key = key_name(v.hit->kind, v.hit->key);
+  if (!res.ok) {
+    lock_warning_.warn("cannot lock {}: {}", escape_log_value(key), escape_log_value(res.error));
+    return;
+  }
+  if (!res.changed) return;  // another connection or node locked it first, and logged it
+  for (const identity_state& s : res.identities)
+    if (s.lock) until_ms = s.lock->until_ms;
+  const std::string reason = lock_reason(*v.hit);
+  spdlog::info("{}", format_lock(key, v.hit->rule_where, until_ms, reason, req, settings_.format));
+  counters_->locks_set.inc();
+  lock_changed(counter_identity(v.hit->kind, v.hit->key), until_ms);
+  if (settings_.on_lock)
+    settings_.on_lock(lock_event{key, v.hit->rule_where, reason, until_ms, std::string(req.get(attr::client_address)),
+                                 std::string(req.get(attr::sender)), std::string(req.get(attr::queue_id))});
+}
+
+verdict policy_service::decide_at_once(message_tracker& tracker, const policy_request& req) {
+  // Nothing can replace the snapshot before this returns.
+  const policy_snapshot& snap = *snap_;
+  note_request(snap, req);
+  message_tracker::prepared p = tracker.prepare(snap, req);
+  verdict v;
+  if (!p.needs_store) {
+    v = std::move(p.immediate);
+  } else {
+    const auto asked = std::chrono::steady_clock::now();
+    const store_result res = store_.check_at_once(p.req);
+    counters_->store_latency.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count());
+    v = tracker.finish(snap, req, p, res);
+  }
+  count_decision(v);
+  log_decision(v, req);
+  if (auto q = lock_request(v)) {
+    const std::int64_t until_ms = now_ms() + v.set_lock_ms;
+    lock_answered(v, store_.admin_at_once(*q), req, until_ms);
+  }
+  if (std::vector<hold_record> finished = tracker.take_finished(); !finished.empty()) journal(std::move(finished));
+  return v;
 }
 
 void policy_service::complete(decide_op&& op, verdict&& v) {

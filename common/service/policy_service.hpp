@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,12 @@ class policy_service {
   // stay alive until it completes. No coroutine frame of its own: a request costs the store's operation only.
   boost::asio::awaitable<verdict> decide(message_tracker& tracker, const policy_request& req);
 
+  // With a store that answers at once (store::answers_at_once: the memory store), the same decision made without
+  // suspending: the front calls decide_at_once instead of awaiting decide, and saves the asynchronous round trip.
+  // The journal records are handed to their writers before it returns.
+  bool decides_at_once() const { return store_.answers_at_once(); }
+  verdict decide_at_once(message_tracker& tracker, const policy_request& req);
+
   // The front's connection is over: the message in progress, if held, is finished and journaled.
   void end_connection(message_tracker& tracker);
 
@@ -120,6 +127,9 @@ class policy_service {
   // After the engine's verdict: the log line, then a lock if one is due, then complete().
   void decided(decide_op&& op, verdict&& v);
   void locked(decide_op&& op, const admin_result& res);
+  // The lock a verdict sets (a hold rule tripped on a key not locked yet), if any; what follows the store's answer.
+  std::optional<admin_request> lock_request(const verdict& v) const;
+  void lock_answered(const verdict& v, const admin_result& res, const policy_request& req, std::int64_t until_ms);
   void complete(decide_op&& op, verdict&& v);
   void fail(decide_op&& op, std::exception_ptr e);
   pending* acquire();

@@ -6,6 +6,7 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
+#include <stdexcept>
 #include <string>
 
 #include "store_types.hpp"
@@ -49,6 +50,12 @@ class store {
   }
 
   virtual std::string name() const = 0;  // "memory" / "redis"
+
+  // A store whose every answer is ready when asked (the memory store: no I/O) says so and answers here, without a
+  // completion handler, so a front decides without suspending. Only such a store is asked this way.
+  virtual bool answers_at_once() const { return false; }
+  virtual store_result check_at_once(const store_request&) { throw std::logic_error(name() + " store: no answer at once"); }
+  virtual admin_result admin_at_once(const admin_request&) { throw std::logic_error(name() + " store: no answer at once"); }
 
  protected:
   virtual void start_check(store_request req, boost::asio::any_completion_handler<void(store_result)> done) = 0;

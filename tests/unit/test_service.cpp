@@ -98,11 +98,18 @@ struct harness {
     return s;
   }
 
-  // Decides one request as a front does (a coroutine awaiting the service), then lets the journal writes run.
+  // Decides one request as a front does (a coroutine awaiting the service; with at_once, as a front does with a
+  // store that answers at once), then lets the journal writes run.
+  bool at_once = false;
   verdict ask(message_tracker& t, const policy_request& r) {
     std::optional<verdict> v;
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> { v = co_await service.decide(t, r); },
-                   [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+    if (at_once) {
+      REQUIRE(service.decides_at_once());
+      v = service.decide_at_once(t, r);
+    } else {
+      asio::co_spawn(io, [&]() -> asio::awaitable<void> { v = co_await service.decide(t, r); },
+                     [](std::exception_ptr e) { if (e) std::rethrow_exception(e); });
+    }
     io.restart();
     io.run();
     REQUIRE(v);
@@ -134,6 +141,8 @@ struct harness {
 
 TEST_CASE("a tripped hold rule locks its key once - later messages of the key are held by the lock", "[service][lock]") {
   harness h(snapshot("sasl_username * 2/1h hold\n"));
+  h.at_once = GENERATE(false, true);  // awaited, and decided at once (the memory store)
+  INFO("at once: " << h.at_once);
   message_tracker t;
   CHECK(h.ask(t, rcpt("alice", "m1")).reply == "DUNNO");
   CHECK(h.ask(t, rcpt("alice", "m2")).reply == "DUNNO");
@@ -189,6 +198,7 @@ TEST_CASE("a tripped hold rule locks its key once - later messages of the key ar
 
 TEST_CASE("the end of a connection journals the held message in progress", "[service][journal]") {
   harness h(snapshot("sasl_username * 1/1h hold\n"));
+  h.at_once = GENERATE(false, true);
   message_tracker t;
   h.ask(t, rcpt("alice", "m1"));
   REQUIRE(h.ask(t, rcpt("alice", "m2")).act == action::hold);
@@ -221,6 +231,7 @@ TEST_CASE("a store failure answers with on_store_error and warns at most once a 
   for (auto action : {store_error_action::dunno, store_error_action::defer}) {
     failing_store broken;
     harness h(snapshot("sasl_username * 1/1h hold\n", run_mode::enforce, action), &broken);
+    CHECK_FALSE(h.service.decides_at_once());  // a store with I/O is always awaited
     message_tracker t;
     const verdict v = h.ask(t, rcpt("alice", "m1"));
     CHECK(v.store_failed);

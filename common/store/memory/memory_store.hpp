@@ -36,6 +36,9 @@ class memory_store final : public store {
   // a charged request (store_request::once) without charging it.
   store_result check(const store_request& req);
   admin_result admin(const admin_request& req);
+  bool answers_at_once() const override { return true; }
+  store_result check_at_once(const store_request& req) override { return check(req); }
+  admin_result admin_at_once(const admin_request& req) override { return admin(req); }
   std::size_t size() const { return used_; }              // identities held (an expired one until swept)
   std::uint64_t evictions() const { return evictions_; }  // identities dropped for a new one since start
 
