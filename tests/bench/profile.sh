@@ -92,7 +92,7 @@ for label, rx in [("protocol parse (request_parser::feed)", r'^rg::request_parse
                   ("memory store (memory_store::check)", r'^rg::memory_store::check\('),
                   ("Redis: encode the call (append_check_call)", r'^rg::append_check_call'),
                   ("Redis: RESP decode (redisReaderGetReply)", r'^redisReaderGetReply$'),
-                  ("Redis: free the reply (freeReplyObject)", r'^freeReplyObject$'),
+                  ("Redis: free the reply (free_reply)", r"^rg::free_reply\(redisReply\*\)$"),
                   ("Redis: parse_check_reply", r'^rg::parse_check_reply')]:
     v = per(rx, incl)
     if v: print(f"{label:<48}{v:>8,.0f}")

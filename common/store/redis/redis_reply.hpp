@@ -19,12 +19,14 @@ struct reader_deleter {
   void operator()(redisReader* r) const noexcept { redisReaderFree(r); }
 };
 using reader_ptr = std::unique_ptr<redisReader, reader_deleter>;
+// Frees a reply of new_reader()'s (never hiredis' freeReplyObject: the objects go back to the reader's pool).
+void free_reply(redisReply* r) noexcept;
 struct reply_deleter {
-  void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
+  void operator()(redisReply* r) const noexcept { free_reply(r); }
 };
 using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
-// A RESP reader whose reply objects are hiredis' own (freeReplyObject frees them) but come from malloc, not
-// calloc; null when out of memory.
+// A RESP reader whose reply objects have hiredis' layout but come from a pool of the thread's (free_reply returns
+// them; a check reply is about ten of them); null when out of memory.
 reader_ptr new_reader();
 
 enum class redis_errc {
