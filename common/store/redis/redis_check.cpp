@@ -464,9 +464,7 @@ const check_names& names() {
   }();
   return n;
 }
-}  // namespace
 
-namespace {
 // The layout of `req` as one bulk string ($length, the text, CRLF), appended to `out`.
 void append_layout(std::string& out, const store_request& req, const std::size_t* key_of) {
   const std::size_t n = req.counters.size();
