@@ -136,7 +136,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     const auto id = next_id_++;
     const auto now = clock_type::now();
     send_check(*conn_, id, req);
-    calls_.emplace(id, call{std::move(req), std::move(done), false});
+    calls_.add(id, call{std::move(req), std::move(done), false});
     timeouts_.emplace_back(now + opts_.timeout, id);
     arm_deadline_timer();
     // At once, not gathered until the loop has run every ready handler: the first check of a burst then
@@ -199,6 +199,39 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     store_request req;
     handler_type done;
     bool reloaded;  // resent after "Function not found" behind a FUNCTION LOAD: not resent again
+  };
+  // The checks in flight by id. Ids only grow (operator commands take some too) and a check usually ends before
+  // the ones sent after it, so a deque indexed by id - the oldest's id holds them, without a tree node per check.
+  class call_table {
+   public:
+    void add(std::uint64_t id, call c) {
+      if (slots_.empty()) first_ = id;
+      while (first_ + slots_.size() < id) slots_.emplace_back();  // ids of operator commands
+      slots_.emplace_back(std::move(c));
+    }
+    call* find(std::uint64_t id) {
+      if (id < first_ || id - first_ >= slots_.size()) return nullptr;
+      auto& slot = slots_[id - first_];
+      return slot ? &*slot : nullptr;
+    }
+    bool contains(std::uint64_t id) { return find(id) != nullptr; }
+    void erase(std::uint64_t id) {
+      if (find(id) != nullptr) slots_[id - first_].reset();
+      while (!slots_.empty() && !slots_.front()) {
+        slots_.pop_front();
+        ++first_;
+      }
+    }
+    // Each call in id order (fail_all: failures complete in request order).
+    template <typename F>
+    void for_each(F&& each) {
+      for (auto& slot : slots_)
+        if (slot) each(*slot);
+    }
+
+   private:
+    std::deque<std::optional<call>> slots_;
+    std::uint64_t first_ = 0;  // the id of slots_.front()
   };
 
   // An operator command in flight: its progress (redis_admin) and the store's side of it.
@@ -412,26 +445,26 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
       case slot_kind::check:
         break;
     }
-    const auto it = calls_.find(slot.id);
-    if (it == calls_.end()) return;  // timed out already: the late reply is dropped
-    if (reply->type == REDIS_REPLY_ERROR && !it->second.reloaded &&
+    call* const it = calls_.find(slot.id);
+    if (it == nullptr) return;  // timed out already: the late reply is dropped
+    if (reply->type == REDIS_REPLY_ERROR && !it->reloaded &&
         to_redis_error("FCALL", nullptr, reply.get()).code == redis_errc::no_function) {
       // The function did not run (a FUNCTION FLUSH, or a restart without persistence), so sending the call
       // again behind a FUNCTION LOAD on the same connection is side-effect free.
-      it->second.reloaded = true;
+      it->reloaded = true;
       if (!reloading_) {
         reloading_ = true;
         append_command(c->out, {"FUNCTION", "LOAD", check_library()});
         c->wire.push_back({slot_kind::function_load, 0, clock_type::now()});
       }
-      send_check(*c, slot.id, it->second.req);
+      send_check(*c, slot.id, it->req);
       return start_write(c);
     }
     const bool not_master = reply->type == REDIS_REPLY_ERROR &&
                             to_redis_error("FCALL", nullptr, reply.get()).code == redis_errc::not_master;
-    auto done = std::move(it->second.done);
-    auto result = parse_check_reply(*reply, it->second.req);
-    calls_.erase(it);  // before invoking: the handler may issue the next request
+    auto done = std::move(it->done);
+    auto result = parse_check_reply(*reply, it->req);
+    calls_.erase(slot.id);  // before invoking: the handler may issue the next request
     // A demoted master (READONLY) or one cut off from its replicas (NOREPLICAS): with sentinels, reconnect to
     // whichever they name now; this call failed and charged nothing (the script stops at its first write).
     if (not_master && sentinel_) close(*c, result.error);
@@ -556,11 +589,11 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     while (!timeouts_.empty() && timeouts_.front().first <= now) {
       const auto id = timeouts_.front().second;
       timeouts_.pop_front();
-      const auto it = calls_.find(id);
-      if (it == calls_.end()) continue;
+      call* const it = calls_.find(id);
+      if (it == nullptr) continue;
       verify_master();
-      auto done = std::move(it->second.done);
-      calls_.erase(it);  // its wire slot stays: the reply still comes, in order, and is dropped
+      auto done = std::move(it->done);
+      calls_.erase(id);  // its wire slot stays: the reply still comes, in order, and is dropped
       complete_now(std::move(done), failure("redis timeout"));
     }
     std::vector<std::uint64_t> late;  // first collected: a handler may stop the store and empty admins_
@@ -626,14 +659,14 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   }
 
   void fail_all(std::string_view error) {
-    auto doomed = std::exchange(calls_, {});
+    auto doomed = std::exchange(calls_, call_table{});
     auto doomed_admins = std::exchange(admins_, {});
     timeouts_.clear();
     if (conn_) {
       conn_->out.clear();
       conn_->wire.clear();
     }
-    for (auto& [id, c] : doomed) complete_now(std::move(c.done), failure(std::string(error)));
+    doomed.for_each([&](call& c) { complete_now(std::move(c.done), failure(std::string(error))); });
     for (auto& [id, a] : doomed_admins) complete_now(std::move(a.done), admin_failure(std::string(error)));
   }
 
@@ -663,7 +696,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   bool outage_reported_ = false;
   clock_type::time_point down_since_{};
   std::uint64_t next_id_ = 1;
-  std::map<std::uint64_t, call> calls_;  // ordered: failures complete in request order
+  call_table calls_;
   std::map<std::uint64_t, admin_call> admins_;
   std::deque<std::pair<clock_type::time_point, std::uint64_t>> timeouts_;
 };
