@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "id_queue.hpp"
 #include "redis_check.hpp"
 #include "redis_script.hpp"
 #include "store_requests.hpp"
@@ -160,4 +161,37 @@ TEST_CASE("the lock field decodes until since and a reason that may hold colons"
     INFO(bad);
     CHECK_FALSE(parse_lock_value("u:a", bad));
   }
+}
+
+TEST_CASE("id_queue finds, erases and lists values by growing id, skipped ids left empty", "[redis_store]") {
+  id_queue<std::string> q;
+  CHECK(q.empty());
+  q.add(5, "five");
+  q.add(6, "six");
+  q.add(9, "nine");  // 7 and 8 went to operator commands
+  REQUIRE(q.find(6) != nullptr);
+  std::string* const nine = q.find(9);
+  REQUIRE(nine != nullptr);
+  CHECK(*nine == "nine");
+  CHECK(q.find(4) == nullptr);
+  CHECK(q.find(7) == nullptr);
+  CHECK(q.find(10) == nullptr);
+  q.erase(6);  // out of order: the oldest stays
+  CHECK_FALSE(q.contains(6));
+  CHECK(q.contains(5));
+  for (std::uint64_t id = 10; id < 200; ++id) q.add(id, std::to_string(id));
+  CHECK(nine == q.find(9));  // adds do not move a value
+  std::vector<std::string> order;
+  q.for_each([&](std::string& v) { order.push_back(v); });
+  REQUIRE(order.size() == 192);  // five, nine, 10..199
+  CHECK(order[0] == "five");
+  CHECK(order[1] == "nine");
+  CHECK(order[2] == "10");
+  q.erase(5);
+  q.erase(9);
+  for (std::uint64_t id = 10; id < 200; ++id) q.erase(id);
+  CHECK(q.empty());
+  q.add(300, "again");
+  CHECK(*q.find(300) == "again");
+  CHECK(q.find(200) == nullptr);
 }

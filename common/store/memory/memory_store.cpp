@@ -436,7 +436,7 @@ std::uint64_t memory_store::count(const window_rec& w, std::int64_t now) const {
   const std::int64_t hi = std::min(cur, w.head);
   std::int64_t b = std::max<std::int64_t>(0, std::max(cur, w.head) - static_cast<std::int64_t>(buckets_per_window));
   if (b > hi) return 0;
-  // One division for the first slot, then the ring is walked (a 64-bit division per bucket costs tens of cycles).
+  // The first slot computed once, then the ring walked.
   auto s = static_cast<std::size_t>(b % static_cast<std::int64_t>(slots));
   std::uint64_t n = 0;
   for (; b <= hi; ++b) {

@@ -7,6 +7,7 @@
 // Not here: rules, decisions, Postfix; not thread-safe (one single-threaded io_context assumed).
 #include "redis_store.hpp"
 #include "decision_log.hpp"
+#include "id_queue.hpp"
 
 #include "net_addr.hpp"
 #include "redis_admin.hpp"
@@ -199,39 +200,6 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
     store_request req;
     handler_type done;
     bool reloaded;  // resent after "Function not found" behind a FUNCTION LOAD: not resent again
-  };
-  // The checks in flight by id. Ids only grow (operator commands take some too) and a check usually ends before
-  // the ones sent after it, so a deque indexed by id - the oldest's id holds them, without a tree node per check.
-  class call_table {
-   public:
-    void add(std::uint64_t id, call c) {
-      if (slots_.empty()) first_ = id;
-      while (first_ + slots_.size() < id) slots_.emplace_back();  // ids of operator commands
-      slots_.emplace_back(std::move(c));
-    }
-    call* find(std::uint64_t id) {
-      if (id < first_ || id - first_ >= slots_.size()) return nullptr;
-      auto& slot = slots_[id - first_];
-      return slot ? &*slot : nullptr;
-    }
-    bool contains(std::uint64_t id) { return find(id) != nullptr; }
-    void erase(std::uint64_t id) {
-      if (find(id) != nullptr) slots_[id - first_].reset();
-      while (!slots_.empty() && !slots_.front()) {
-        slots_.pop_front();
-        ++first_;
-      }
-    }
-    // Each call in id order (fail_all: failures complete in request order).
-    template <typename F>
-    void for_each(F&& each) {
-      for (auto& slot : slots_)
-        if (slot) each(*slot);
-    }
-
-   private:
-    std::deque<std::optional<call>> slots_;
-    std::uint64_t first_ = 0;  // the id of slots_.front()
   };
 
   // An operator command in flight: its progress (redis_admin) and the store's side of it.
@@ -659,7 +627,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   }
 
   void fail_all(std::string_view error) {
-    auto doomed = std::exchange(calls_, call_table{});
+    auto doomed = std::exchange(calls_, id_queue<call>{});
     auto doomed_admins = std::exchange(admins_, {});
     timeouts_.clear();
     if (conn_) {
@@ -696,7 +664,7 @@ class redis_store::impl : public std::enable_shared_from_this<impl> {
   bool outage_reported_ = false;
   clock_type::time_point down_since_{};
   std::uint64_t next_id_ = 1;
-  call_table calls_;
+  id_queue<call> calls_;  // the checks in flight, by id
   std::map<std::uint64_t, admin_call> admins_;
   std::deque<std::pair<clock_type::time_point, std::uint64_t>> timeouts_;
 };
