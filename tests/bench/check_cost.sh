@@ -4,9 +4,11 @@
 # without detection, with one burst counter + one client_ips signal (the same address every time), the same
 # with a new address every time (the worst case: PFCOUNT of 5 HyperLogLogs on every call), and the sample's
 # login detection (two burst counters, new_domains and new_networks) with a familiar domain, and with a new one.
-# Two floors for scale, run the same way: `empty` (a function that returns at once, with the plain shape's keys and
-# arguments: what Redis spends on FCALL and its arguments alone) and `min3` (a script of INCR and PEXPIRE on the
-# same 3 keys, EVALSHA).
+# Four floors for scale, run the same way: `empty` (a function that returns at once, with the plain shape's keys and
+# arguments: what Redis spends on FCALL and its arguments alone), `commands` (a function that runs the Redis commands
+# plain runs and no logic: plain minus commands is what the check's Lua costs), `least` (the fewest commands any
+# design with the same guarantees runs: TIME, the charge-once SET NX, one MGET, one SET PXAT per key) and `min3` (a
+# script of INCR and PEXPIRE on the same 3 keys, EVALSHA).
 # INSTR=1 adds Redis's instructions per call of each shape, which do not move with the machine's load: callgrind on
 # a redis-server of its own per shape and count, (instructions after 2500 calls - after 500) / 2000 (needs valgrind;
 # about 20 s per server).
@@ -25,10 +27,45 @@ for _ in $(seq 50); do redis-cli -s "$D/r.sock" ping >/dev/null 2>&1 && break; s
 rcli() { redis-cli -s "$D/r.sock" "$@"; }
 FN=$("$BENCH" --print-function)
 EMPTY_LIB=$'#!lua name=rg_bench_empty\nredis.register_function(\'rg_bench_empty\', function(keys, args) return 1 end)'
+# The plain shape's commands and nothing else: TIME, the charge-once SET NX, HGETALL of each key and one HSET per key
+# of the bucket fields plain charges (each set to 1: no layout, no sums, no limits, no TTLs, no reply to build).
+COMMANDS_LIB=$(cat <<'LUA'
+#!lua name=rg_bench_commands
+redis.register_function('rg_bench_commands', function(keys, args)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not redis.call('SET', keys[1] .. ':once:' .. args[4], '1', 'PX', '600000', 'NX') then return 2 end
+  for k = 1, 3 do redis.call('HGETALL', keys[k]) end
+  local function field(unit, w) return unit .. w .. ':' .. string.format('%d', math.floor(now / math.floor(w * 1000 / 12))) end
+  redis.call('HSET', keys[1], field('m', 60), '1', field('m', 3600), '1', field('m', 86400), '1', field('r', 3600), '1')
+  redis.call('HSET', keys[2], field('m', 60), '1', field('m', 3600), '1')
+  redis.call('HSET', keys[3], field('r', 3600), '1')
+  return 1
+end)
+LUA
+)
+# The least any design can run with the same guarantees (Redis's clock, charge once, every identity read and written
+# in the one call): TIME, the charge-once SET NX, one MGET of the 3 keys and one SET PXAT per key of a 64-byte value
+# (a packed state per identity).
+LEAST_LIB=$(cat <<'LUA'
+#!lua name=rg_bench_least
+redis.register_function('rg_bench_least', function(keys, args)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not redis.call('SET', keys[1] .. ':once:' .. args[4], '1', 'PX', '600000', 'NX') then return 2 end
+  redis.call('MGET', keys[1], keys[2], keys[3])
+  local at = string.format('%d', now + 86400000)
+  for k = 1, 3 do redis.call('SET', keys[k], string.rep('x', 64), 'PXAT', at) end
+  return 1
+end)
+LUA
+)
 # The library and the floors, loaded into the server on socket $1.
 load_all() {
   redis-cli -s "$1" function load "$("$BENCH" --print-lua)" >/dev/null
   redis-cli -s "$1" function load "$EMPTY_LIB" >/dev/null
+  redis-cli -s "$1" function load "$COMMANDS_LIB" >/dev/null
+  redis-cli -s "$1" function load "$LEAST_LIB" >/dev/null
   redis-cli -s "$1" script load "$MIN3_TEXT"
 }
 MIN3_TEXT="for k = 1, #KEYS do redis.call('INCR', KEYS[k]) redis.call('PEXPIRE', KEYS[k], 3600000) end return 1"
@@ -53,7 +90,7 @@ BURST_SIGNAL="$H 7 $C1M 1 m 3600 1 $BIG 3 50 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - $R
 # The sample's detection on the login (conf/limits.conf): burst 24x:40 on the hour, 10x:100 on the day, a
 # new_domains and a new_networks counter (the bits of a familiar domain and network, or a new domain each call).
 SAMPLE="$H 9 $C1M 1 m 3600 1 $BIG 24 40 0 0 - 1 m 86400 1 $BIG 10 100 0 0 - $REST 1 D 3600 0 0 0 0 0 0 n 1 N 3600 0 0 0 0 0 0 n"
-ORDER=(plain burst_signal burst_signal_new_value sample_detection sample_new_domain empty min3)
+ORDER=(plain burst_signal burst_signal_new_value sample_detection sample_new_domain empty commands least min3)
 # One shape as redis-benchmark's arguments (the layout is one argument).
 shape_args() {
   case $1 in
@@ -63,6 +100,8 @@ shape_args() {
     sample_detection) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$SAMPLE" "$ONCE" 17 300) ;;
     sample_new_domain) ARGS=(FCALL "$FN" 3 $KEYS3 0 1 "$SAMPLE" "$ONCE" __rand_int__ 300) ;;
     empty) ARGS=(FCALL rg_bench_empty 3 $KEYS3 0 1 "$PLAIN" "$ONCE") ;;
+    commands) ARGS=(FCALL rg_bench_commands 3 $KEYS3 0 1 "$PLAIN" "$ONCE") ;;
+    least) ARGS=(FCALL rg_bench_least 3 $KEYS3 0 1 "$PLAIN" "$ONCE") ;;
     min3) ARGS=(EVALSHA "$MIN3" 3 $KEYS3) ;;
   esac
 }

@@ -112,6 +112,24 @@ start_redis() {
   for _ in $(seq 1 100); do redis-cli -s "$RSOCK" ping >/dev/null 2>&1 && break; sleep 0.05; done
 }
 
+# redis-benchmark's FIRST and LATER: the daemon's two request kinds as FCALLs of its check function, for the same
+# limits as write_limits' (generous: BIG refuses nobody).
+# first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
+# later RCPTs of the same message: only the rcpt windows of u and s.
+# Keys, arguments and layout as common/store/redis/redis_check.hpp lays them out (now 0: Redis TIME; charge 1;
+# the layout: half-life, familiarity epoch, warm-up, the counters (per counter: burst factor and floor, refusing
+# burst factor and floor, all 0: no baseline; -: no novelty bits); last the charge-once token, a new one per call
+# like the daemon's).
+rb_shapes() {
+  local fn big=1000000000
+  fn=$("$BENCH" --print-function)
+  FIRST=(FCALL "$fn" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}' 0 1
+    "604800000 1209600000 0 7 1 m 60 1 $big 0 0 0 0 - 1 m 3600 1 $big 0 0 0 0 - 1 m 86400 1 $big 0 0 0 0 - 1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $big 0 0 0 0 -"
+    'once__rand_int__')
+  LATER=(FCALL "$fn" 2 'rg:{u:user__rand_int__}' 'rg:{s:user__rand_int__@bench.test}' 0 1
+    "604800000 1209600000 0 2 1 r 3600 1 0 0 0 0 0 - 2 r 3600 1 $big 0 0 0 0 -" 'once__rand_int__')
+}
+
 # Same rule shapes as conf/limits.conf, every limit times SCALE: 1 gives the sample's limits ("tight"),
 # 1000000 limits nobody reaches ("generous": every counter read and charged, every answer DUNNO).
 write_limits() {  # FILE SCALE

@@ -100,20 +100,7 @@ scrape_loop &
 PIDS+=($!)
 
 rcli function load "$("$BENCH" --print-lua)" >/dev/null
-FN=$("$BENCH" --print-function)
-BIG=1000000000
-# Key shapes of the daemon's two request kinds:
-# first RCPT of a message: u (3 message windows + rcpt window), ip (2 message windows), s (rcpt window);
-# later RCPTs of the same message: only the rcpt windows of u and s.
-# Keys, arguments and layout as common/store/redis/redis_check.hpp lays them out (now 0: Redis TIME; charge 1;
-# the layout: half-life, familiarity epoch, warm-up, the counters (per counter: burst factor and floor, refusing
-# burst factor and floor, all 0: no baseline; -: no novelty bits); last the charge-once token, a new one per call
-# like the daemon's).
-FIRST=(FCALL "$FN" 3 'rg:{u:user__rand_int__}' 'rg:{ip:127.0.0.1}' 'rg:{s:user__rand_int__@bench.test}' 0 1
-  "604800000 1209600000 0 7 1 m 60 1 $BIG 0 0 0 0 - 1 m 3600 1 $BIG 0 0 0 0 - 1 m 86400 1 $BIG 0 0 0 0 - 1 r 3600 1 0 0 0 0 0 - 2 m 60 1 0 0 0 0 0 - 2 m 3600 1 0 0 0 0 0 - 3 r 3600 1 $BIG 0 0 0 0 -"
-  'once__rand_int__')
-LATER=(FCALL "$FN" 2 'rg:{u:user__rand_int__}' 'rg:{s:user__rand_int__@bench.test}' 0 1
-  "604800000 1209600000 0 2 1 r 3600 1 0 0 0 0 0 - 2 r 3600 1 $BIG 0 0 0 0 -" 'once__rand_int__')
+rb_shapes
 
 RESULTS=$TMP/results.csv
 : >"$RESULTS"
