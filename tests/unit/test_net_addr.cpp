@@ -3,6 +3,12 @@
 // Rules and the engine's use of buckets are tested elsewhere.
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+
 #include "net_addr.hpp"
 
 using namespace rg;
@@ -53,6 +59,46 @@ TEST_CASE("parse_ip rejects garbage", "[net_addr]") {
                "12345::", "[::1]", "::ffff:1.2.3", "0x7f.0.0.1", "2001:db8:0:0:0:0:0:0:1");
   INFO('"' << bad << '"');
   CHECK_FALSE(parse_ip(bad));
+}
+
+TEST_CASE("parse_ip takes IPv4 text exactly as inet_pton does", "[net_addr]") {
+  // parse_ip reads dotted quads itself; glibc's inet_pton(AF_INET) is the reference, on edge cases and on strings of
+  // digits and dots (with a few other bytes) drawn at random, at several seeds.
+  const auto same = [](const std::string& text) {
+    std::uint8_t want[4];
+    const bool ok = inet_pton(AF_INET, text.c_str(), want) == 1;
+    const auto got = parse_ip(text);
+    INFO('"' << text << '"');
+    REQUIRE(got.has_value() == ok);
+    if (ok) CHECK(std::equal(want, want + 4, got->bytes.begin()));
+  };
+  for (const char* text : {"0.0.0.0", "255.255.255.255", "256.0.0.0", "1.2.3.04", "1.2.3.0", "00.1.2.3", "1.2.3.",
+                           ".1.2.3", "1..2.3", "1.2.3.4.", "1.2.3.4.5", "1.2.3", "999.1.1.1", "1.2.3.2555", "1.2.3.-4",
+                           "+1.2.3.4", "1.2.3.4a", "4294967296.0.0.1"})
+    same(text);
+  // Half of them shaped like quads (3 to 5 parts of 0 to 3 digits), so that many are valid; the rest any bytes of
+  // the alphabet.
+  const std::string alphabet = "0123456789....12a x";
+  for (unsigned seed : {1u, 7u, 2026u}) {
+    std::mt19937 rng(seed);
+    int valid = 0;
+    for (int i = 0; i < 50000; ++i) {
+      std::string text;
+      if (i % 2 == 0) {
+        const auto parts = 3 + rng() % 3;
+        for (std::size_t p = 0; p < parts; ++p) {
+          if (p > 0) text += '.';
+          for (auto d = rng() % 4; d > 0; --d) text += static_cast<char>('0' + rng() % (d == 3 ? 3 : 10));
+        }
+      } else {
+        text.assign(rng() % 17, ' ');
+        for (char& c : text) c = alphabet[rng() % alphabet.size()];
+      }
+      same(text);
+      if (parse_ip(text)) ++valid;
+    }
+    CHECK(valid > 500);  // about 1 100 at these seeds
+  }
 }
 
 TEST_CASE("parse_ip does not read past the view", "[net_addr]") {
