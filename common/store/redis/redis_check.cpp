@@ -45,6 +45,9 @@ local layouts, nlayouts = {}, 0
 local fprefix, fidx, nfield = {}, {}, 0
 local nums, nnum = {}, 0
 local strs, nstr = {}, 0
+-- Detection's memos, likewise: a baseline field's parts ("avg:last:start" -> {avg, last, start}), a familiarity
+-- field's ("first:last" -> {first, first as a number, last}), a novelty argument's bits ("17,300" -> {17, 300}).
+local bparts, fparts, bitlists, nparts = {}, {}, {}, 0
 
 local function field(f)
   local p, prefix, idx = find(f, ':', 2, true), false, false
@@ -67,6 +70,22 @@ local function str(v)
   if nstr >= 4096 then strs, nstr = {}, 0 end
   strs[v], nstr = s, nstr + 1
   return s
+end
+local function parts(memo, s)
+  local r = false
+  if memo == bparts then
+    local avg, last, start = match(s, '^([^:]+):(%d+):(%d+)$')
+    if avg then r = {avg, tonumber(last), tonumber(start)} end
+  elseif memo == fparts then
+    local first, last = match(s, '^(%d+):(%d+)$')
+    if first then r = {first, tonumber(first), tonumber(last)} end
+  else
+    r = {}
+    for bit in string.gmatch(s, '%d+') do r[#r + 1] = tonumber(bit) end
+  end
+  if nparts >= 4096 then bparts, fparts, bitlists, nparts = {}, {}, {}, 0 end
+  memo[s], nparts = r, nparts + 1
+  return r
 end
 
 -- A layout: per counter its key, bucket group (key, tag and window: counters of one identity, unit and window
@@ -190,8 +209,8 @@ local function check(keys, args)
           end
           local s = x.sums
           if s then
-            local q = floor(idx / 12)
-            s[q] = (s[q] or 0) + tonumber(flat[j + 1])
+            local q, v = floor(idx / 12), flat[j + 1]
+            s[q] = (s[q] or 0) + (nums[v] or num(v))
           end
         end
       elseif f == 't' then
@@ -223,23 +242,30 @@ local function check(keys, args)
       local c = C[i]
       if c.bits then
         local k = c.k
-        local first, last = match(extra[k].f or '', '^(%d+):(%d+)$')
-        last = tonumber(last)
+        local fv = extra[k].f
+        local fp = fv and (fparts[fv] or parts(fparts, fv))
+        local first, firstn, last = false, false, nil
+        if fp then first, firstn, last = fp[1], fp[2], fp[3] end
         local e = max(epoch, last or epoch)
         local base = keys[k] .. ':f:'
+        local key = base .. (strs[e] or str(e))
+        local before = nil
         local added, unset = 0, {}
-        for bit in string.gmatch(args[c.bits], '%d+') do
-          local b = tonumber(bit)
+        local bits = args[c.bits]
+        for _, b in ipairs(bitlists[bits] or parts(bitlists, bits)) do
           local known = 0
-          if last == e then known = call('GETBIT', base .. e, b) end
+          if last == e then known = call('GETBIT', key, b) end
           if known == 0 then
             unset[#unset + 1] = b
-            if last and last >= e - 1 then known = call('GETBIT', base .. (e - 1), b) end
+            if last and last >= e - 1 then
+              before = before or base .. (strs[e - 1] or str(e - 1))
+              known = call('GETBIT', before, b)
+            end
             if known == 0 then added = added + 1 end
           end
         end
         cost[i] = added
-        novel[i] = {k = k, first = first, last = last, e = e, key = base .. e, unset = unset}
+        novel[i] = {k = k, first = first, firstn = firstn, last = last, e = e, key = key, unset = unset}
       end
     end
   end
@@ -252,9 +278,11 @@ local function check(keys, args)
       local c = C[i]
       local k, x = c.k, G[c.g]
       local wms, field, P = x.wms, 'b' .. x.prefix, floor(x.cur / 12)
-      local avg, last, start = match(extra[k][field] or '', '^([^:]+):(%d+):(%d+)$')
-      if avg then
-        last, start = tonumber(last), tonumber(start)
+      local bv = extra[k][field]
+      local bp = bv and (bparts[bv] or parts(bparts, bv))
+      local avg, last, start = nil, nil, nil
+      if bp then
+        avg, last, start = bp[1], bp[2], bp[3]
         if P > last then  -- else the stored string is the answer: no number conversion on the common path
           local alpha, v = 1 - 2 ^ (-wms / half), tonumber(avg)
           local y = min(x.sums[last] or 0, max(c.bf * v, c.bfloor))
@@ -285,7 +313,7 @@ local function check(keys, args)
       local limit, after = c.limit, G[c.g].sum + cost[i]
       -- a novelty limit refuses only once it applies (novelty_warm in store_types.hpp)
       local f = novel and novel[i]
-      if limit > 0 and after > limit and (not f or (f.first and max(0, now - tonumber(f.first)) >= warm)) then
+      if limit > 0 and after > limit and (not f or (f.first and max(0, now - f.firstn) >= warm)) then
         charged = false
         break
       end
@@ -386,7 +414,7 @@ local function check(keys, args)
     for i = 1, n do
       local f = novel[i]
       if f then
-        out[m + 1], out[m + 2], m = f.first and max(0, now - tonumber(f.first)) or -1, cost[i], m + 2
+        out[m + 1], out[m + 2], m = f.first and max(0, now - f.firstn) or -1, cost[i], m + 2
       end
     end
   end
