@@ -182,7 +182,8 @@ local function check(keys, args)
   local n, C, G, cost = L.n, L.c, L.g, L.cost
   for g = 1, #G do
     local x = G[g]
-    x.cur, x.sum, x.field, x.val, x.add = floor(now / x.width), 0, false, 0, 0
+    local w = x.width
+    x.cur, x.sum, x.field, x.val, x.add = (now - now % w) / w, 0, false, 0, 0  -- floor(now / w), without a call
     if x.sums then x.sums = {} end
   end
   local old, extra, texp, existed, locks = L.old, L.extra, L.texp, L.existed, nil
@@ -389,7 +390,7 @@ local function check(keys, args)
       local x = G[g]
       if x.add > 0 then
         local v = x.val + x.add
-        put(L, x.k, x.field or x.prefix .. ':' .. fmt('%d', x.cur), strs[v] or str(v))
+        put(L, x.k, x.field or x.prefix .. ':' .. (strs[x.cur] or str(x.cur)), strs[v] or str(v))
       end
     end
   end
