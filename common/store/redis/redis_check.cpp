@@ -71,21 +71,23 @@ local function str(v)
   strs[v], nstr = s, nstr + 1
   return s
 end
-local function parts(memo, s)
-  local r = false
-  if memo == bparts then
-    local avg, last, start = match(s, '^([^:]+):(%d+):(%d+)$')
-    if avg then r = {avg, tonumber(last), tonumber(start)} end
-  elseif memo == fparts then
-    local first, last = match(s, '^(%d+):(%d+)$')
-    if first then r = {first, tonumber(first), tonumber(last)} end
-  else
-    r = {}
-    for bit in string.gmatch(s, '%d+') do r[#r + 1] = tonumber(bit) end
-  end
+local function remember(memo, s, r)
   if nparts >= 4096 then bparts, fparts, bitlists, nparts = {}, {}, {}, 0 end
   memo[s], nparts = r, nparts + 1
   return r
+end
+local function baseline_parts(s)
+  local avg, last, start = match(s, '^([^:]+):(%d+):(%d+)$')
+  return remember(bparts, s, avg and {avg, tonumber(last), tonumber(start)} or false)
+end
+local function familiar_parts(s)
+  local first, last = match(s, '^(%d+):(%d+)$')
+  return remember(fparts, s, first and {first, tonumber(first), tonumber(last)} or false)
+end
+local function bit_list(s)
+  local r = {}
+  for bit in string.gmatch(s, '%d+') do r[#r + 1] = tonumber(bit) end
+  return remember(bitlists, s, r)
 end
 
 -- A layout: per counter its key, bucket group (key, tag and window: counters of one identity, unit and window
@@ -244,7 +246,7 @@ local function check(keys, args)
       if c.bits then
         local k = c.k
         local fv = extra[k].f
-        local fp = fv and (fparts[fv] or parts(fparts, fv))
+        local fp = fv and (fparts[fv] or familiar_parts(fv))
         local first, firstn, last = false, false, nil
         if fp then first, firstn, last = fp[1], fp[2], fp[3] end
         local e = max(epoch, last or epoch)
@@ -253,7 +255,7 @@ local function check(keys, args)
         local before = nil
         local added, unset = 0, {}
         local bits = args[c.bits]
-        for _, b in ipairs(bitlists[bits] or parts(bitlists, bits)) do
+        for _, b in ipairs(bitlists[bits] or bit_list(bits)) do
           local known = 0
           if last == e then known = call('GETBIT', key, b) end
           if known == 0 then
@@ -280,7 +282,7 @@ local function check(keys, args)
       local k, x = c.k, G[c.g]
       local wms, field, P = x.wms, 'b' .. x.prefix, floor(x.cur / 12)
       local bv = extra[k][field]
-      local bp = bv and (bparts[bv] or parts(bparts, bv))
+      local bp = bv and (bparts[bv] or baseline_parts(bv))
       local avg, last, start = nil, nil, nil
       if bp then
         avg, last, start = bp[1], bp[2], bp[3]
